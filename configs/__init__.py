@@ -1,0 +1,1 @@
+"""Packaged default configurations, one commented YAML per task."""

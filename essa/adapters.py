@@ -1,0 +1,123 @@
+"""Warm-start adapters in and out: principal init, reading and writing PEFT LoRA folders.
+
+A PEFT LoRA folder holds `adapter_config.json` and `adapter_model.safetensors` with keys
+``base_model.model.<module>.lora_A.weight`` (r × in) and ``...lora_B.weight`` (out × r). That is
+the format PEFT's `PeftModel.from_pretrained` and vLLM's `LoRARequest` both load.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from essa.io import atomic_write_json, atomic_write_safetensors, read_json, read_safetensors
+
+PEFT_PREFIX = "base_model.model."
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+LoRA = dict[str, tuple[np.ndarray, np.ndarray]]  # module -> (A: r × in, B: out × r)
+
+
+def read_base_weights(model_dir: str | Path, target_modules: list[str]) -> dict[str, np.ndarray]:
+    """The target linear weights of a Hugging Face model folder, as float32 arrays keyed by module."""
+    from safetensors import safe_open  # torch-backed: bf16 has no numpy dtype
+
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors weights in model folder {model_dir}")
+    weights = {}
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():
+                parts = key.split(".")
+                if len(parts) >= 2 and parts[-1] == "weight" and parts[-2] in target_modules:
+                    weights[key[: -len(".weight")]] = f.get_tensor(key).float().numpy()
+    if not weights:
+        raise ValueError(f"none of the target modules {target_modules} found in {model_dir}")
+    return weights
+
+
+def principal_init(base: dict[str, np.ndarray], rank: int, scale: float) -> LoRA:
+    """A LoRA whose factors span the top-`rank` singular directions of each base weight.
+
+    For W = U S Vᵀ: A = diag(√(scale·s)) V_rᵀ and B = U_r diag(√(scale·s)), so that with
+    lora_alpha = rank (scaling 1) the adapter starts at B·A = scale · U_r S_r V_rᵀ: a small push
+    along the directions the layer already uses most. The search then learns, per direction, how
+    much to add or remove. Splitting √ evenly between A and B gives both factors the same
+    singular values, so one relative step size fits both.
+    """
+    lora = {}
+    for module, w in base.items():
+        U, s, Vt = np.linalg.svd(w.astype(np.float64), full_matrices=False)
+        root = np.sqrt(scale * s[:rank])
+        lora[module] = (root[:, None] * Vt[:rank], U[:, :rank] * root[None, :])
+    return lora
+
+
+def write_peft_adapter(
+    out_dir: str | Path,
+    lora: LoRA,
+    rank: int,
+    lora_alpha: float,
+    base_model: str,
+    provenance: dict | None = None,
+) -> Path:
+    """Write a PEFT LoRA folder; the folder appears complete or not at all.
+
+    `provenance` (where the adapter came from) goes to a separate `essa.json`, so that
+    adapter_config.json holds only keys PEFT and vLLM know.
+    """
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tensors = {}
+    for module, (a, b) in lora.items():
+        tensors[f"{PEFT_PREFIX}{module}.lora_A.weight"] = np.asarray(a, dtype=np.float32)
+        tensors[f"{PEFT_PREFIX}{module}.lora_B.weight"] = np.asarray(b, dtype=np.float32)
+    atomic_write_safetensors(tmp / ADAPTER_WEIGHTS, tensors, {"format": "pt"})
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": rank,
+        "lora_alpha": lora_alpha,
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "use_rslora": False,
+        "init_lora_weights": True,
+        "modules_to_save": None,
+        "target_modules": sorted({m.rsplit(".", 1)[-1] for m in lora}),
+    }
+    atomic_write_json(tmp / ADAPTER_CONFIG, config)
+    if provenance:
+        atomic_write_json(tmp / "essa.json", provenance)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def read_peft_adapter(adapter_dir: str | Path) -> tuple[LoRA, dict]:
+    """(module → (A, B), adapter_config) from a PEFT LoRA folder, with errors that say what is wrong."""
+    adapter_dir = Path(adapter_dir)
+    config = read_json(adapter_dir / ADAPTER_CONFIG, what="LoRA adapter config")
+    if config.get("peft_type") != "LORA":
+        raise ValueError(f"{adapter_dir} is a {config.get('peft_type')!r} adapter; essa needs a LoRA adapter")
+    if config.get("use_rslora") or config.get("use_dora"):
+        raise ValueError(f"{adapter_dir}: rsLoRA/DoRA adapters are not supported; use a plain LoRA")
+    tensors, _ = read_safetensors(adapter_dir / ADAPTER_WEIGHTS, what="LoRA adapter weights")
+    lora: dict[str, list] = {}
+    for key, value in tensors.items():
+        if not key.startswith(PEFT_PREFIX) or not key.endswith(("lora_A.weight", "lora_B.weight")):
+            raise ValueError(f"{adapter_dir}: unexpected tensor {key!r} (only lora_A/lora_B weights are supported)")
+        module, factor, _ = key[len(PEFT_PREFIX) :].rsplit(".", 2)
+        lora.setdefault(module, [None, None])[0 if factor == "lora_A" else 1] = value.astype(np.float64)
+    incomplete = [m for m, (a, b) in lora.items() if a is None or b is None]
+    if incomplete:
+        raise ValueError(f"{adapter_dir}: modules missing lora_A or lora_B: {incomplete[:3]}")
+    return {m: (a, b) for m, (a, b) in lora.items()}, config
+

@@ -1,0 +1,130 @@
+"""The `essa` command: align, export, eval."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ALIGN_FLAGS = {  # CLI option → config key
+    "gpus": "engine.gpus",
+    "model": "model.name",
+    "run_dir": "run.run_dir",
+    "generations": "search.generations",
+    "popsize": "search.popsize",
+    "batch_size": "task.batch_size",
+    "max_new_tokens": "generation.max_new_tokens",
+    "init": "adapter.init",
+    "data_dir": "task.data_dir",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="essa", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    align = sub.add_parser("align", help="search the singular values of a LoRA adapter with CMA-ES")
+    align.add_argument("--task", help="task name (gsm8k)")
+    align.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
+    align.add_argument("--config", help="YAML file merged over the task's defaults")
+    align.add_argument("--gpus", type=int, help="engine slots: 0 runs one CPU engine (default 0)")
+    align.add_argument("--model", help="embedded model name, local folder or hub id")
+    align.add_argument("--run-dir", help="where checkpoints, logs and the adapter go")
+    align.add_argument("--generations", type=int, help="total generations (with --resume: extend the run)")
+    align.add_argument("--popsize", type=int, help="candidates per generation (λ)")
+    align.add_argument("--batch-size", type=int, help="prompts per candidate per generation (B)")
+    align.add_argument("--max-new-tokens", type=int)
+    align.add_argument("--init", help="warm start: 'principal' or a PEFT LoRA folder")
+    align.add_argument("--data-dir", help="folder with local task data (default $ESSA_DATA_DIR)")
+    align.add_argument("overrides", nargs="*", metavar="key=value", help="any config key, e.g. search.sigma=0.3")
+
+    export = sub.add_parser("export", help="write a run's best adapter as a PEFT LoRA folder")
+    export.add_argument("run_dir")
+    export.add_argument("--out", required=True)
+    export.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the folder to the Hugging Face Hub")
+
+    ev = sub.add_parser("eval", help="score the base model or an adapter on a task split")
+    ev.add_argument("--task", required=True)
+    ev.add_argument("--split", default="test", choices=["train", "validation", "test", "sft"])
+    ev.add_argument("--adapter", help="PEFT LoRA folder (default: the base model)")
+    ev.add_argument("--model", help="embedded model name, local folder or hub id")
+    ev.add_argument("--limit", type=int, help="first N examples only")
+    ev.add_argument("--gpus", type=int)
+    ev.add_argument("--max-new-tokens", type=int)
+    ev.add_argument("--data-dir")
+    ev.add_argument("--out", help="write the metrics as JSON here")
+    ev.add_argument("overrides", nargs="*", metavar="key=value")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"align": cmd_align, "export": cmd_export, "eval": cmd_eval}[args.command](args)
+    except KeyboardInterrupt:
+        print("\ninterrupted; the last checkpoint is intact (essa align --resume RUN_DIR continues)", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
+        print(f"essa: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_align(args) -> int:
+    from essa.config import load_config
+    from essa.coordinator import align
+    from essa.run_dir import new_run_dir
+
+    if args.resume:
+        ignored = [f for f in ALIGN_FLAGS if f != "generations" and getattr(args, f) is not None]
+        if args.task or args.config or args.overrides or ignored:
+            raise ValueError("--resume continues a run with its saved config; only --generations may change")
+        run_dir = Path(args.resume)
+        adapter = align(None, run_dir, resume=True, generations=args.generations)
+    else:
+        if not args.task:
+            raise ValueError("essa align needs --task (e.g. --task gsm8k) or --resume RUN_DIR")
+        flags = {key: getattr(args, flag) for flag, key in ALIGN_FLAGS.items()}
+        cfg = load_config(args.task, args.config, flags, args.overrides)
+        run_dir = new_run_dir(cfg)
+        print(f"[essa] run directory: {run_dir}", flush=True)
+        adapter = align(cfg, run_dir, resume=False)
+    print(f"[essa] best adapter: {adapter}", flush=True)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from essa.coordinator import export_best
+
+    out = export_best(Path(args.run_dir), Path(args.out))
+    print(f"[essa] exported {out}")
+    if args.push_to_hub:
+        from huggingface_hub import upload_folder
+
+        try:
+            upload_folder(repo_id=args.push_to_hub, folder_path=str(out))
+        except Exception as exc:
+            raise RuntimeError(f"push to {args.push_to_hub} failed ({type(exc).__name__}: {exc}); "
+                               f"the adapter is saved at {out}") from exc
+        print(f"[essa] pushed to https://huggingface.co/{args.push_to_hub}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from essa.config import load_config
+    from essa.evaluate import evaluate
+
+    flags = {"model.name": args.model, "engine.gpus": args.gpus, "task.data_dir": args.data_dir,
+             "generation.max_new_tokens": args.max_new_tokens}
+    cfg = load_config(args.task, None, flags, args.overrides)
+    metrics = evaluate(cfg, args.split, Path(args.adapter) if args.adapter else None, args.limit)
+    print(json.dumps(metrics, indent=2))
+    if args.out:
+        from essa.io import atomic_write_json
+
+        atomic_write_json(args.out, metrics)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Typed run configuration: dataclasses merged with OmegaConf from a task YAML, a user file and overrides.
+
+Precedence, lowest first: the dataclass defaults, `configs/<task>.yaml` (shipped in the package),
+`--config FILE`, CLI flags, then `key=value` overrides. Unknown keys fail with the list of valid
+ones; cross-field problems fail with the values involved and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smollm2-135m-instruct"  # embedded name, local folder or hub id
+    dtype: str = "bfloat16"
+    max_model_len: int = 1024
+
+
+@dataclass
+class TaskConfig:
+    name: str = "gsm8k"
+    data_dir: str | None = None  # defaults to $ESSA_DATA_DIR; unset means the hub
+    system_prompt: str | None = None  # None: the task's default
+    batch_size: int = 16  # prompts per candidate per generation (B), shared by all candidates
+    val_size: int = 64  # validation prompts used to score the distribution mean
+
+
+@dataclass
+class AdapterConfig:
+    init: str = "principal"  # "principal" or a PEFT LoRA folder
+    rank: int = 8
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    alpha_fraction: float = 1.0  # α: search the top ⌊α·r⌋ singular values of each factor
+    principal_scale: float = 0.05  # principal init starts at B·A = scale · (top-r part of W)
+
+
+@dataclass
+class SearchConfig:
+    strategy: str = "cma_auto"
+    generations: int = 20
+    popsize: int = 16
+    sigma: float = 0.5  # initial step, in units of each factor's RMS singular value
+    seed: int = 0
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # greedy: candidates differ only by their weights
+
+
+@dataclass
+class EngineConfig:
+    gpus: int = 0  # 0: one CPU engine; N: N engine slots (one actor per GPU)
+    mode: str = "auto"  # merge | lora | auto (merge on CPU, lora on GPU)
+    kv_cache_gib: float = 2.0  # CPU only: KV-cache memory per engine
+    gpu_memory_utilization: float = 0.85  # GPU only
+    enforce_eager: bool = False
+    ray_address: str | None = None  # join this Ray cluster; None: $RAY_ADDRESS or a local one
+    timeout_s: float = 1800.0  # one work item's limit before the generation fails with a clear error
+
+
+@dataclass
+class RunConfig:
+    run_dir: str | None = None  # None: runs/<task>-<timestamp>
+    validate_every: int = 5
+    checkpoint_every: int = 5
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is wrong; the message says which and how to fix it."""
+
+
+def valid_keys(node: Any = None, prefix: str = "") -> list[str]:
+    node = OmegaConf.structured(Config) if node is None else node
+    keys = []
+    for key in node:
+        value = node[key]
+        path = f"{prefix}{key}"
+        keys += valid_keys(value, path + ".") if OmegaConf.is_dict(value) else [path]
+    return keys
+
+
+def packaged_config(task: str) -> Path | None:
+    path = resources.files("essa.configs").joinpath(f"{task}.yaml")
+    return Path(str(path)) if path.is_file() else None
+
+
+def load_config(
+    task: str | None = None,
+    config_file: str | Path | None = None,
+    flags: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+    base: dict | None = None,
+) -> Config:
+    """Build a validated Config. `flags` are dotted keys from CLI options (None values ignored)."""
+    layers = [OmegaConf.structured(Config)]
+    if base is not None:
+        layers.append(OmegaConf.create(base))
+    if task is not None:
+        yaml = packaged_config(task)
+        if yaml is not None:
+            layers.append(OmegaConf.load(yaml))
+        layers.append(OmegaConf.create({"task": {"name": task}}))
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        layers.append(OmegaConf.load(path))
+    dotlist = [f"{k}={_as_yaml(v)}" for k, v in (flags or {}).items() if v is not None]
+    for item in overrides or []:
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise ConfigError(f"override {item!r} is not key=value (e.g. search.popsize=32)")
+        dotlist.append(item)
+    layers.append(OmegaConf.from_dotlist(dotlist))
+    try:
+        merged = OmegaConf.merge(*layers)
+    except (ConfigKeyError, ConfigAttributeError) as exc:
+        raise ConfigError(_unknown_key_message(exc)) from exc
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"invalid configuration: {exc.msg if hasattr(exc, 'msg') else exc}") from exc
+    cfg: Config = OmegaConf.to_object(merged)
+    validate(cfg)
+    return cfg
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def from_yaml_file(path: str | Path) -> Config:
+    """The resolved config a run saved; validated like any other."""
+    return load_config(base=OmegaConf.to_container(OmegaConf.load(path)))
+
+
+def validate(cfg: Config) -> None:
+    problems = []
+    s, t, a, e, r = cfg.search, cfg.task, cfg.adapter, cfg.engine, cfg.run
+    if s.popsize < 2:
+        problems.append(f"search.popsize={s.popsize}: CMA-ES needs at least 2 candidates")
+    if s.sigma <= 0:
+        problems.append(f"search.sigma={s.sigma}: the initial step must be positive (0.5 is a good start)")
+    if s.generations < 0:
+        problems.append(f"search.generations={s.generations} must be >= 0")
+    if t.batch_size < 1 or t.val_size < 1:
+        problems.append(f"task.batch_size={t.batch_size} and task.val_size={t.val_size} must be >= 1")
+    if a.rank < 1:
+        problems.append(f"adapter.rank={a.rank} must be >= 1")
+    if not 0 < a.alpha_fraction <= 1:
+        problems.append(f"adapter.alpha_fraction={a.alpha_fraction} must be in (0, 1]")
+    if not a.target_modules:
+        problems.append("adapter.target_modules is empty: name the projections to adapt, e.g. [q_proj, v_proj]")
+    if e.mode not in ("auto", "merge", "lora"):
+        problems.append(f"engine.mode={e.mode!r}: choose merge, lora or auto")
+    if e.gpus < 0:
+        problems.append(f"engine.gpus={e.gpus} must be >= 0 (0 runs on CPU)")
+    if r.validate_every < 1 or r.checkpoint_every < 1:
+        problems.append(
+            f"run.validate_every={r.validate_every} and run.checkpoint_every={r.checkpoint_every} must be >= 1"
+        )
+    if cfg.generation.max_new_tokens < 1:
+        problems.append(f"generation.max_new_tokens={cfg.generation.max_new_tokens} must be >= 1")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def _as_yaml(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(str(v) for v in value) + "]"
+    return "null" if value is None else str(value)
+
+
+def _unknown_key_message(exc: OmegaConfBaseException) -> str:
+    key = getattr(exc, "full_key", None) or str(exc)
+    keys = valid_keys()
+    close = difflib.get_close_matches(str(key), keys, n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return f"unknown config key {key!r}.{hint} Valid keys:\n  " + "\n  ".join(keys)

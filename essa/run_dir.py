@@ -1,0 +1,83 @@
+"""A run directory and everything a run needs before its first generation.
+
+    RUN/config.yaml            the resolved configuration (what --resume reads)
+    RUN/warm_start/            the starting adapter, as a PEFT LoRA folder
+    RUN/basis.safetensors      the frozen SVD basis of that adapter
+    RUN/metrics.jsonl          one JSON line per generation
+    RUN/checkpoints/           gen_NNNNNN/ directories and the `latest` pointer
+    RUN/adapter/               the exported best adapter, written at the end
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from essa.adapters import principal_init, read_base_weights, read_peft_adapter, write_peft_adapter
+from essa.config import Config, from_yaml_file, to_yaml
+from essa.io import atomic_write_text
+from essa.models import EMBEDDED
+from essa.svd_lora import SVDLoRA
+
+
+def new_run_dir(cfg: Config) -> Path:
+    if cfg.run.run_dir:
+        return Path(cfg.run.run_dir)
+    return Path("runs") / f"{cfg.task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def hub_name(model: str) -> str:
+    """What an exported adapter names as its base model: the hub id where one is known."""
+    spec = EMBEDDED.get(model)
+    return spec.hub_id if spec else model
+
+
+def create_run(cfg: Config, run_dir: Path, model_dir: Path) -> SVDLoRA:
+    """Write config, warm start and basis for a new run; refuses to overwrite an existing run."""
+    if (run_dir / "config.yaml").exists():
+        raise FileExistsError(f"{run_dir} already holds a run; continue it with: essa align --resume {run_dir}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lora, rank, lora_alpha = warm_start(cfg, model_dir)
+    write_peft_adapter(run_dir / "warm_start", lora, rank, lora_alpha, hub_name(cfg.model.name))
+    basis = SVDLoRA.from_lora(lora, rank, lora_alpha, cfg.adapter.alpha_fraction)
+    basis.save(run_dir / "basis.safetensors")
+    atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))  # last: its presence marks a usable run
+    return basis
+
+
+def open_run(run_dir: Path) -> tuple[Config, SVDLoRA]:
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir} is not an essa run directory (no config.yaml)")
+    return from_yaml_file(run_dir / "config.yaml"), SVDLoRA.load(run_dir / "basis.safetensors")
+
+
+def warm_start(cfg: Config, model_dir: Path):
+    """(lora, rank, lora_alpha) of the starting adapter named by adapter.init."""
+    a = cfg.adapter
+    if a.init == "principal":
+        base = read_base_weights(model_dir, a.target_modules)
+        return principal_init(base, a.rank, a.principal_scale), a.rank, float(a.rank)
+    path = Path(a.init)
+    if not path.is_dir():
+        raise FileNotFoundError(f"adapter.init={a.init!r} is neither 'principal' nor a PEFT adapter folder")
+    lora, config = read_peft_adapter(path)
+    return lora, int(config["r"]), float(config.get("lora_alpha", config["r"]))
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def truncate_metrics(run_dir: Path, generations_done: int) -> None:
+    """Drop log lines of generations after the checkpoint being resumed: they will be redone."""
+    kept = [r for r in read_metrics(run_dir) if r.get("generation", -1) < generations_done]
+    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def append_metrics(run_dir: Path, record: dict) -> None:
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")

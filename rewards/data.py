@@ -1,0 +1,64 @@
+"""Reading task data: local JSONL files with line-numbered errors, or the Hugging Face Hub.
+
+A local copy is used when a data directory is configured (`task.data_dir` or $ESSA_DATA_DIR);
+otherwise the hub id, through `datasets`. Local files are read with the standard library rather
+than `datasets.load_dataset("json")`, so that a malformed row is reported with its file and line
+number, and nothing is written to the datasets cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """Task data is missing or malformed; the message names the file, the line and the fix."""
+
+
+def data_dir(configured: str | None) -> Path | None:
+    value = configured or os.environ.get("ESSA_DATA_DIR")
+    return Path(value).expanduser() if value else None
+
+
+def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
+    """Rows of a JSONL file; each must be an object with the `required` keys."""
+    if not path.is_file():
+        raise DataError(f"data file not found: {path} (set task.data_dir or $ESSA_DATA_DIR to the folder holding it)")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            missing = [k for k in required if k not in row]
+            if missing:
+                raise DataError(f"{path}:{number}: missing key(s) {missing}; each row needs {list(required)}")
+            rows.append(row)
+    if not rows:
+        raise DataError(f"{path} holds no rows")
+    return rows
+
+
+def load_hub_split(hub_id: str, config: str | None, split: str) -> list[dict]:
+    try:
+        import datasets
+
+        return list(datasets.load_dataset(hub_id, config, split=split))
+    except Exception as exc:  # offline or unknown: the user's fix is the same
+        raise DataError(
+            f"could not load {hub_id} ({split}) from the Hugging Face Hub ({type(exc).__name__}: {exc}). "
+            "Offline? Point task.data_dir or $ESSA_DATA_DIR at a local copy."
+        ) from exc
+
+
+def stable_order(rows: list[dict], key: str) -> list[dict]:
+    """Rows sorted by the SHA-256 of a text field: a fixed shuffle that ignores file order."""
+    return sorted(rows, key=lambda row: hashlib.sha256(str(row[key]).encode("utf-8")).hexdigest())

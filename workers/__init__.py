@@ -1,0 +1,1 @@
+"""Ray actors that own inference engines, and the pool that feeds them."""

