@@ -112,9 +112,10 @@ def read_peft_adapter(adapter_dir: str | Path) -> tuple[LoRA, dict]:
     tensors, _ = read_safetensors(adapter_dir / ADAPTER_WEIGHTS, what="LoRA adapter weights")
     lora: dict[str, list] = {}
     for key, value in tensors.items():
-        if not key.startswith(PEFT_PREFIX) or not key.endswith(("lora_A.weight", "lora_B.weight")):
+        parts = key[len(PEFT_PREFIX) :].rsplit(".", 2) if key.startswith(PEFT_PREFIX) else []
+        if len(parts) != 3 or parts[1] not in ("lora_A", "lora_B") or parts[2] != "weight":
             raise ValueError(f"{adapter_dir}: unexpected tensor {key!r} (only lora_A/lora_B weights are supported)")
-        module, factor, _ = key[len(PEFT_PREFIX) :].rsplit(".", 2)
+        module, factor, _ = parts
         lora.setdefault(module, [None, None])[0 if factor == "lora_A" else 1] = value.astype(np.float64)
     incomplete = [m for m, (a, b) in lora.items() if a is None or b is None]
     if incomplete:

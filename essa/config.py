@@ -126,7 +126,17 @@ def load_config(
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         layers.append(OmegaConf.load(path))
-    dotlist = [f"{k}={_as_yaml(v)}" for k, v in (flags or {}).items() if v is not None]
+    # Flags are typed by argparse already: merged as values, not re-parsed as YAML ("001" stays "001").
+    nested: dict = {}
+    for key, value in (flags or {}).items():
+        if value is not None:
+            *parents, leaf = key.split(".")
+            node = nested
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+    layers.append(OmegaConf.create(nested))
+    dotlist = []
     for item in overrides or []:
         if "=" not in item or not item.split("=", 1)[0].strip():
             raise ConfigError(f"override {item!r} is not key=value (e.g. search.popsize=32)")
@@ -181,12 +191,6 @@ def validate(cfg: Config) -> None:
         problems.append(f"generation.max_new_tokens={cfg.generation.max_new_tokens} must be >= 1")
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
-
-
-def _as_yaml(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(str(v) for v in value) + "]"
-    return "null" if value is None else str(value)
 
 
 def _unknown_key_message(exc: OmegaConfBaseException) -> str:

@@ -1,0 +1,106 @@
+"""End to end on CPU with real parts: the embedded model in real vLLM inside a real Ray actor.
+
+One module-scoped run of `essa align` (2 generations, popsize 4, 4 prompts, 64 new tokens), then
+`--resume` for a third generation, compared with an uninterrupted 3-generation run; then export,
+PEFT loading and generation, and vLLM loading the exported adapter in `lora` mode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
+
+SMALL = ["--task", "gsm8k", "--gpus", "0", "--popsize", "4", "--batch-size", "4", "--max-new-tokens", "64",
+         "task.val_size=4", "run.validate_every=1", "run.checkpoint_every=1"]
+
+
+def essa(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, "-m", "essa.cli", *args], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, f"essa {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    resumed, straight = root / "resumed", root / "straight"
+    essa("align", *SMALL, "--generations", "2", "--run-dir", str(resumed))
+    first_leg = metrics(resumed)
+    essa("align", "--resume", str(resumed), "--generations", "3")
+    essa("align", *SMALL, "--generations", "3", "--run-dir", str(straight))
+    return {"resumed": resumed, "straight": straight, "first_leg": first_leg, "root": root}
+
+
+def test_align_writes_checkpoints_metrics_and_adapter(runs):
+    run = runs["resumed"]
+    assert (run / "checkpoints" / "latest").read_text().strip() == "gen_000003"
+    assert sorted(p.name for p in (run / "checkpoints").glob("gen_*")) == ["gen_000001", "gen_000002", "gen_000003"]
+    gens = [m["generation"] for m in metrics(run)]
+    assert gens == [-1, 0, 1, 2]
+    for record in metrics(run)[1:]:
+        assert 0.0 <= record["reward_mean"] <= 1.0 and record["tokens"] > 0
+        assert {"generate", "apply", "score", "ask_tell"} <= set(record["time"])
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_resume_matches_an_uninterrupted_run(runs):
+    resumed, straight = metrics(runs["resumed"]), metrics(runs["straight"])
+    assert runs["first_leg"] == resumed[:3]  # resuming kept the first leg's log untouched
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "time"} for r in rs]  # noqa: E731
+    assert strip(resumed) == strip(straight)
+    a = np.load(runs["resumed"] / "checkpoints" / "gen_000003" / "arrays.npz")
+    b = np.load(runs["straight"] / "checkpoints" / "gen_000003" / "arrays.npz")
+    assert a.files == b.files
+    for key in a.files:
+        assert np.array_equal(a[key], b[key]), key
+
+
+def test_exported_adapter_loads_in_peft_and_generates(runs):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from essa.models import resolve_model
+    from essa.run_dir import open_run
+    from essa.checkpoint import load_latest
+
+    out = runs["root"] / "exported"
+    essa("export", str(runs["resumed"]), "--out", str(out))
+    model_dir = resolve_model("smollm2-135m-instruct")
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    w0 = base.model.layers[3].self_attn.q_proj.weight.detach().clone()
+    model = PeftModel.from_pretrained(base, out)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    ids = tokenizer("What is 2 + 3?", return_tensors="pt")
+    generated = model.generate(**ids, max_new_tokens=8, do_sample=False)
+    assert generated.shape[1] > ids["input_ids"].shape[1]
+    # The adapter PEFT loaded is the run's best point: W0 + ΔW(best x) from the frozen basis.
+    _, basis = open_run(runs["resumed"])
+    best_x = load_latest(runs["resumed"]).best_z * basis.step_scales()
+    expected = basis.delta(best_x)["model.layers.3.self_attn.q_proj"]
+    merged = model.merge_and_unload().model.layers[3].self_attn.q_proj.weight.detach()
+    assert np.allclose((merged - w0).numpy(), expected, atol=1e-5)
+
+
+def test_vllm_scores_the_exported_adapter_in_lora_mode(runs, tmp_path):
+    out = runs["root"] / "exported-for-vllm"
+    essa("export", str(runs["resumed"]), "--out", str(out))
+    result = tmp_path / "eval.json"
+    essa("eval", "--task", "gsm8k", "--split", "validation", "--adapter", str(out), "--limit", "4",
+         "--max-new-tokens", "32", "--out", str(result), "engine.mode=lora")
+    report = json.loads(result.read_text())
+    assert report["examples"] == 4 and 0.0 <= report["accuracy"] <= 1.0
+    assert 0 < report["mean_new_tokens"] <= 32
