@@ -33,6 +33,7 @@ EXTENSION = "essa.workers.vllm_extension.EssaWorkerExtension"
 class Completion:
     text: str
     tokens: int
+    cached_prompt_tokens: int = 0  # prompt tokens served from vLLM's prefix cache
 
 
 @dataclass
@@ -95,17 +96,23 @@ class VLLMEngine:
         timings = {"apply": 0.0, "generate": 0.0}
         if vectors is None or self.basis is None:
             if self.options.mode == "merge" and self.basis is not None:
-                self._timed(timings, "apply", self.llm.collective_rpc, "essa_apply", args=(None,))
+                self._timed(timings, "apply", self._merge, None)
             outputs = self._timed(timings, "generate", self.llm.generate, prompts, params, use_tqdm=False)
             return [_completions(outputs)], timings
         if self.options.mode == "merge":
             results = []
             for x in vectors:
-                self._timed(timings, "apply", self.llm.collective_rpc, "essa_apply", args=(x.tolist(),))
+                self._timed(timings, "apply", self._merge, x)
                 outputs = self._timed(timings, "generate", self.llm.generate, prompts, params, use_tqdm=False)
                 results.append(_completions(outputs))
             return results, timings
         return self._generate_lora(prompts, params, vectors, timings)
+
+    def _merge(self, x: np.ndarray | None) -> None:
+        self.llm.collective_rpc("essa_apply", args=(None if x is None else x.tolist(),))
+        # The prefix cache keys on tokens, not weights: KV blocks computed under the previous
+        # candidate's weights must not serve this one.
+        self.llm.reset_prefix_cache()
 
     def _generate_lora(self, prompts, params, vectors, timings):
         from vllm.lora.request import LoRARequest
@@ -142,11 +149,15 @@ class VLLMEngine:
             timings[key] += time.perf_counter() - start
 
     def close(self) -> None:
-        shutil.rmtree(self._scratch, ignore_errors=True)
+        """Stop the engine's processes now rather than at interpreter exit, and drop scratch files."""
+        try:
+            self.llm.llm_engine.engine_core.shutdown()
+        finally:
+            shutil.rmtree(self._scratch, ignore_errors=True)
 
 
 def _completions(outputs) -> list[Completion]:
-    return [Completion(o.outputs[0].text, len(o.outputs[0].token_ids)) for o in outputs]
+    return [Completion(o.outputs[0].text, len(o.outputs[0].token_ids), o.num_cached_tokens or 0) for o in outputs]
 
 
 def _lora_rank_slot(rank: int) -> int:
