@@ -89,8 +89,19 @@ def cmd_align(args) -> int:
         run_dir = new_run_dir(cfg)
         print(f"[essa] run directory: {run_dir}", flush=True)
         adapter = align(cfg, run_dir, resume=False)
-    print(f"[essa] best adapter: {adapter}", flush=True)
+    print_summary(run_dir, adapter)
     return 0
+
+
+def print_summary(run_dir: Path, adapter: Path) -> None:
+    from essa.run_dir import read_metrics
+
+    validations = [(m["generation"], m["validation"]) for m in read_metrics(run_dir) if "validation" in m]
+    if validations:
+        best = max(validations, key=lambda gv: gv[1])
+        print(f"[essa] validation reward: warm start {validations[0][1]:.3f}, "
+              f"final mean {validations[-1][1]:.3f}, best {best[1]:.3f} (after generation {best[0] + 1})")
+    print(f"[essa] best adapter: {adapter}", flush=True)
 
 
 def cmd_export(args) -> int:

@@ -14,7 +14,8 @@ import numpy as np
 from tqdm import tqdm
 
 from essa.checkpoint import Checkpoint, load_latest, save_checkpoint
-from essa.config import Config
+from essa.config import Config, to_yaml
+from essa.io import atomic_write_text
 from essa.models import resolve_model
 from essa.rewards.task import load_task
 from essa.run_dir import append_metrics, create_run, hub_name, open_run, truncate_metrics
@@ -41,8 +42,9 @@ def align(cfg: Config | None, run_dir: Path, resume: bool, generations: int | No
     """Run (or continue) a search; returns the exported adapter folder."""
     if resume:
         cfg, basis = open_run(run_dir)
-        if generations is not None:
+        if generations is not None:  # extending a run: the saved config says so from now on
             cfg.search.generations = generations
+            atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
     else:
         basis = create_run(cfg, run_dir, resolve_model(cfg.model.name))
     task = load_task(cfg.task.name, cfg.task.data_dir, cfg.task.system_prompt)

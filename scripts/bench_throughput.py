@@ -32,6 +32,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--mode", default="merge", choices=["merge", "lora"])
     parser.add_argument("--kv-cache-gib", type=float, default=2.0)
+    parser.add_argument("--enforce-eager", action="store_true", help="skip torch.compile (faster start)")
+    parser.add_argument("--data-dir", help="folder with gsm8k/*.jsonl (default $ESSA_DATA_DIR)")
     args = parser.parse_args()
 
     from essa.adapters import principal_init, read_base_weights
@@ -43,14 +45,16 @@ def main() -> None:
     model_dir = resolve_model(args.model)
     basis = SVDLoRA.from_lora(principal_init(read_base_weights(model_dir, ["q_proj", "k_proj", "v_proj", "o_proj"]), 8, 0.05), 8, 8)
     spec = WorkerSpec(
-        task="gsm8k", data_dir=None, system_prompt=None, model=args.model,
-        engine_options=dict(mode=args.mode, kv_cache_gib=args.kv_cache_gib, max_loras=max(args.popsize)),
+        task="gsm8k", data_dir=args.data_dir, system_prompt=None, model=args.model,
+        engine_options=dict(mode=args.mode, kv_cache_gib=args.kv_cache_gib, max_loras=max(args.popsize),
+                            enforce_eager=args.enforce_eager),
         sampling=dict(temperature=0.0, max_tokens=args.tokens, ignore_eos=True),
         basis_bytes=basis.to_bytes(),
     )
     started = time.perf_counter()
     worker = RolloutWorker(spec)
-    print(f"engine start: {time.perf_counter() - started:.1f}s  mode={args.mode}  B={args.prompts}  T={args.tokens}")
+    print(f"engine start: {time.perf_counter() - started:.1f}s  mode={args.mode}  eager={args.enforce_eager}  "
+          f"B={args.prompts}  T={args.tokens}")
     batch = list(range(args.prompts))
     worker.evaluate(WorkItem(-1, [0], None, "train", batch))  # warm-up
 
