@@ -45,9 +45,9 @@ def align(cfg: Config | None, run_dir: Path, resume: bool, generations: int | No
         if generations is not None:  # extending a run: the saved config says so from now on
             cfg.search.generations = generations
             atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
-    else:
+    task = load_task(cfg.task.name, cfg.task.data_dir, cfg.task.system_prompt)  # bad task/data fail first
+    if not resume:
         basis = create_run(cfg, run_dir, resolve_model(cfg.model.name))
-    task = load_task(cfg.task.name, cfg.task.data_dir, cfg.task.system_prompt)
     search = restore(cfg, basis, task, run_dir)
     val_indices = list(range(min(cfg.task.val_size, len(task.examples("validation")))))
 

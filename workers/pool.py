@@ -43,6 +43,12 @@ class RolloutPool:
             else:
                 ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True)
         env = {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")}
+        available = int(ray.cluster_resources().get("GPU", 0))
+        if gpus > available:
+            raise PoolError(
+                f"--gpus {gpus} asks for {gpus} GPU engine slots but the Ray cluster has {available} GPU(s); "
+                "use --gpus 0 to run on CPU, or join a cluster with GPUs (engine.ray_address / $RAY_ADDRESS)"
+            )
         if gpus > 0:
             options = [dict(num_gpus=1, num_cpus=1) for _ in range(gpus)]
         else:

@@ -1,0 +1,36 @@
+"""The CLI turns user mistakes into one clear line and exit status 2, before any engine starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from essa.cli import main
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["align"], "needs --task"),
+        (["align", "--task", "gsm8k", "search.popsiz=3"], "unknown config key 'search.popsiz'"),
+        (["align", "--task", "gsm8k", "--popsize", "1"], "search.popsize=1"),
+        (["align", "--task", "nosuchtask", "--run-dir", "{tmp}/r"], "unknown task 'nosuchtask'"),
+        (["align", "--resume", "{tmp}/missing"], "not an essa run directory"),
+        (["align", "--resume", "{tmp}/missing", "--popsize", "8"], "only --generations may change"),
+        (["align", "--task", "gsm8k", "--config", "{tmp}/nope.yaml"], "config file not found"),
+        (["export", "{tmp}/missing", "--out", "{tmp}/out"], "not an essa run directory"),
+        (["align", "--task", "gsm8k", "--model", "{tmp}/no-model", "--run-dir", "{tmp}/r2"], "unknown model"),
+    ],
+)
+def test_user_errors_exit_2_with_a_message(argv, expected, tmp_path, capsys):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("essa: error:") and expected in err
+
+
+def test_existing_run_is_not_overwritten(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("search:\n  popsize: 4\n")
+    assert main(["align", "--task", "gsm8k", "--run-dir", str(run)]) == 2
+    assert "essa align --resume" in capsys.readouterr().err
