@@ -17,6 +17,9 @@ ALIGN_FLAGS = {  # CLI option → config key
     "max_new_tokens": "generation.max_new_tokens",
     "init": "adapter.init",
     "data_dir": "task.data_dir",
+    "reward": "task.reward",
+    "data": "task.data_file",
+    "prompt_field": "task.prompt_field",
 }
 
 
@@ -37,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--max-new-tokens", type=int)
     align.add_argument("--init", help="warm start: 'principal' or a PEFT LoRA folder")
     align.add_argument("--data-dir", help="folder with local task data (default $ESSA_DATA_DIR)")
+    align.add_argument("--reward", help="reward plugin: FILE.py:function, module:function or entry-point name")
+    align.add_argument("--data", help="your own prompts (JSONL); implies --task jsonl")
+    align.add_argument("--prompt-field", help="with --data: the field holding the prompt (default 'prompt')")
     align.add_argument("overrides", nargs="*", metavar="key=value", help="any config key, e.g. search.sigma=0.3")
 
     export = sub.add_parser("export", help="write a run's best adapter as a PEFT LoRA folder")
@@ -53,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--gpus", type=int)
     ev.add_argument("--max-new-tokens", type=int)
     ev.add_argument("--data-dir")
+    ev.add_argument("--reward", help="reward plugin instead of the task's own")
     ev.add_argument("--out", help="write the metrics as JSON here")
     ev.add_argument("overrides", nargs="*", metavar="key=value")
     return parser
@@ -82,8 +89,11 @@ def cmd_align(args) -> int:
         run_dir = Path(args.resume)
         adapter = align(None, run_dir, resume=True, generations=args.generations)
     else:
+        if args.data and args.task not in (None, "jsonl"):
+            raise ValueError(f"--data brings your own prompts (task jsonl); it cannot be combined with --task {args.task}")
+        args.task = args.task or ("jsonl" if args.data else None)
         if not args.task:
-            raise ValueError("essa align needs --task (e.g. --task gsm8k) or --resume RUN_DIR")
+            raise ValueError("essa align needs --task (e.g. --task gsm8k), --data FILE.jsonl, or --resume RUN_DIR")
         flags = {key: getattr(args, flag) for flag, key in ALIGN_FLAGS.items()}
         cfg = load_config(args.task, args.config, flags, args.overrides)
         run_dir = new_run_dir(cfg)
@@ -126,7 +136,7 @@ def cmd_eval(args) -> int:
     from essa.evaluate import evaluate
 
     flags = {"model.name": args.model, "engine.gpus": args.gpus, "task.data_dir": args.data_dir,
-             "generation.max_new_tokens": args.max_new_tokens}
+             "generation.max_new_tokens": args.max_new_tokens, "task.reward": args.reward}
     cfg = load_config(args.task, None, flags, args.overrides)
     metrics = evaluate(cfg, args.split, Path(args.adapter) if args.adapter else None, args.limit)
     print(json.dumps(metrics, indent=2))

@@ -29,6 +29,10 @@ class TaskConfig:
     name: str = "gsm8k"
     data_dir: str | None = None  # defaults to $ESSA_DATA_DIR; unset means the hub
     system_prompt: str | None = None  # None: the task's default
+    reward: str | None = None  # None: the task's reward; else FILE.py:function, module:function or entry point
+    reward_errors: str = "raise"  # raise | zero (score a failing reward call 0 and count it)
+    data_file: str | None = None  # the jsonl task: the user's prompts
+    prompt_field: str = "prompt"  # the jsonl task: which field holds the prompt
     batch_size: int = 16  # prompts per candidate per generation (B), shared by all candidates
     val_size: int = 64  # validation prompts used to score the distribution mean
 
@@ -150,6 +154,15 @@ def load_config(
         raise ConfigError(f"invalid configuration: {exc.msg if hasattr(exc, 'msg') else exc}") from exc
     cfg: Config = OmegaConf.to_object(merged)
     validate(cfg)
+    # Workers run in other directories: file paths the user gave relative to here become absolute.
+    if cfg.task.reward:
+        from essa.rewards.plugins import resolve_reward_spec
+
+        cfg.task.reward = resolve_reward_spec(cfg.task.reward)
+    if cfg.task.data_dir:
+        cfg.task.data_dir = str(Path(cfg.task.data_dir).expanduser().resolve())
+    if cfg.task.data_file:
+        cfg.task.data_file = str(Path(cfg.task.data_file).expanduser().resolve())
     return cfg
 
 
@@ -179,6 +192,8 @@ def validate(cfg: Config) -> None:
         problems.append(f"adapter.alpha_fraction={a.alpha_fraction} must be in (0, 1]")
     if not a.target_modules:
         problems.append("adapter.target_modules is empty: name the projections to adapt, e.g. [q_proj, v_proj]")
+    if t.reward_errors not in ("raise", "zero"):
+        problems.append(f"task.reward_errors={t.reward_errors!r}: choose raise or zero")
     if e.mode not in ("auto", "merge", "lora"):
         problems.append(f"engine.mode={e.mode!r}: choose merge, lora or auto")
     if e.gpus < 0:

@@ -45,7 +45,7 @@ def align(cfg: Config | None, run_dir: Path, resume: bool, generations: int | No
         if generations is not None:  # extending a run: the saved config says so from now on
             cfg.search.generations = generations
             atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
-    task = load_task(cfg.task.name, cfg.task.data_dir, cfg.task.system_prompt)  # bad task/data fail first
+    task = load_task(cfg.task)  # bad task/data fail first
     if not resume:
         basis = create_run(cfg, run_dir, resolve_model(cfg.model.name))
     search = restore(cfg, basis, task, run_dir)
@@ -134,6 +134,7 @@ def generation_record(g: int, result, search: Search, ask_tell: float, total: fl
         "reward_min": float(scores.min()),
         "sigma": float(search.strategy.sigma),
         "tokens": int(result.tokens.sum()),
+        "reward_errors": result.reward_errors,
         "time": timings,
     }
 

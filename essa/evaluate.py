@@ -22,7 +22,7 @@ CHUNK = 128  # prompts per work item: big enough to batch well, small enough to 
 def evaluate(cfg: Config, split: str, adapter: Path | None, limit: int | None) -> dict:
     from essa.workers.pool import pool_from_config
 
-    task = load_task(cfg.task.name, cfg.task.data_dir, cfg.task.system_prompt)
+    task = load_task(cfg.task)
     n = len(task.examples(split))
     indices = list(range(min(n, limit) if limit else n))
     basis, vectors = None, None

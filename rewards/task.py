@@ -1,20 +1,22 @@
 """The Task: named splits of examples, a prompt builder and a reward, plus the task registry.
 
-A task module (one per task: `gsm8k`, ...) provides `load_splits(data_dir) -> {split: rows}`,
-`messages(example, system_prompt) -> chat messages` and `score(completion, example) -> float`.
-Splits are named `sft`, `train` (the ES prompts), `validation` and `test`.
+A built-in task module (`gsm8k`, ...) provides `load_splits(data_dir) -> {split: rows}`,
+`messages(example, system_prompt) -> chat messages`, `score(completion, example) -> float`,
+`SYSTEM_PROMPT` and `HUB_ID`. Splits are named `sft`, `train` (the ES prompts), `validation` and
+`test`. The `jsonl` task reads the user's own file instead (`task.data_file`), and any task's
+reward can be replaced by a plugin (`task.reward`, see plugins.py).
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from essa.rewards.data import data_dir
 
-TASKS = {"gsm8k": "essa.rewards.gsm8k"}
-SPLITS = ("sft", "train", "validation", "test")
+TASKS = {"gsm8k": "essa.rewards.gsm8k", "jsonl": "essa.rewards.jsonl"}
 
 
 @dataclass
@@ -23,6 +25,7 @@ class Task:
     splits: dict[str, list[dict]]
     build_messages: Callable[[dict], list[dict]]
     score: Callable[[str, dict], float]
+    reward_name: str
 
     def examples(self, split: str) -> list[dict]:
         if split not in self.splits:
@@ -30,15 +33,21 @@ class Task:
         return self.splits[split]
 
 
-def load_task(name: str, data_dir_setting: str | None = None, system_prompt: str | None = None) -> Task:
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
-    module = importlib.import_module(TASKS[name])
-    splits = module.load_splits(data_dir(data_dir_setting))
-    prompt = system_prompt if system_prompt is not None else module.SYSTEM_PROMPT
-    return Task(
-        name=name,
-        splits=splits,
-        build_messages=lambda example: module.messages(example, prompt),
-        score=module.score,
-    )
+def load_task(cfg) -> Task:
+    """The task described by `cfg` (essa.config.TaskConfig)."""
+    from essa.rewards.plugins import load_reward
+
+    if cfg.name not in TASKS:
+        raise ValueError(f"unknown task {cfg.name!r}; known tasks: {', '.join(sorted(TASKS))}")
+    module = importlib.import_module(TASKS[cfg.name])
+    prompt = cfg.system_prompt if cfg.system_prompt is not None else module.SYSTEM_PROMPT
+    if cfg.name == "jsonl":
+        if not cfg.data_file or not cfg.reward:
+            raise ValueError("the jsonl task needs --data FILE.jsonl and --reward FILE.py:function")
+        splits = module.load_splits(Path(cfg.data_file), cfg.prompt_field)
+        build = lambda example: module.messages(example, prompt, cfg.prompt_field)  # noqa: E731
+    else:
+        splits = module.load_splits(data_dir(cfg.data_dir))
+        build = lambda example: module.messages(example, prompt)  # noqa: E731
+    score = load_reward(cfg.reward) if cfg.reward else module.score
+    return Task(cfg.name, splits, build, score, cfg.reward or f"{cfg.name} (built-in)")

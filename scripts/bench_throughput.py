@@ -37,6 +37,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from essa.adapters import principal_init, read_base_weights
+    from essa.config import TaskConfig
     from essa.models import resolve_model
     from essa.search import make_strategy
     from essa.svd_lora import SVDLoRA
@@ -45,7 +46,7 @@ def main() -> None:
     model_dir = resolve_model(args.model)
     basis = SVDLoRA.from_lora(principal_init(read_base_weights(model_dir, ["q_proj", "k_proj", "v_proj", "o_proj"]), 8, 0.05), 8, 8)
     spec = WorkerSpec(
-        task="gsm8k", data_dir=args.data_dir, system_prompt=None, model=args.model,
+        task=TaskConfig(name="gsm8k", data_dir=args.data_dir), model=args.model,
         engine_options=dict(mode=args.mode, kv_cache_gib=args.kv_cache_gib, max_loras=max(args.popsize),
                             enforce_eager=args.enforce_eager),
         sampling=dict(temperature=0.0, max_tokens=args.tokens, ignore_eos=True),

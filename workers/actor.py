@@ -18,9 +18,7 @@ from essa.svd_lora import SVDLoRA
 
 @dataclass
 class WorkerSpec:
-    task: str
-    data_dir: str | None
-    system_prompt: str | None
+    task: object  # essa.config.TaskConfig
     model: str  # a name resolve_model understands; each worker resolves it on its own node
     engine_options: dict  # EngineOptions fields except model_dir
     sampling: dict  # SamplingParams fields
@@ -44,6 +42,7 @@ class WorkResult:
     rewards: np.ndarray  # (candidates, prompts)
     tokens: np.ndarray  # (candidates,) generated tokens
     timings: dict[str, float] = field(default_factory=dict)  # apply, generate, score (seconds)
+    reward_errors: int = 0  # reward calls that failed and were scored 0 (task.reward_errors=zero)
 
 
 class RolloutWorker:
@@ -51,10 +50,12 @@ class RolloutWorker:
 
     def __init__(self, spec: WorkerSpec):
         from essa.models import resolve_model
+        from essa.rewards.plugins import SafeReward
         from essa.rewards.task import load_task
         from essa.workers.engine import EngineOptions
 
-        self.task = load_task(spec.task, spec.data_dir, spec.system_prompt)
+        self.task = load_task(spec.task)
+        self.reward = SafeReward(self.task.score, self.task.reward_name, spec.task.reward_errors)
         basis = SVDLoRA.from_bytes(spec.basis_bytes) if spec.basis_bytes else None
         options = EngineOptions(model_dir=str(resolve_model(spec.model)), **spec.engine_options)
         module, name = spec.engine_factory.split(":")
@@ -69,14 +70,19 @@ class RolloutWorker:
         examples = self.task.examples(work.split)
         prompts = [self._prompt(work.split, i) for i in work.indices]
         completions, timings = self.engine.generate(prompts, self.sampling, work.vectors)
-        start = time.perf_counter()
+        start, errors_before = time.perf_counter(), self.reward.errors
         rewards = np.array(
-            [[self.task.score(c.text, examples[i]) for c, i in zip(row, work.indices)] for row in completions],
+            [
+                [self.reward(c.text, examples[i], f"{work.split} example {i}") for c, i in zip(row, work.indices)]
+                for row in completions
+            ],
             dtype=np.float64,
         )
         timings["score"] = time.perf_counter() - start
         tokens = np.array([sum(c.tokens for c in row) for row in completions], dtype=np.int64)
-        return WorkResult(work.generation, work.candidate_ids, rewards, tokens, timings)
+        return WorkResult(
+            work.generation, work.candidate_ids, rewards, tokens, timings, self.reward.errors - errors_before
+        )
 
     def _prompt(self, split: str, index: int) -> str:
         cache = self._prompts.setdefault(split, [None] * len(self.task.examples(split)))

@@ -21,6 +21,7 @@ class PoolResult:
     rewards: np.ndarray  # (candidates, prompts)
     tokens: np.ndarray  # (candidates,)
     timings: dict[str, float] = field(default_factory=dict)  # summed over actors
+    reward_errors: int = 0
 
     @property
     def scores(self) -> np.ndarray:
@@ -74,6 +75,7 @@ class RolloutPool:
             rewards=np.concatenate([r.rewards for r in results]),
             tokens=np.concatenate([r.tokens for r in results]),
             timings=timings,
+            reward_errors=sum(r.reward_errors for r in results),
         )
 
     def _get(self, refs, what: str):
@@ -102,13 +104,15 @@ class RolloutPool:
 
 def pool_from_config(cfg, basis) -> RolloutPool:
     """A pool for `cfg` (essa.config.Config) scoring candidates of `basis` (None: base model only)."""
+    from dataclasses import replace
+
+    from essa.rewards.data import data_dir
     from essa.workers.engine import resolve_mode
 
     gpu = cfg.engine.gpus > 0
     spec = WorkerSpec(
-        task=cfg.task.name,
-        data_dir=cfg.task.data_dir,
-        system_prompt=cfg.task.system_prompt,
+        # Workers may not share this process's environment: pin the data folder it resolves to.
+        task=replace(cfg.task, data_dir=str(resolved) if (resolved := data_dir(cfg.task.data_dir)) else None),
         model=cfg.model.name,
         engine_options=dict(
             dtype=cfg.model.dtype,

@@ -11,6 +11,9 @@ from essa.cli import main
     "argv, expected",
     [
         (["align"], "needs --task"),
+        (["align", "--task", "gsm8k", "--data", "{tmp}/p.jsonl"], "cannot be combined"),
+        (["align", "--data", "{tmp}/p.jsonl", "--run-dir", "{tmp}/r3"], "needs --data FILE.jsonl and --reward"),
+        (["align", "--task", "gsm8k", "--reward", "{tmp}/none.py:f", "--run-dir", "{tmp}/r4"], "file not found"),
         (["align", "--task", "gsm8k", "search.popsiz=3"], "unknown config key 'search.popsiz'"),
         (["align", "--task", "gsm8k", "--popsize", "1"], "search.popsize=1"),
         (["align", "--task", "nosuchtask", "--run-dir", "{tmp}/r"], "unknown task 'nosuchtask'"),

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from essa.rewards.data import DataError, read_jsonl, stable_order
-from essa.rewards.task import TASKS, load_task
+from essa.config import TaskConfig
+from essa.rewards.task import TASKS
+from essa.rewards.task import load_task as _load_task
+
+
+def load_task(name, data_dir=None, system_prompt=None):
+    return _load_task(TaskConfig(name=name, data_dir=data_dir, system_prompt=system_prompt))
 
 # The repo sits at /work/main and shared data at /work/shared/data; parents[3] is /work.
 DATA_DIR = Path(os.environ.get("ESSA_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))

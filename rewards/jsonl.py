@@ -1,0 +1,29 @@
+"""The `jsonl` task: the user's own prompts from a JSONL file, scored by the user's reward.
+
+    essa align --data prompts.jsonl --prompt-field question --reward ./my_reward.py:score
+
+Every row must hold the prompt field; the whole row is passed to the reward as `example`, so
+reference answers or metadata can ride along. Rows are split by a fixed hash order of the
+prompt: 10% validation and 10% test (each at least 1 and at most 500), the rest ES train.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from essa.rewards.data import DataError, read_jsonl, stable_order
+
+SYSTEM_PROMPT = ""
+
+
+def load_splits(path: Path, prompt_field: str) -> dict[str, list[dict]]:
+    rows = stable_order(read_jsonl(path, required=(prompt_field,)), key=prompt_field)
+    if len(rows) < 3:
+        raise DataError(f"{path} has {len(rows)} rows; a run needs at least 3 (train, validation, test)")
+    held_out = min(500, max(1, len(rows) // 10))
+    return {"validation": rows[:held_out], "test": rows[held_out : 2 * held_out], "train": rows[2 * held_out :]}
+
+
+def messages(example: dict, system_prompt: str, prompt_field: str) -> list[dict]:
+    chat = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return chat + [{"role": "user", "content": str(example[prompt_field])}]

@@ -1,0 +1,107 @@
+"""User reward functions: loading them by name, and calling them safely.
+
+A reward is a function ``(completion: str, example: dict) -> float``. It is named by
+- ``path/to/file.py:function`` (the file is imported as a module),
+- ``package.module:function`` (imported from the environment), or
+- ``name``, an entry point in the group ``essa.rewards`` of an installed package.
+
+`SafeReward` checks every value: an exception or a result that is not a finite number is an
+error that names the reward and the example, or, with ``task.reward_errors=zero``, scores 0 and
+is counted (the count is logged per generation).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import math
+import numbers
+from pathlib import Path
+from typing import Callable
+
+ENTRY_POINT_GROUP = "essa.rewards"
+RewardFn = Callable[[str, dict], float]
+
+
+class RewardError(RuntimeError):
+    """A reward function failed to load, raised, or returned something that is not a number."""
+
+
+def resolve_reward_spec(spec: str) -> str:
+    """Make a file-based spec absolute, so that workers with another working directory find it."""
+    path, sep, function = spec.rpartition(":")
+    if sep and path.endswith(".py"):
+        return f"{Path(path).expanduser().resolve()}:{function}"
+    return spec
+
+
+def load_reward(spec: str) -> RewardFn:
+    path, sep, function = spec.rpartition(":")
+    if not sep:
+        return _from_entry_point(spec)
+    if not function:
+        raise RewardError(f"reward {spec!r} names no function; use FILE.py:function or package.module:function")
+    if path.endswith(".py"):
+        module = _import_file(Path(path), spec)
+    else:
+        try:
+            module = importlib.import_module(path)
+        except Exception as exc:
+            raise RewardError(f"reward {spec!r}: cannot import module {path!r} ({type(exc).__name__}: {exc})") from exc
+    fn = getattr(module, function, None)
+    if not callable(fn):
+        raise RewardError(f"reward {spec!r}: {path} has no function {function!r}")
+    return fn
+
+
+def _import_file(path: Path, spec: str):
+    if not path.is_file():
+        raise RewardError(f"reward {spec!r}: file not found: {path}")
+    module_spec = importlib.util.spec_from_file_location(f"essa_user_reward_{abs(hash(str(path)))}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        raise RewardError(f"reward {spec!r}: importing {path} failed ({type(exc).__name__}: {exc})") from exc
+    return module
+
+
+def _from_entry_point(name: str) -> RewardFn:
+    points = {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    if name not in points:
+        known = ", ".join(sorted(points)) or "none installed"
+        raise RewardError(
+            f"unknown reward {name!r}: not FILE.py:function or module:function, and no entry point "
+            f"{name!r} in group {ENTRY_POINT_GROUP!r} (installed: {known})"
+        )
+    try:
+        return points[name].load()
+    except Exception as exc:
+        raise RewardError(f"reward entry point {name!r} failed to load ({type(exc).__name__}: {exc})") from exc
+
+
+class SafeReward:
+    """Calls a reward and validates its value; on failure raises or scores 0 and counts."""
+
+    def __init__(self, fn: RewardFn, name: str, on_error: str = "raise"):
+        if on_error not in ("raise", "zero"):
+            raise ValueError(f"task.reward_errors={on_error!r}: choose raise or zero")
+        self.fn, self.name, self.on_error = fn, name, on_error
+        self.errors = 0
+
+    def __call__(self, completion: str, example: dict, where: str) -> float:
+        try:
+            value = self.fn(completion, example)
+            if not isinstance(value, numbers.Real) or not math.isfinite(value):  # bools count as 1/0
+                raise TypeError(f"returned {value!r}, not a finite number")
+            return float(value)
+        except Exception as exc:
+            if self.on_error == "zero":
+                self.errors += 1
+                return 0.0
+            raise RewardError(
+                f"reward {self.name!r} failed on {where} ({type(exc).__name__}: {exc}); completion starts "
+                f"{completion[:80]!r}. Fix the reward, or set task.reward_errors=zero to score such cases 0 "
+                "and count them. Checkpoints written so far are intact: essa align --resume continues."
+            ) from exc
