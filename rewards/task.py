@@ -16,7 +16,7 @@ from typing import Callable
 
 from essa.rewards.data import data_dir
 
-TASKS = {"gsm8k": "essa.rewards.gsm8k", "jsonl": "essa.rewards.jsonl"}
+TASKS = {"gsm8k": "essa.rewards.gsm8k", "ifeval": "essa.rewards.ifeval", "jsonl": "essa.rewards.jsonl"}
 
 
 @dataclass
