@@ -108,3 +108,39 @@ def test_vllm_scores_the_exported_adapter_in_lora_mode(runs, tmp_path):
     report = json.loads(result.read_text())
     assert report["examples"] == 4 and 0.0 <= report["accuracy"] <= 1.0
     assert 0 < report["mean_new_tokens"] <= 32
+
+
+FLAKY_REWARD = '''
+from pathlib import Path
+
+FLAG = Path({flag!r})
+
+
+def score(completion, example):
+    if FLAG.exists():
+        raise RuntimeError("reward backend unavailable")
+    return float(len(completion) % 2)
+'''
+
+
+def test_failing_reward_plugin_stops_with_a_clear_error_and_the_run_resumes(tmp_path):
+    flag, plugin, run = tmp_path / "fail-now", tmp_path / "flaky_reward.py", tmp_path / "run"
+    plugin.write_text(FLAKY_REWARD.format(flag=str(flag)))
+    tiny = ["--task", "gsm8k", "--reward", f"{plugin}:score", "--popsize", "2", "--batch-size", "2",
+            "--max-new-tokens", "16", "task.val_size=2", "run.checkpoint_every=1", "engine.enforce_eager=true"]
+    essa("align", *tiny, "--generations", "1", "--run-dir", str(run))
+    assert (run / "checkpoints" / "latest").read_text().strip() == "gen_000001"
+
+    flag.touch()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    failed = subprocess.run([sys.executable, "-m", "essa.cli", "align", "--resume", str(run), "--generations", "2"],
+                            capture_output=True, text=True, env=env)
+    assert failed.returncode == 2
+    for part in ("flaky_reward.py:score", "train example", "reward backend unavailable", "reward_errors=zero"):
+        assert part in failed.stderr, part
+    assert (run / "checkpoints" / "latest").read_text().strip() == "gen_000001"  # nothing lost
+
+    flag.unlink()
+    essa("align", "--resume", str(run))
+    assert (run / "checkpoints" / "latest").read_text().strip() == "gen_000002"
+    assert [m["generation"] for m in metrics(run)] == [-1, 0, 1]
