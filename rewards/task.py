@@ -16,7 +16,12 @@ from typing import Callable
 
 from essa.rewards.data import data_dir
 
-TASKS = {"gsm8k": "essa.rewards.gsm8k", "ifeval": "essa.rewards.ifeval", "jsonl": "essa.rewards.jsonl"}
+TASKS = {
+    "gsm8k": "essa.rewards.gsm8k",
+    "ifeval": "essa.rewards.ifeval",
+    "math500": "essa.rewards.math500",
+    "jsonl": "essa.rewards.jsonl",
+}
 
 
 @dataclass
