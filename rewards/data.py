@@ -62,3 +62,18 @@ def load_hub_split(hub_id: str, config: str | None, split: str) -> list[dict]:
 def stable_order(rows: list[dict], key: str) -> list[dict]:
     """Rows sorted by the SHA-256 of a text field: a fixed shuffle that ignores file order."""
     return sorted(rows, key=lambda row: hashlib.sha256(str(row[key]).encode("utf-8")).hexdigest())
+
+
+def take_splits(ordered: list[dict], sizes: list[tuple[str, int | None]]) -> dict[str, list[dict]]:
+    """Consecutive slices of `ordered`, in the order given; a size of None takes the rest."""
+    splits, start = {}, 0
+    for name, size in sizes:
+        end = len(ordered) if size is None else start + size
+        splits[name], start = ordered[start:end], end
+    return splits
+
+
+def chat_messages(system_prompt: str | None, user: object) -> list[dict]:
+    """A one-turn chat: the system prompt (when non-empty), then the user's text."""
+    chat = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return chat + [{"role": "user", "content": str(user)}]

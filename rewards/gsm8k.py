@@ -181,7 +181,7 @@ TRAIN_SIZE = 2000
 
 
 def load_splits(data_dir: Path | None) -> dict[str, list[dict]]:
-    from essa.rewards.data import load_hub_split, read_jsonl, stable_order
+    from essa.rewards.data import load_hub_split, read_jsonl, stable_order, take_splits
 
     if data_dir is not None:
         train = read_jsonl(data_dir / "gsm8k" / "train.jsonl", required=("question", "answer"))
@@ -190,14 +190,11 @@ def load_splits(data_dir: Path | None) -> dict[str, list[dict]]:
         train = load_hub_split(HUB_ID, "main", "train")
         test = load_hub_split(HUB_ID, "main", "test")
     ordered = stable_order(train, key="question")
-    return {
-        "validation": ordered[:VALIDATION_SIZE],
-        "train": ordered[VALIDATION_SIZE : VALIDATION_SIZE + TRAIN_SIZE],
-        "sft": ordered[VALIDATION_SIZE + TRAIN_SIZE :],
-        "test": test,
-    }
+    splits = take_splits(ordered, [("validation", VALIDATION_SIZE), ("train", TRAIN_SIZE), ("sft", None)])
+    return {**splits, "test": test}
 
 
 def messages(example: Mapping[str, object], system_prompt: str) -> list[dict]:
-    chat = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return chat + [{"role": "user", "content": str(example["question"])}]
+    from essa.rewards.data import chat_messages
+
+    return chat_messages(system_prompt, example["question"])

@@ -139,7 +139,7 @@ TEST_SIZE = 200
 
 
 def load_splits(data_dir: Path | None) -> dict[str, list[dict]]:
-    from essa.rewards.data import DataError, load_hub_split, read_jsonl, stable_order
+    from essa.rewards.data import DataError, load_hub_split, read_jsonl, stable_order, take_splits
 
     if data_dir is not None:
         path = data_dir / "ifeval" / "input_data.jsonl"
@@ -161,13 +161,10 @@ def load_splits(data_dir: Path | None) -> dict[str, list[dict]]:
             f"{path} holds {len(rows)} prompts; IFEval splits need more than {VALIDATION_SIZE + TEST_SIZE}"
         )
     ordered = stable_order(rows, key="key")
-    return {
-        "validation": ordered[:VALIDATION_SIZE],
-        "test": ordered[VALIDATION_SIZE : VALIDATION_SIZE + TEST_SIZE],
-        "train": ordered[VALIDATION_SIZE + TEST_SIZE :],
-    }
+    return take_splits(ordered, [("validation", VALIDATION_SIZE), ("test", TEST_SIZE), ("train", None)])
 
 
 def messages(example: Mapping[str, object], system_prompt: str) -> list[dict]:
-    chat = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return chat + [{"role": "user", "content": str(example["prompt"])}]
+    from essa.rewards.data import chat_messages
+
+    return chat_messages(system_prompt, example["prompt"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from essa.rewards.data import DataError, read_jsonl, stable_order
+from essa.rewards.data import DataError, chat_messages, read_jsonl, stable_order, take_splits
 
 SYSTEM_PROMPT = ""
 
@@ -21,9 +21,8 @@ def load_splits(path: Path, prompt_field: str) -> dict[str, list[dict]]:
     if len(rows) < 3:
         raise DataError(f"{path} has {len(rows)} rows; a run needs at least 3 (train, validation, test)")
     held_out = min(500, max(1, len(rows) // 10))
-    return {"validation": rows[:held_out], "test": rows[held_out : 2 * held_out], "train": rows[2 * held_out :]}
+    return take_splits(rows, [("validation", held_out), ("test", held_out), ("train", None)])
 
 
 def messages(example: dict, system_prompt: str, prompt_field: str) -> list[dict]:
-    chat = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return chat + [{"role": "user", "content": str(example[prompt_field])}]
+    return chat_messages(system_prompt, example[prompt_field])

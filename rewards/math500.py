@@ -420,20 +420,17 @@ VALIDATION_SIZE = 100
 
 
 def load_splits(data_dir: Path | None) -> dict[str, list[dict]]:
-    from essa.rewards.data import load_hub_split, read_jsonl, stable_order
+    from essa.rewards.data import load_hub_split, read_jsonl, stable_order, take_splits
 
     if data_dir is not None:
         rows = read_jsonl(data_dir / "math500" / "test.jsonl", required=("problem", "answer"))
     else:
         rows = load_hub_split(HUB_ID, None, "test")
     ordered = stable_order(rows, key="unique_id")
-    return {
-        "train": ordered[:TRAIN_SIZE],
-        "validation": ordered[TRAIN_SIZE : TRAIN_SIZE + VALIDATION_SIZE],
-        "test": ordered[TRAIN_SIZE + VALIDATION_SIZE :],
-    }
+    return take_splits(ordered, [("train", TRAIN_SIZE), ("validation", VALIDATION_SIZE), ("test", None)])
 
 
 def messages(example: Mapping[str, object], system_prompt: str) -> list[dict]:
-    chat = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return chat + [{"role": "user", "content": str(example["problem"])}]
+    from essa.rewards.data import chat_messages
+
+    return chat_messages(system_prompt, example["problem"])
