@@ -9,6 +9,7 @@ from pathlib import Path
 
 ALIGN_FLAGS = {  # CLI option → config key
     "gpus": "engine.gpus",
+    "workers": "engine.workers",
     "model": "model.name",
     "run_dir": "run.run_dir",
     "generations": "search.generations",
@@ -31,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--task", help="task name (gsm8k)")
     align.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
     align.add_argument("--config", help="YAML file merged over the task's defaults")
-    align.add_argument("--gpus", type=int, help="engine slots: 0 runs one CPU engine (default 0)")
+    align.add_argument("--gpus", type=int, help="engine slots: 0 runs on CPU (default 0)")
+    align.add_argument("--workers", type=int, help="with --gpus 0: CPU engines, each on its own cores (default 1)")
     align.add_argument("--model", help="embedded model name, local folder or hub id")
     align.add_argument("--run-dir", help="where checkpoints, logs and the adapter go")
     align.add_argument("--generations", type=int, help="total generations (with --resume: extend the run)")

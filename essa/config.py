@@ -63,13 +63,16 @@ class GenerationConfig:
 
 @dataclass
 class EngineConfig:
-    gpus: int = 0  # 0: one CPU engine; N: N engine slots (one actor per GPU)
+    gpus: int = 0  # 0: CPU engines (see workers); N: N engine slots (one actor per GPU)
     mode: str = "auto"  # merge | lora | auto (merge on CPU, lora on GPU)
     kv_cache_gib: float = 2.0  # CPU only: KV-cache memory per engine
     gpu_memory_utilization: float = 0.85  # GPU only
     enforce_eager: bool = False
     ray_address: str | None = None  # join this Ray cluster; None: $RAY_ADDRESS or a local one
-    timeout_s: float = 1800.0  # one work item's limit before the generation fails with a clear error
+    timeout_s: float = 1800.0  # one work item's limit; then its actor is replaced and the item retried
+    workers: int = 1  # CPU only (gpus=0): engines on this machine, each bound to its own share of the cores
+    max_retries: int = 2  # retries of one work item whose actor died, failed or timed out, then a clear error
+    start_timeout_s: float = 1800.0  # one engine's limit to start (load, compile) before it counts as failed
 
 
 @dataclass
@@ -198,6 +201,17 @@ def validate(cfg: Config) -> None:
         problems.append(f"engine.mode={e.mode!r}: choose merge, lora or auto")
     if e.gpus < 0:
         problems.append(f"engine.gpus={e.gpus} must be >= 0 (0 runs on CPU)")
+    if e.workers < 1:
+        problems.append(f"engine.workers={e.workers} must be >= 1")
+    if e.workers > 1 and e.gpus > 0:
+        problems.append(
+            f"engine.workers={e.workers} with engine.gpus={e.gpus}: workers counts CPU engines only; with GPUs "
+            "the pool starts one engine per GPU. Set engine.workers=1, or engine.gpus=0 for CPU engines"
+        )
+    if e.max_retries < 0:
+        problems.append(f"engine.max_retries={e.max_retries} must be >= 0 (0: never retry a failed work item)")
+    if e.timeout_s <= 0 or e.start_timeout_s <= 0:
+        problems.append(f"engine.timeout_s={e.timeout_s} and engine.start_timeout_s={e.start_timeout_s} must be > 0")
     if r.validate_every < 1 or r.checkpoint_every < 1:
         problems.append(
             f"run.validate_every={r.validate_every} and run.checkpoint_every={r.checkpoint_every} must be >= 1"

@@ -3,6 +3,10 @@
 Workers receive the frozen SVD basis once (inside `WorkerSpec`); per generation they get only
 candidate vectors and prompt indices, and send back rewards and token counts: no text or weights
 cross the network. Prompts are built and rewards computed here, next to the completions.
+
+A `WorkItem` names its call (the pool's per-evaluate nonce), generation and item id; the
+`WorkResult` echoes them, so the pool can drop results that belong to an earlier call or to an
+item it already has.
 """
 
 from __future__ import annotations
@@ -24,6 +28,39 @@ class WorkerSpec:
     sampling: dict  # SamplingParams fields
     basis_bytes: bytes | None  # the SVD-LoRA basis as safetensors bytes; None: base model only
     engine_factory: str = "essa.workers.engine:VLLMEngine"  # tests swap in a fake for scheduling
+    env: dict[str, str] = field(default_factory=dict)  # extra environment of every actor (tests: PYTHONPATH)
+
+    @classmethod
+    def from_config(cls, cfg, basis: SVDLoRA | None) -> WorkerSpec:
+        """What every actor of a pool for `cfg` (essa.config.Config) is built from."""
+        from dataclasses import replace
+
+        from essa.rewards.data import data_dir
+        from essa.workers.engine import resolve_mode
+
+        gpu = cfg.engine.gpus > 0
+        return cls(
+            # Workers may not share this process's environment: pin the data folder it resolves to.
+            task=replace(cfg.task, data_dir=str(resolved) if (resolved := data_dir(cfg.task.data_dir)) else None),
+            model=cfg.model.name,
+            engine_options=dict(
+                dtype=cfg.model.dtype,
+                max_model_len=cfg.model.max_model_len,
+                mode=resolve_mode(cfg.engine.mode, gpu),
+                gpu=gpu,
+                kv_cache_gib=cfg.engine.kv_cache_gib,
+                gpu_memory_utilization=cfg.engine.gpu_memory_utilization,
+                enforce_eager=cfg.engine.enforce_eager,
+                max_loras=cfg.search.popsize,
+                seed=cfg.search.seed,
+            ),
+            sampling=dict(
+                temperature=cfg.generation.temperature,
+                max_tokens=cfg.generation.max_new_tokens,
+                seed=cfg.search.seed,
+            ),
+            basis_bytes=None if basis is None else basis.to_bytes(),
+        )
 
 
 @dataclass
@@ -33,6 +70,9 @@ class WorkItem:
     vectors: np.ndarray | None  # (candidates, dim) offsets x; None: the base model
     split: str
     indices: list[int]
+    # Defaults keep the positional form above working (scripts score items outside any pool).
+    call: int = 0  # the pool's nonce for one evaluate() call: generation -1 repeats, this never does
+    item_id: int = 0  # position of the item within its call
 
 
 @dataclass
@@ -43,6 +83,8 @@ class WorkResult:
     tokens: np.ndarray  # (candidates,) generated tokens
     timings: dict[str, float] = field(default_factory=dict)  # apply, generate, score (seconds)
     reward_errors: int = 0  # reward calls that failed and were scored 0 (task.reward_errors=zero)
+    call: int = 0  # echoed from the WorkItem
+    item_id: int = 0  # echoed from the WorkItem
 
 
 class RolloutWorker:
@@ -70,6 +112,12 @@ class RolloutWorker:
         examples = self.task.examples(work.split)
         prompts = [self._prompt(work.split, i) for i in work.indices]
         completions, timings = self.engine.generate(prompts, self.sampling, work.vectors)
+        if len(completions) != len(work.candidate_ids):
+            # A wrong row count would silently shift every later candidate's score.
+            raise ValueError(
+                f"the engine returned {len(completions)} rows of completions for {len(work.candidate_ids)} "
+                f"candidates (item {work.item_id}); an engine must return one row per candidate"
+            )
         start, errors_before = time.perf_counter(), self.reward.errors
         rewards = np.array(
             [
@@ -77,12 +125,19 @@ class RolloutWorker:
                 for row in completions
             ],
             dtype=np.float64,
-        )
+        ).reshape(len(completions), len(work.indices))
         timings["score"] = time.perf_counter() - start
         tokens = np.array([sum(c.tokens for c in row) for row in completions], dtype=np.int64)
         return WorkResult(
-            work.generation, work.candidate_ids, rewards, tokens, timings, self.reward.errors - errors_before
+            work.generation, work.candidate_ids, rewards, tokens, timings, self.reward.errors - errors_before,
+            call=work.call, item_id=work.item_id,
         )
+
+    def close(self) -> None:
+        """Stop the engine (its processes and scratch files) before the actor is killed."""
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
 
     def _prompt(self, split: str, index: int) -> str:
         cache = self._prompts.setdefault(split, [None] * len(self.task.examples(split)))
@@ -92,4 +147,3 @@ class RolloutWorker:
                 messages, tokenize=False, add_generation_prompt=True
             )
         return cache[index]
-

@@ -1,26 +1,46 @@
-"""The rollout pool: starts the Ray actors and spreads each population over them.
+"""The rollout pool: starts the Ray actors and feeds them a queue of work items.
 
-`--gpus 0` starts one CPU engine; `--gpus N` starts N actors with one GPU each. Ray joins an
-existing cluster when `engine.ray_address` or $RAY_ADDRESS is set, otherwise starts a local one.
-Candidates are split into contiguous chunks, one per actor; results come back in candidate order.
-(A token-balanced queue, restarts of dead actors and tensor parallelism are not built yet.)
+Actors: `--gpus N` starts N actors with one GPU each. `--gpus 0` starts `engine.workers` CPU
+actors: one with every CPU, or K, each bound to its own contiguous share of this machine's cores
+(VLLM_CPU_OMP_THREADS_BIND) so that K engines do not fight over threads. Ray joins an existing
+cluster when `engine.ray_address` or $RAY_ADDRESS is set, otherwise starts a local one.
+
+One `evaluate` call: the candidates are cut into work items (all of them in one item for one
+actor, else about two items per actor) and handed out one at a time to whichever actor is free,
+so faster actors take more. A `ResultCollector` puts results back in candidate order and drops
+results of earlier calls (stale) or of items it already has (duplicate).
+
+Faults: an actor that dies, raises a system error or runs past `engine.timeout_s` is killed and
+replaced in the background while the others go on, and its item goes back to the queue; an item
+that fails more than `engine.max_retries` times stops the call with a PoolError. An error that
+any actor would repeat (the reward's, a ValueError, ...) stops the call at once, unretried.
+Tensor parallelism is not built.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass, field
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from essa.rewards.plugins import RewardError
 from essa.workers.actor import RolloutWorker, WorkerSpec, WorkItem, WorkResult
+
+# Errors that any actor would raise again on the same item: reported at once, never retried.
+# Everything else (RuntimeError from the engine, OSError, MemoryError, ...) is treated as the
+# actor's fault: the actor is replaced and the item retried.
+USER_ERRORS = (RewardError, ValueError, TypeError, LookupError, AttributeError, NotImplementedError, ImportError)
 
 
 @dataclass
 class PoolResult:
     rewards: np.ndarray  # (candidates, prompts)
     tokens: np.ndarray  # (candidates,)
-    timings: dict[str, float] = field(default_factory=dict)  # summed over actors
+    timings: dict[str, float] = field(default_factory=dict)  # summed over work items
     reward_errors: int = 0
 
     @property
@@ -32,104 +52,334 @@ class PoolError(RuntimeError):
     pass
 
 
+def chunk_size(candidates: int, actors: int) -> int:
+    """Candidates per work item: all of them for one actor, else enough for about two items per actor."""
+    return max(1, math.ceil(candidates / (1 if actors == 1 else 2 * actors)))
+
+
+def cut_work(call: int, generation: int, vectors: np.ndarray | None, split: str, indices: list[int],
+             actors: int) -> list[WorkItem]:
+    """One call's work items, in candidate order; the base model (`vectors` None) is one item."""
+    if vectors is None:
+        return [WorkItem(generation, [0], None, split, indices, call=call, item_id=0)]
+    size = chunk_size(len(vectors), actors)
+    return [
+        WorkItem(generation, list(range(start, min(start + size, len(vectors)))), vectors[start : start + size],
+                 split, indices, call=call, item_id=k)
+        for k, start in enumerate(range(0, len(vectors), size))
+    ]
+
+
+class ResultCollector:
+    """Reassembles one call's results in candidate order; pure bookkeeping, no Ray.
+
+    `add` keeps a result only if it echoes this call's nonce and one of its items (with the same
+    candidates) not yet completed; it counts what it keeps and drops in `stats` (items,
+    dropped_stale, dropped_duplicate).
+    """
+
+    def __init__(self, call: int, items: list[WorkItem], stats: dict[str, int]):
+        self.call, self.stats = call, stats
+        self.items = {item.item_id: item for item in items}
+        self.n_prompts = len(items[0].indices) if items else 0
+        self.results: dict[int, WorkResult] = {}
+
+    @property
+    def done(self) -> bool:
+        return len(self.results) == len(self.items)
+
+    def add(self, result: WorkResult) -> bool:
+        item = self.items.get(result.item_id)
+        if result.call != self.call or item is None or list(result.candidate_ids) != list(item.candidate_ids):
+            self.stats["dropped_stale"] += 1
+            return False
+        if result.item_id in self.results:
+            self.stats["dropped_duplicate"] += 1
+            return False
+        self.results[result.item_id] = result
+        self.stats["items"] += 1
+        return True
+
+    def result(self) -> PoolResult:
+        n = sum(len(item.candidate_ids) for item in self.items.values())
+        rewards, tokens = np.zeros((n, self.n_prompts)), np.zeros(n, dtype=np.int64)
+        timings: dict[str, float] = {}
+        for r in self.results.values():
+            rewards[r.candidate_ids], tokens[r.candidate_ids] = r.rewards, r.tokens
+            for key, value in r.timings.items():
+                timings[key] = timings.get(key, 0.0) + value
+        return PoolResult(rewards, tokens, timings, sum(r.reward_errors for r in self.results.values()))
+
+
+def split_cores(cores: list[int], parts: int) -> list[list[int]]:
+    """`cores` cut into `parts` contiguous, disjoint runs whose sizes differ by at most one."""
+    if parts > len(cores):
+        raise PoolError(
+            f"engine.workers={parts} CPU engines need at least one core each, but only {len(cores)} core(s) "
+            f"are available to this process and the Ray cluster; set engine.workers to {len(cores)} or less"
+        )
+    return [[int(c) for c in part] for part in np.array_split(np.array(sorted(cores)), parts)]
+
+
+def cpu_list(cores: list[int]) -> str:
+    """vLLM's core-list syntax: runs as ranges, e.g. [0, 1, 2, 3, 6] -> "0-3,6"."""
+    runs: list[list[int]] = []
+    for c in sorted(cores):
+        if runs and c == runs[-1][-1] + 1:
+            runs[-1].append(c)
+        else:
+            runs.append([c])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
+
+
+def actor_options(gpus: int, workers: int, cores: list[int], cpus: int, env: dict[str, str]) -> list[dict]:
+    """Ray options (resources, runtime_env) of every actor slot; a replacement reuses its slot's."""
+    if gpus > 0:
+        return [dict(num_gpus=1, num_cpus=1, runtime_env={"env_vars": env}) for _ in range(gpus)]
+    if workers == 1:  # one engine: vLLM's own binding, every CPU
+        return [dict(num_cpus=max(1, cpus), runtime_env={"env_vars": env})]
+    options = []
+    for part in split_cores(cores, workers):
+        bind = {"VLLM_CPU_OMP_THREADS_BIND": cpu_list(part), "OMP_NUM_THREADS": str(len(part))}
+        options.append(dict(num_cpus=len(part), runtime_env={"env_vars": {**env, **bind}}))
+    return options
+
+
+@dataclass
+class _Slot:
+    """One actor position: its Ray options and the actor filling it now."""
+
+    index: int
+    options: dict
+    actor: object = None
+    ready: bool = False
+    start_failures: int = 0  # consecutive failed starts
+
+
+@dataclass
+class _Flight:
+    slot: _Slot
+    item: WorkItem
+    deadline: float  # time.monotonic() past which the actor counts as stuck
+
+
 class RolloutPool:
-    def __init__(self, spec: WorkerSpec, gpus: int, ray_address: str | None, timeout_s: float):
+    """Ray actors, one engine each, fed from a queue of work items (see the module docstring)."""
+
+    def __init__(self, spec: WorkerSpec, gpus: int = 0, ray_address: str | None = None, timeout_s: float = 1800.0,
+                 workers: int = 1, max_retries: int = 2, start_timeout_s: float = 1800.0):
         import ray
 
-        self.timeout_s = timeout_s
-        address = ray_address or os.environ.get("RAY_ADDRESS")
-        if not ray.is_initialized():
-            if address:
-                ray.init(address=address, log_to_driver=True)
-            else:
-                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True)
-        env = {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")}
+        self.spec, self.timeout_s, self.max_retries, self.start_timeout_s = spec, timeout_s, max_retries, start_timeout_s
+        self.stats = dict(items=0, dropped_stale=0, dropped_duplicate=0, restarts=0, timeouts=0, retries=0)
+        self.slots: list[_Slot] = []
+        self._call = 0  # nonce of the current evaluate() call
+        self._flights: dict = {}  # ObjectRef -> _Flight; may outlive a failed call, then drained as stale
+        self._starting: dict = {}  # ObjectRef of ready() -> (_Slot, deadline)
+        _init_ray(ray_address)
         available = int(ray.cluster_resources().get("GPU", 0))
         if gpus > available:
             raise PoolError(
                 f"--gpus {gpus} asks for {gpus} GPU engine slots but the Ray cluster has {available} GPU(s); "
                 "use --gpus 0 to run on CPU, or join a cluster with GPUs (engine.ray_address / $RAY_ADDRESS)"
             )
-        if gpus > 0:
-            options = [dict(num_gpus=1, num_cpus=1) for _ in range(gpus)]
-        else:
-            options = [dict(num_cpus=max(1, int(ray.available_resources().get("CPU", 1))))]
-        remote = ray.remote(RolloutWorker)
-        self.actors = [remote.options(runtime_env={"env_vars": env}, **o).remote(spec) for o in options]
-        self._get([a.ready.remote() for a in self.actors], what="starting the inference engines")
+        env = {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"), **spec.env}
+        # Core ranges are this machine's: K > 1 CPU engines are meant for one machine.
+        cores = sorted(os.sched_getaffinity(0))[: int(ray.cluster_resources().get("CPU", 1))]
+        options = actor_options(gpus, workers, cores, int(ray.available_resources().get("CPU", 1)), env)
+        self._remote = ray.remote(RolloutWorker)
+        self.slots = [_Slot(i, o) for i, o in enumerate(options)]
+        try:
+            for slot in self.slots:
+                self._start(slot)
+            while self._starting:  # any failure here is fatal: a bad model or task fails fast
+                ref = self._wait()
+                if ref is not None:
+                    self._settle_start(ref, fatal=True)
+                self._expire_starts(fatal=True)
+        except BaseException:
+            self.shutdown()  # nobody else holds this pool: free its resources for the next one
+            raise
+
+    @property
+    def actors(self) -> list:
+        return [slot.actor for slot in self.slots]
 
     def evaluate(self, vectors: np.ndarray | None, split: str, indices: list[int], generation: int = -1) -> PoolResult:
         """Score every candidate (row of `vectors`; None: the base model) on the same prompts."""
-        if vectors is None:
-            work = [WorkItem(generation, [0], None, split, list(indices))]
-        else:
-            chunks = np.array_split(np.arange(len(vectors)), min(len(self.actors), len(vectors)))
-            work = [WorkItem(generation, c.tolist(), vectors[c], split, list(indices)) for c in chunks]
-        refs = [actor.evaluate.remote(item) for actor, item in zip(self.actors, work)]
-        results: list[WorkResult] = self._get(refs, what=f"generation {generation} ({split})")
-        timings: dict[str, float] = {}
-        for r in results:
-            for key, value in r.timings.items():
-                timings[key] = timings.get(key, 0.0) + value
-        return PoolResult(
-            rewards=np.concatenate([r.rewards for r in results]),
-            tokens=np.concatenate([r.tokens for r in results]),
-            timings=timings,
-            reward_errors=sum(r.reward_errors for r in results),
-        )
+        if not self.slots:
+            raise PoolError("the rollout pool was shut down; create a new one (pool_from_config)")
+        self._call += 1
+        items = cut_work(self._call, generation, vectors, split, [int(i) for i in indices], len(self.slots))
+        collector = ResultCollector(self._call, items, self.stats)
+        queue, failures = deque(items), {}
+        while not collector.done:
+            # hand the next queued item to each idle actor (one each: a free actor takes more)
+            self._dispatch(queue)
+            # wait for one result or started engine, at most until the nearest deadline
+            ref = self._wait()
+            if ref in self._starting:
+                self._settle_start(ref, fatal=False)
+            elif ref is not None:
+                self._settle_item(ref, collector, queue, failures)
+            # actors past a deadline are killed and replaced; their items go back to the queue
+            self._expire_items(queue, failures)
+            self._expire_starts(fatal=False)
+        return collector.result()
 
-    def _get(self, refs, what: str):
+    def _dispatch(self, queue: deque) -> None:
+        busy = {flight.slot.index for flight in self._flights.values()}
+        for slot in self.slots:
+            if queue and slot.ready and slot.index not in busy:
+                item = queue.popleft()
+                ref = slot.actor.evaluate.remote(item)
+                self._flights[ref] = _Flight(slot, item, time.monotonic() + self.timeout_s)
+
+    def _wait(self):
+        """The first ready ref among items in flight and starting engines, or None at a deadline."""
         import ray
-        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+        if not self._flights and not self._starting:
+            raise PoolError("internal error: work is queued but no actor is running or starting")
+        deadlines = [f.deadline for f in self._flights.values()] + [d for _, d in self._starting.values()]
+        timeout = max(0.0, min(deadlines) - time.monotonic())
+        ready, _ = ray.wait([*self._flights, *self._starting], num_returns=1, timeout=timeout)
+        return ready[0] if ready else None
+
+    def _settle_item(self, ref, collector: ResultCollector, queue: deque, failures: dict) -> None:
+        """Hand a finished item's result to the collector, or act on its failure (see USER_ERRORS)."""
+        import ray
+        from ray.exceptions import RayError, RayTaskError
+
+        flight = self._flights.pop(ref)
         try:
-            return ray.get(refs, timeout=self.timeout_s)
-        except GetTimeoutError as exc:
-            raise PoolError(
-                f"{what} did not finish within {self.timeout_s:.0f}s; raise engine.timeout_s "
-                "or lower search.popsize / task.batch_size / generation.max_new_tokens"
-            ) from exc
-        except RayActorError as exc:
-            raise PoolError(f"an inference worker died during {what}: {exc}") from exc
+            result = ray.get(ref)
         except RayTaskError as exc:
-            raise PoolError(f"an inference worker failed during {what}:\n{exc}") from exc
+            cause = getattr(exc, "cause", None) or exc
+            if not isinstance(cause, USER_ERRORS):
+                self._fail(flight, queue, failures, f"raised {type(cause).__name__}: {cause}")
+            elif flight.item.call != self._call:
+                self.stats["dropped_stale"] += 1  # an earlier call's error: that call has ended
+            else:
+                raise PoolError(
+                    f"work item {flight.item.item_id} of {_where(flight.item)} failed with an error that retrying "
+                    f"would repeat:\n{type(cause).__name__}: {cause}"
+                ) from exc
+        except RayError as exc:  # the actor died (RayActorError), or its worker or result was lost
+            self._fail(flight, queue, failures, f"lost its actor ({type(exc).__name__}: {str(exc).splitlines()[0]})")
+        else:
+            collector.add(result)
+
+    def _expire_items(self, queue: deque, failures: dict) -> None:
+        now = time.monotonic()
+        for ref, flight in list(self._flights.items()):
+            if now >= flight.deadline:
+                del self._flights[ref]
+                self.stats["timeouts"] += 1
+                self._fail(flight, queue, failures, f"ran past engine.timeout_s={self.timeout_s:g}s")
+
+    def _fail(self, flight: _Flight, queue: deque, failures: dict, what: str) -> None:
+        """Replace the flight's actor; retry its item, or stop once it has failed too often."""
+        self._replace(flight.slot)
+        item = flight.item
+        if item.call != self._call:
+            self.stats["dropped_stale"] += 1
+            return
+        failures[item.item_id] = failures.get(item.item_id, 0) + 1
+        if failures[item.item_id] > self.max_retries:
+            raise PoolError(
+                f"work item {item.item_id} (candidates {item.candidate_ids[0]}..{item.candidate_ids[-1]}) of "
+                f"{_where(item)} failed {failures[item.item_id]} times (engine.max_retries={self.max_retries}); "
+                f"the last attempt {what}. If items are just slow, raise engine.timeout_s (now {self.timeout_s:g}s) "
+                "or lower search.popsize / task.batch_size / generation.max_new_tokens; if actors keep dying, look "
+                "for out-of-memory kills in the Ray logs (/tmp/ray/session_latest/logs) and lower "
+                "engine.kv_cache_gib or engine.workers; raise engine.max_retries to retry more."
+            )
+        self.stats["retries"] += 1
+        queue.appendleft(item)  # the oldest work first: it holds the generation back
+
+    def _start(self, slot: _Slot) -> None:
+        """Create the slot's actor; it reports through its ready() ref (never blocks the others)."""
+        slot.actor = self._remote.options(**slot.options).remote(self.spec)
+        slot.ready = False
+        self._starting[slot.actor.ready.remote()] = (slot, time.monotonic() + self.start_timeout_s)
+
+    def _replace(self, slot: _Slot) -> None:
+        _kill(slot.actor)
+        self.stats["restarts"] += 1
+        self._start(slot)
+
+    def _settle_start(self, ref, fatal: bool) -> None:
+        import ray
+        from ray.exceptions import RayError
+
+        slot, _ = self._starting.pop(ref)
+        try:
+            ray.get(ref)
+        except RayError as exc:
+            self._start_failed(slot, f"failed to start:\n{exc}", fatal)
+        else:
+            slot.ready, slot.start_failures = True, 0
+
+    def _expire_starts(self, fatal: bool) -> None:
+        now = time.monotonic()
+        for ref, (slot, deadline) in list(self._starting.items()):
+            if now >= deadline:
+                del self._starting[ref]
+                self._start_failed(slot, f"did not start within engine.start_timeout_s={self.start_timeout_s:g}s", fatal)
+
+    def _start_failed(self, slot: _Slot, what: str, fatal: bool) -> None:
+        slot.start_failures += 1
+        if fatal or slot.start_failures > self.max_retries:
+            raise PoolError(f"inference engine {slot.index} {what}")
+        self._replace(slot)  # e.g. the dead actor's memory was not yet free: try again
 
     def shutdown(self) -> None:
+        """Close idle engines (their processes, scratch files), then kill every actor."""
         import ray
 
-        for actor in self.actors:
-            ray.kill(actor)
-        self.actors = []
+        busy = {flight.slot.index for flight in self._flights.values()}
+        closing = [s.actor.close.remote() for s in self.slots if s.ready and s.index not in busy]
+        if closing:
+            ray.wait(closing, num_returns=len(closing), timeout=30)
+        for slot in self.slots:
+            _kill(slot.actor)
+        self.slots, self._flights, self._starting = [], {}, {}
 
 
-def pool_from_config(cfg, basis) -> RolloutPool:
-    """A pool for `cfg` (essa.config.Config) scoring candidates of `basis` (None: base model only)."""
-    from dataclasses import replace
+def _init_ray(address: str | None) -> None:
+    import ray
 
-    from essa.rewards.data import data_dir
-    from essa.workers.engine import resolve_mode
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True)
 
-    gpu = cfg.engine.gpus > 0
-    spec = WorkerSpec(
-        # Workers may not share this process's environment: pin the data folder it resolves to.
-        task=replace(cfg.task, data_dir=str(resolved) if (resolved := data_dir(cfg.task.data_dir)) else None),
-        model=cfg.model.name,
-        engine_options=dict(
-            dtype=cfg.model.dtype,
-            max_model_len=cfg.model.max_model_len,
-            mode=resolve_mode(cfg.engine.mode, gpu),
-            gpu=gpu,
-            kv_cache_gib=cfg.engine.kv_cache_gib,
-            gpu_memory_utilization=cfg.engine.gpu_memory_utilization,
-            enforce_eager=cfg.engine.enforce_eager,
-            max_loras=cfg.search.popsize,
-            seed=cfg.search.seed,
-        ),
-        sampling=dict(
-            temperature=cfg.generation.temperature,
-            max_tokens=cfg.generation.max_new_tokens,
-            seed=cfg.search.seed,
-        ),
-        basis_bytes=None if basis is None else basis.to_bytes(),
-    )
-    return RolloutPool(spec, cfg.engine.gpus, cfg.engine.ray_address, cfg.engine.timeout_s)
+
+def _kill(actor) -> None:
+    import ray
+
+    if actor is not None:
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # already gone: nothing to free
+            pass
+
+
+def _where(item: WorkItem) -> str:
+    if item.generation >= 0:
+        return f"generation {item.generation} ({item.split} split)"
+    return f"an evaluation on the {item.split} split"
+
+
+def pool_from_config(cfg, basis, **spec_overrides) -> RolloutPool:
+    """A pool for `cfg` scoring candidates of `basis` (None: base model only).
+
+    `spec_overrides` replace WorkerSpec fields (tests: `engine_factory`, `env`).
+    """
+    e = cfg.engine  # validated by essa.config.validate
+    spec = replace(WorkerSpec.from_config(cfg, basis), **spec_overrides)
+    return RolloutPool(spec, gpus=e.gpus, ray_address=e.ray_address, timeout_s=e.timeout_s, workers=e.workers,
+                       max_retries=e.max_retries, start_timeout_s=e.start_timeout_s)
