@@ -31,22 +31,26 @@ def evaluate(cfg: Config, split: str, adapter: Path | None, limit: int | None) -
         basis = SVDLoRA.from_lora(lora, int(config["r"]), float(config.get("lora_alpha", config["r"])))
         vectors = np.zeros((1, basis.dim))
     pool = pool_from_config(cfg, basis)
-    rewards, tokens = [], 0
+    rewards, tokens, fields = [], 0, {}
     try:
         for start in tqdm(range(0, len(indices), CHUNK), desc=f"eval {cfg.task.name}/{split}", unit="chunk"):
-            result = pool.evaluate(vectors, split, indices[start : start + CHUNK])
+            result = pool.evaluate(vectors, split, indices[start : start + CHUNK], details=True)
             rewards.append(result.rewards[0])
             tokens += int(result.tokens.sum())
+            for key, values in result.details.items():
+                fields.setdefault(key, []).extend(values[0].tolist())
     finally:
         pool.shutdown()
     rewards = np.concatenate(rewards)
+    standard = task.aggregate(fields) if task.aggregate is not None and fields else {}
     return {
+        **standard,
         "task": cfg.task.name,
         "split": split,
         "model": cfg.model.name,
         "adapter": str(adapter) if adapter else None,
         "examples": len(indices),
-        "accuracy": float(rewards.mean()),
+        "accuracy": float(rewards.mean()),  # the mean training reward (IFEval: fraction followed, strict)
         "stderr": float(rewards.std(ddof=1) / np.sqrt(len(rewards))) if len(rewards) > 1 else 0.0,
         "mean_new_tokens": tokens / len(indices),
         "max_new_tokens": cfg.generation.max_new_tokens,

@@ -98,31 +98,43 @@ def score_all_strict(completion: str, example: Mapping[str, object]) -> float:
     return 1.0 if all(_strict(completion, _checkers(example))) else 0.0
 
 
-def metrics(responses: Sequence[str], examples: Sequence[Mapping[str, object]]) -> dict[str, float]:
-    """IFEval's four standard accuracies over paired responses and examples.
+def eval_fields(response: str, example: Mapping[str, object]) -> dict[str, float]:
+    """Per-example counts behind the four standard numbers (computed on the worker by `essa eval`)."""
+    result = follow_instructions(response, example)
+    return {
+        "prompt_strict": float(all(result["strict"])),
+        "prompt_loose": float(all(result["loose"])),
+        "followed_strict": float(sum(result["strict"])),
+        "followed_loose": float(sum(result["loose"])),
+        "instructions": float(len(result["strict"])),
+    }
+
+
+def aggregate(fields: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    """IFEval's four standard accuracies from per-example `eval_fields`.
 
     ``prompt_level_*``: fraction of prompts whose instructions are all followed;
     ``inst_level_*``: fraction of all instructions followed, pooled over prompts.
     """
+    n, instructions = len(fields["prompt_strict"]), sum(fields["instructions"])
+    if not n:
+        raise ValueError("metrics need at least one example")
+    return {
+        "prompt_level_strict_acc": sum(fields["prompt_strict"]) / n,
+        "inst_level_strict_acc": sum(fields["followed_strict"]) / instructions,
+        "prompt_level_loose_acc": sum(fields["prompt_loose"]) / n,
+        "inst_level_loose_acc": sum(fields["followed_loose"]) / instructions,
+    }
+
+
+def metrics(responses: Sequence[str], examples: Sequence[Mapping[str, object]]) -> dict[str, float]:
+    """IFEval's four standard accuracies over paired responses and examples."""
     if len(responses) != len(examples):
         raise ValueError(f"metrics needs one response per example, got {len(responses)} and {len(examples)}")
     if not examples:
         raise ValueError("metrics needs at least one example")
-    prompts = {"strict": 0, "loose": 0}
-    followed = {"strict": 0, "loose": 0}
-    instructions = 0
-    for response, example in zip(responses, examples):
-        result = follow_instructions(response, example)
-        instructions += len(result["strict"])
-        for mode in ("strict", "loose"):
-            prompts[mode] += all(result[mode])
-            followed[mode] += sum(result[mode])
-    return {
-        "prompt_level_strict_acc": prompts["strict"] / len(examples),
-        "inst_level_strict_acc": followed["strict"] / instructions,
-        "prompt_level_loose_acc": prompts["loose"] / len(examples),
-        "inst_level_loose_acc": followed["loose"] / instructions,
-    }
+    per_example = [eval_fields(r, e) for r, e in zip(responses, examples)]
+    return aggregate({key: [f[key] for f in per_example] for key in per_example[0]})
 
 
 # ---- the task: splits and prompts -----------------------------------------------------------

@@ -31,6 +31,8 @@ class Task:
     build_messages: Callable[[dict], list[dict]]
     score: Callable[[str, dict], float]
     reward_name: str
+    eval_fields: Callable[[str, dict], dict[str, float]] | None = None  # per-example metric inputs
+    aggregate: Callable[[dict], dict[str, float]] | None = None  # the task's standard metrics from them
 
     def examples(self, split: str) -> list[dict]:
         if split not in self.splits:
@@ -55,4 +57,5 @@ def load_task(cfg) -> Task:
         splits = module.load_splits(data_dir(cfg.data_dir))
         build = lambda example: module.messages(example, prompt)  # noqa: E731
     score = load_reward(cfg.reward) if cfg.reward else module.score
-    return Task(cfg.name, splits, build, score, cfg.reward or f"{cfg.name} (built-in)")
+    return Task(cfg.name, splits, build, score, cfg.reward or f"{cfg.name} (built-in)",
+                getattr(module, "eval_fields", None), getattr(module, "aggregate", None))

@@ -144,3 +144,14 @@ def test_failing_reward_plugin_stops_with_a_clear_error_and_the_run_resumes(tmp_
     essa("align", "--resume", str(run))
     assert (run / "checkpoints" / "latest").read_text().strip() == "gen_000002"
     assert [m["generation"] for m in metrics(run)] == [-1, 0, 1]
+
+
+def test_eval_reports_ifeval_four_standard_numbers(tmp_path):
+    result = tmp_path / "ifeval.json"
+    essa("eval", "--task", "ifeval", "--split", "test", "--limit", "3", "--max-new-tokens", "48",
+         "--out", str(result), "engine.enforce_eager=true")
+    report = json.loads(result.read_text())
+    assert report["examples"] == 3
+    for key in ("prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc"):
+        assert 0.0 <= report[key] <= 1.0, key
+    assert report["prompt_level_loose_acc"] >= report["prompt_level_strict_acc"]

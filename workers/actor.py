@@ -73,6 +73,7 @@ class WorkItem:
     # Defaults keep the positional form above working (scripts score items outside any pool).
     call: int = 0  # the pool's nonce for one evaluate() call: generation -1 repeats, this never does
     item_id: int = 0  # position of the item within its call
+    details: bool = False  # also return the task's per-example evaluation fields (essa eval)
 
 
 @dataclass
@@ -85,6 +86,7 @@ class WorkResult:
     reward_errors: int = 0  # reward calls that failed and were scored 0 (task.reward_errors=zero)
     call: int = 0  # echoed from the WorkItem
     item_id: int = 0  # echoed from the WorkItem
+    details: dict[str, np.ndarray] = field(default_factory=dict)  # field -> (candidates, prompts)
 
 
 class RolloutWorker:
@@ -128,10 +130,19 @@ class RolloutWorker:
         ).reshape(len(completions), len(work.indices))
         timings["score"] = time.perf_counter() - start
         tokens = np.array([sum(c.tokens for c in row) for row in completions], dtype=np.int64)
+        details = self._details(completions, examples, work.indices) if work.details else {}
         return WorkResult(
             work.generation, work.candidate_ids, rewards, tokens, timings, self.reward.errors - errors_before,
-            call=work.call, item_id=work.item_id,
+            call=work.call, item_id=work.item_id, details=details,
         )
+
+    def _details(self, completions, examples, indices) -> dict[str, np.ndarray]:
+        """The task's per-example evaluation fields (IFEval: instructions followed, strict and loose)."""
+        if self.task.eval_fields is None:
+            return {}
+        rows = [[self.task.eval_fields(c.text, examples[i]) for c, i in zip(row, indices)] for row in completions]
+        keys = rows[0][0].keys() if rows and rows[0] else []
+        return {key: np.array([[fields[key] for fields in row] for row in rows]) for key in keys}
 
     def close(self) -> None:
         """Stop the engine (its processes and scratch files) before the actor is killed."""

@@ -360,3 +360,20 @@ def test_no_network_or_download():
     result = subprocess.run([sys.executable, "-c", _OFFLINE_SCRIPT], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "offline ok" in result.stdout
+
+
+def test_eval_fields_aggregate_to_the_four_standard_numbers():
+    from essa.rewards.ifeval import aggregate, eval_fields, metrics
+
+    examples = [
+        {"key": 1, "prompt": "p", "instruction_id_list": ["punctuation:no_comma", "change_case:english_lowercase"],
+         "kwargs": [{}, {}]},
+        {"key": 2, "prompt": "p", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]},
+    ]
+    responses = ["all lowercase, with a comma", "No comma here"]
+    per_example = [eval_fields(r, e) for r, e in zip(responses, examples)]
+    fields = {key: [f[key] for f in per_example] for key in per_example[0]}
+    # example 1: lowercase yes, no_comma no; example 2: no_comma yes -> 2 of 3 instructions, 1 of 2 prompts
+    assert aggregate(fields) == metrics(responses, examples) == {
+        "prompt_level_strict_acc": 0.5, "inst_level_strict_acc": 2 / 3,
+        "prompt_level_loose_acc": 0.5, "inst_level_loose_acc": 2 / 3}

@@ -149,6 +149,18 @@ def test_collector_reassembles_out_of_order_and_drops_stale_and_duplicate_result
     assert result.rewards.shape == (5, len(INDICES)) and result.timings == {"generate": 3.0}
 
 
+def test_collector_places_evaluation_details_by_candidate():
+    items = cut_work(1, -1, candidates(3, 0), "test", INDICES, actors=2, details=True)  # [0] [1] [2]
+    assert all(item.details for item in items)
+    collector = ResultCollector(1, items, dict(items=0, dropped_stale=0, dropped_duplicate=0))
+    for item in reversed(items):
+        result = _result(item)
+        result.details = {"followed": result.rewards * 2}
+        collector.add(result)
+    details = collector.result().details
+    np.testing.assert_array_equal(details["followed"][:, 0], [0, 2, 4])
+
+
 @pytest.mark.parametrize(
     "cores, parts, expected",
     [([0, 1], 2, [[0], [1]]), ([0, 1], 1, [[0, 1]]), (list(range(8)), 2, [[0, 1, 2, 3], [4, 5, 6, 7]]),
