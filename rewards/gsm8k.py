@@ -29,6 +29,8 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from essa.rewards.data import chat_messages, load_hub_split, read_jsonl, stable_order, take_splits
+
 __all__ = ["extract_answer", "normalize_number", "reference_answer", "score"]
 
 # A minus is a sign only when the character before it cannot end an operand
@@ -181,8 +183,6 @@ TRAIN_SIZE = 2000
 
 
 def load_splits(data_dir: Path | None) -> dict[str, list[dict]]:
-    from essa.rewards.data import load_hub_split, read_jsonl, stable_order, take_splits
-
     if data_dir is not None:
         train = read_jsonl(data_dir / "gsm8k" / "train.jsonl", required=("question", "answer"))
         test = read_jsonl(data_dir / "gsm8k" / "test.jsonl", required=("question", "answer"))
@@ -195,6 +195,4 @@ def load_splits(data_dir: Path | None) -> dict[str, list[dict]]:
 
 
 def messages(example: Mapping[str, object], system_prompt: str) -> list[dict]:
-    from essa.rewards.data import chat_messages
-
     return chat_messages(system_prompt, example["question"])

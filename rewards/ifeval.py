@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from essa.rewards.data import DataError, chat_messages, load_hub_split, read_jsonl, stable_order, take_splits
+
 from essa.rewards.ifeval_checkers import Checker, build_checker
 
 __all__ = [
@@ -151,8 +153,6 @@ TEST_SIZE = 200
 
 
 def load_splits(data_dir: Path | None) -> dict[str, list[dict]]:
-    from essa.rewards.data import DataError, load_hub_split, read_jsonl, stable_order, take_splits
-
     if data_dir is not None:
         path = data_dir / "ifeval" / "input_data.jsonl"
         rows = read_jsonl(path, required=("key", "prompt", "instruction_id_list", "kwargs"))
@@ -177,6 +177,4 @@ def load_splits(data_dir: Path | None) -> dict[str, list[dict]]:
 
 
 def messages(example: Mapping[str, object], system_prompt: str) -> list[dict]:
-    from essa.rewards.data import chat_messages
-
     return chat_messages(system_prompt, example["prompt"])

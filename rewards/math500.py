@@ -17,6 +17,8 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from essa.rewards.data import chat_messages, load_hub_split, read_jsonl, stable_order, take_splits
+
 __all__ = ["extract_answer", "is_equiv", "last_boxed", "normalize_answer", "score"]
 
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
@@ -420,8 +422,6 @@ VALIDATION_SIZE = 100
 
 
 def load_splits(data_dir: Path | None) -> dict[str, list[dict]]:
-    from essa.rewards.data import load_hub_split, read_jsonl, stable_order, take_splits
-
     if data_dir is not None:
         rows = read_jsonl(data_dir / "math500" / "test.jsonl", required=("problem", "answer"))
     else:
@@ -431,6 +431,4 @@ def load_splits(data_dir: Path | None) -> dict[str, list[dict]]:
 
 
 def messages(example: Mapping[str, object], system_prompt: str) -> list[dict]:
-    from essa.rewards.data import chat_messages
-
     return chat_messages(system_prompt, example["problem"])

@@ -318,7 +318,7 @@ def test_hub_rows_with_null_kwargs_load_like_the_file(monkeypatch):
     rows = [json.loads(line) for line in IFEVAL_FILE.read_text(encoding="utf-8").splitlines()]
     all_args = {k for row in rows for kw in row["kwargs"] for k in kw}
     hub_rows = [dict(row, kwargs=[{k: kw.get(k) for k in all_args} for kw in row["kwargs"]]) for row in rows]
-    monkeypatch.setattr("essa.rewards.data.load_hub_split", lambda hub_id, config, split: hub_rows)
+    monkeypatch.setattr("essa.rewards.ifeval.load_hub_split", lambda hub_id, config, split: hub_rows)
     from_hub, from_file = ifeval.load_splits(None), ifeval.load_splits(DATA_DIR)
     assert [r["key"] for r in from_hub["test"]] == [r["key"] for r in from_file["test"]]
     row = from_hub["test"][0]
