@@ -17,6 +17,7 @@ ALIGN_FLAGS = {  # CLI option → config key
     "batch_size": "task.batch_size",
     "max_new_tokens": "generation.max_new_tokens",
     "init": "adapter.init",
+    "quantization": "model.quantization",
     "data_dir": "task.data_dir",
     "reward": "task.reward",
     "data": "task.data_file",
@@ -40,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--popsize", type=int, help="candidates per generation (λ)")
     align.add_argument("--batch-size", type=int, help="prompts per candidate per generation (B)")
     align.add_argument("--max-new-tokens", type=int)
-    align.add_argument("--init", help="warm start: 'principal' or a PEFT LoRA folder")
+    align.add_argument("--init", help="warm start: 'sft' (default), 'principal' or a PEFT LoRA folder")
+    align.add_argument("--quantization", choices=["none", "int8", "int4"], help="base weights (default none: bf16)")
     align.add_argument("--data-dir", help="folder with local task data (default $ESSA_DATA_DIR)")
     align.add_argument("--reward", help="reward plugin: FILE.py:function, module:function or entry-point name")
     align.add_argument("--data", help="your own prompts (JSONL); implies --task jsonl")
@@ -60,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, help="first N examples only")
     ev.add_argument("--gpus", type=int)
     ev.add_argument("--max-new-tokens", type=int)
+    ev.add_argument("--quantization", choices=["none", "int8", "int4"], help="base weights (default none: bf16)")
     ev.add_argument("--data-dir")
     ev.add_argument("--reward", help="reward plugin instead of the task's own")
     ev.add_argument("--out", help="write the metrics as JSON here")
@@ -138,7 +141,8 @@ def cmd_eval(args) -> int:
     from essa.evaluate import evaluate
 
     flags = {"model.name": args.model, "engine.gpus": args.gpus, "task.data_dir": args.data_dir,
-             "generation.max_new_tokens": args.max_new_tokens, "task.reward": args.reward}
+             "generation.max_new_tokens": args.max_new_tokens, "task.reward": args.reward,
+             "model.quantization": args.quantization}
     cfg = load_config(args.task, None, flags, args.overrides)
     metrics = evaluate(cfg, args.split, Path(args.adapter) if args.adapter else None, args.limit)
     print(json.dumps(metrics, indent=2))

@@ -22,6 +22,7 @@ class ModelConfig:
     name: str = "smollm2-135m-instruct"  # embedded name, local folder or hub id
     dtype: str = "bfloat16"
     max_model_len: int = 1024
+    quantization: str = "none"  # none | int8 | int4: the base the engines load (quantized bases use lora mode)
 
 
 @dataclass
@@ -29,6 +30,7 @@ class TaskConfig:
     name: str = "gsm8k"
     data_dir: str | None = None  # defaults to $ESSA_DATA_DIR; unset means the hub
     system_prompt: str | None = None  # None: the task's default
+    few_shot: int = 0  # solved examples shown before each prompt as earlier chat turns (tasks with references)
     reward: str | None = None  # None: the task's reward; else FILE.py:function, module:function or entry point
     reward_errors: str = "raise"  # raise | zero (score a failing reward call 0 and count it)
     data_file: str | None = None  # the jsonl task: the user's prompts
@@ -39,11 +41,28 @@ class TaskConfig:
 
 @dataclass
 class AdapterConfig:
-    init: str = "principal"  # "principal" or a PEFT LoRA folder
+    init: str = "sft"  # "sft" (trained once per model/task/rank/data, then cached), "principal" or a PEFT LoRA folder
     rank: int = 8
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     alpha_fraction: float = 1.0  # α: search the top ⌊α·r⌋ singular values of each factor
     principal_scale: float = 0.05  # principal init starts at B·A = scale · (top-r part of W)
+
+
+@dataclass
+class SFTConfig:
+    """The supervised warm start (`essa sft`, `adapter.init=sft`)."""
+
+    max_examples: int | None = 1024  # SFT pairs used (None: all); reference tasks take the first N of the SFT split
+    epochs: int = 1
+    learning_rate: float = 2e-4
+    batch_size: int = 8  # sequences per optimizer step
+    max_length: int = 768  # prompt + response tokens; longer pairs are skipped and counted
+    lora_alpha: float | None = None  # None: 2 x rank
+    seed: int = 0
+    # Tasks without reference responses (IFEval, jsonl): rejection sampling from the base model.
+    samples_per_prompt: int = 4
+    sample_temperature: float = 0.8
+    min_reward: float = 1.0  # keep a sample whose reward is at least this (1.0: full reward)
 
 
 @dataclass
@@ -87,6 +106,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -199,6 +219,26 @@ def validate(cfg: Config) -> None:
         problems.append(f"task.reward_errors={t.reward_errors!r}: choose raise or zero")
     if e.mode not in ("auto", "merge", "lora"):
         problems.append(f"engine.mode={e.mode!r}: choose merge, lora or auto")
+    q = cfg.model.quantization
+    if q not in ("none", "int8", "int4"):
+        problems.append(f"model.quantization={q!r}: choose none, int8 or int4")
+    elif q != "none" and e.mode == "merge":
+        problems.append(
+            f"model.quantization={q} with engine.mode=merge: a quantized weight cannot take a merged update; "
+            "use engine.mode=lora (or auto, which picks lora for quantized bases)"
+        )
+    f = cfg.sft
+    if f.max_examples is not None and f.max_examples < 1:
+        problems.append(f"sft.max_examples={f.max_examples} must be >= 1 (or null for all)")
+    if f.epochs < 1 or f.batch_size < 1 or f.samples_per_prompt < 1 or f.max_length < 16:
+        problems.append(
+            f"sft.epochs={f.epochs}, sft.batch_size={f.batch_size}, sft.samples_per_prompt={f.samples_per_prompt} "
+            f"must be >= 1 and sft.max_length={f.max_length} >= 16"
+        )
+    if f.learning_rate <= 0:
+        problems.append(f"sft.learning_rate={f.learning_rate} must be > 0 (2e-4 is a good start)")
+    if t.few_shot < 0:
+        problems.append(f"task.few_shot={t.few_shot} must be >= 0")
     if e.gpus < 0:
         problems.append(f"engine.gpus={e.gpus} must be >= 0 (0 runs on CPU)")
     if e.workers < 1:
