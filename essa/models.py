@@ -73,7 +73,7 @@ def _provision_embedded(name: str, spec: EmbeddedModel) -> Path:
         return target
     gguf = _embedded_gguf_path(spec)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(target.parent / f".{name}.lock"):
+    with file_lock(target.parent / f".{name}.lock"):
         if (target / "config.json").is_file():  # another process finished while we waited
             return target
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
@@ -119,7 +119,7 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
 
 
 @contextmanager
-def _file_lock(path: Path):
+def file_lock(path: Path):
     with open(path, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
