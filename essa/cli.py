@@ -49,6 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--prompt-field", help="with --data: the field holding the prompt (default 'prompt')")
     align.add_argument("overrides", nargs="*", metavar="key=value", help="any config key, e.g. search.sigma=0.3")
 
+    sft = sub.add_parser("sft", help="train (or find cached) the task's SFT warm-start adapter")
+    sft.add_argument("--task", required=True, help="task name (gsm8k, ifeval, math500) or jsonl with --data")
+    sft.add_argument("--config", help="YAML file merged over the task's defaults")
+    sft.add_argument("--model", help="embedded model name, local folder or hub id")
+    sft.add_argument("--data-dir", help="folder with local task data (default $ESSA_DATA_DIR)")
+    sft.add_argument("--data", help="with --task jsonl: your prompts (pairs come from rejection sampling)")
+    sft.add_argument("--reward", help="reward plugin for rejection sampling")
+    sft.add_argument("--max-examples", type=int, help="SFT pairs used (default 1024)")
+    sft.add_argument("--out", help="also copy the adapter folder here")
+    sft.add_argument("overrides", nargs="*", metavar="key=value", help="any config key, e.g. sft.learning_rate=1e-4")
+
     export = sub.add_parser("export", help="write a run's best adapter as a PEFT LoRA folder")
     export.add_argument("run_dir")
     export.add_argument("--out", required=True)
@@ -73,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"align": cmd_align, "export": cmd_export, "eval": cmd_eval}[args.command](args)
+        return {"align": cmd_align, "sft": cmd_sft, "export": cmd_export, "eval": cmd_eval}[args.command](args)
     except KeyboardInterrupt:
         print("\ninterrupted; the last checkpoint is intact (essa align --resume RUN_DIR continues)", file=sys.stderr)
         return 130
@@ -117,6 +128,24 @@ def print_summary(run_dir: Path, adapter: Path) -> None:
         print(f"[essa] validation reward: warm start {validations[0][1]:.3f}, "
               f"final mean {validations[-1][1]:.3f}, best {best[1]:.3f} (after generation {best[0] + 1})")
     print(f"[essa] best adapter: {adapter}", flush=True)
+
+
+def cmd_sft(args) -> int:
+    from essa.config import load_config
+    from essa.models import resolve_model
+    from essa.sft import copy_adapter, describe, sft_adapter
+
+    flags = {"model.name": args.model, "task.data_dir": args.data_dir, "task.data_file": args.data,
+             "task.reward": args.reward, "sft.max_examples": args.max_examples}
+    cfg = load_config(args.task, args.config, flags, args.overrides)
+    adapter = sft_adapter(cfg, resolve_model(cfg.model.name))
+    info = describe(adapter)
+    print(f"[essa] SFT adapter: {adapter} ({info.get('pairs_used')} {info.get('source')} pairs, "
+          f"{info.get('steps')} steps, loss {info.get('loss_first', float('nan')):.3f} → "
+          f"{info.get('loss_last', float('nan')):.3f}, {info.get('train_seconds')} s)")
+    if args.out:
+        print(f"[essa] copied to {copy_adapter(adapter, Path(args.out))}")
+    return 0
 
 
 def cmd_export(args) -> int:

@@ -58,9 +58,14 @@ def warm_start(cfg: Config, model_dir: Path):
     if a.init == "principal":
         base = read_base_weights(model_dir, a.target_modules)
         return principal_init(base, a.rank, a.principal_scale), a.rank, float(a.rank)
-    path = Path(a.init)
+    if a.init == "sft":
+        from essa.sft import sft_adapter
+
+        path = sft_adapter(cfg, model_dir)
+    else:
+        path = Path(a.init)
     if not path.is_dir():
-        raise FileNotFoundError(f"adapter.init={a.init!r} is neither 'principal' nor a PEFT adapter folder")
+        raise FileNotFoundError(f"adapter.init={a.init!r} is neither 'sft', 'principal' nor a PEFT adapter folder")
     lora, config = read_peft_adapter(path)
     return lora, int(config["r"]), float(config.get("lora_alpha", config["r"]))
 

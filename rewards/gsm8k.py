@@ -196,3 +196,14 @@ def load_splits(data_dir: Path | None) -> dict[str, list[dict]]:
 
 def messages(example: Mapping[str, object], system_prompt: str) -> list[dict]:
     return chat_messages(system_prompt, example["question"])
+
+
+SFT_SPLIT = "sft"
+_CALCULATOR = re.compile(r"<<[^<>]*>>")
+
+
+def reference_response(example: Mapping[str, object]) -> str:
+    """The reference solution as a model should write it: calculator annotations removed, ending
+    in '#### <number>' (what SYSTEM_PROMPT asks for and :func:`extract_answer` reads first)."""
+    reference_answer(example)  # a malformed answer fails here, with the example quoted
+    return _CALCULATOR.sub("", str(example["answer"])).strip()

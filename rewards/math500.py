@@ -430,5 +430,13 @@ def load_splits(data_dir: Path | None) -> dict[str, list[dict]]:
     return take_splits(ordered, [("train", TRAIN_SIZE), ("validation", VALIDATION_SIZE), ("test", None)])
 
 
+SFT_SPLIT = "train"  # MATH-500 has no separate SFT part: the ES-train problems' reference solutions
+
+
+def reference_response(example: Mapping[str, object]) -> str:
+    """The reference solution; it states its final answer in \\boxed{}, as SYSTEM_PROMPT asks."""
+    return str(example["solution"]).strip()
+
+
 def messages(example: Mapping[str, object], system_prompt: str) -> list[dict]:
     return chat_messages(system_prompt, example["problem"])

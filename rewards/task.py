@@ -2,8 +2,9 @@
 
 A built-in task module (`gsm8k`, ...) provides `load_splits(data_dir) -> {split: rows}`,
 `messages(example, system_prompt) -> chat messages`, `score(completion, example) -> float`,
-`SYSTEM_PROMPT` and `HUB_ID`. Splits are named `sft`, `train` (the ES prompts), `validation` and
-`test`. The `jsonl` task reads the user's own file instead (`task.data_file`), and any task's
+`SYSTEM_PROMPT` and `HUB_ID`; a task with reference solutions also has `SFT_SPLIT` and
+`reference_response(example) -> str` (used by `essa sft` and for few-shot turns). Splits are named
+`sft`, `train` (the ES prompts), `validation` and `test`. The `jsonl` task reads the user's own file instead (`task.data_file`), and any task's
 reward can be replaced by a plugin (`task.reward`, see plugins.py).
 """
 
@@ -33,6 +34,8 @@ class Task:
     reward_name: str
     eval_fields: Callable[[str, dict], dict[str, float]] | None = None  # per-example metric inputs
     aggregate: Callable[[dict], dict[str, float]] | None = None  # the task's standard metrics from them
+    reference_response: Callable[[dict], str] | None = None  # None: no reference solutions (IFEval, jsonl)
+    sft_split: str = "train"  # where SFT pairs come from (references, or prompts for rejection sampling)
 
     def examples(self, split: str) -> list[dict]:
         if split not in self.splits:
@@ -56,6 +59,33 @@ def load_task(cfg) -> Task:
     else:
         splits = module.load_splits(data_dir(cfg.data_dir))
         build = lambda example: module.messages(example, prompt)  # noqa: E731
+    reference = getattr(module, "reference_response", None)
+    sft_split = getattr(module, "SFT_SPLIT", "train")
+    if getattr(cfg, "few_shot", 0):
+        build = with_few_shot(build, cfg.name, splits[sft_split], reference, cfg.few_shot)
     score = load_reward(cfg.reward) if cfg.reward else module.score
     return Task(cfg.name, splits, build, score, cfg.reward or f"{cfg.name} (built-in)",
-                getattr(module, "eval_fields", None), getattr(module, "aggregate", None))
+                getattr(module, "eval_fields", None), getattr(module, "aggregate", None), reference, sft_split)
+
+
+def with_few_shot(build: Callable[[dict], list[dict]], task: str, pool: list[dict],
+                  reference: Callable[[dict], str] | None, shots: int) -> Callable[[dict], list[dict]]:
+    """`build` with `shots` solved examples (the first of `pool`) as earlier user/assistant turns.
+
+    The examples come from the SFT split, never from the prompts being scored; they sit between
+    the system prompt and the question.
+    """
+    if reference is None:
+        raise ValueError(f"task.few_shot={shots}: task {task} has no reference solutions to show; use task.few_shot=0")
+    if shots > len(pool):
+        raise ValueError(f"task.few_shot={shots} but task {task} has only {len(pool)} solved examples")
+    turns = []
+    for example in pool[:shots]:
+        turns += [build(example)[-1], {"role": "assistant", "content": reference(example)}]
+
+    def build_with_shots(example: dict) -> list[dict]:
+        chat = build(example)
+        head = 1 if chat and chat[0]["role"] == "system" else 0
+        return chat[:head] + turns + chat[head:]
+
+    return build_with_shots

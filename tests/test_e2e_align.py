@@ -1,6 +1,7 @@
 """End to end on CPU with real parts: the embedded model in real vLLM inside a real Ray actor.
 
-One module-scoped run of `essa align` (2 generations, popsize 4, 4 prompts, 64 new tokens), then
+One module-scoped run of `essa align` (SFT warm start on 8 pairs, 2 generations, popsize 4,
+4 prompts, 64 new tokens), then
 `--resume` for a third generation, compared with an uninterrupted 3-generation run; then export,
 PEFT loading and generation, and vLLM loading the exported adapter in `lora` mode.
 """
@@ -20,6 +21,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 SMALL = ["--task", "gsm8k", "--gpus", "0", "--popsize", "4", "--batch-size", "4", "--max-new-tokens", "64",
          "task.val_size=4", "run.validate_every=1", "run.checkpoint_every=1",
+         # the default warm start, SFT, on 8 GSM8K pairs (2 steps); the second run finds it cached
+         "sft.max_examples=8", "sft.batch_size=4",
          "engine.enforce_eager=true"]  # eager starts in ~30 s instead of ~80 s; merge under compile is tested elsewhere
 
 
@@ -126,7 +129,7 @@ def score(completion, example):
 def test_failing_reward_plugin_stops_with_a_clear_error_and_the_run_resumes(tmp_path):
     flag, plugin, run = tmp_path / "fail-now", tmp_path / "flaky_reward.py", tmp_path / "run"
     plugin.write_text(FLAKY_REWARD.format(flag=str(flag)))
-    tiny = ["--task", "gsm8k", "--reward", f"{plugin}:score", "--popsize", "2", "--batch-size", "2",
+    tiny = ["--task", "gsm8k", "--reward", f"{plugin}:score", "--init", "principal", "--popsize", "2", "--batch-size", "2",
             "--max-new-tokens", "16", "task.val_size=2", "run.checkpoint_every=1", "engine.enforce_eager=true"]
     essa("align", *tiny, "--generations", "1", "--run-dir", str(run))
     assert (run / "checkpoints" / "latest").read_text().strip() == "gen_000001"

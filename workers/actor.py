@@ -74,6 +74,7 @@ class WorkItem:
     call: int = 0  # the pool's nonce for one evaluate() call: generation -1 repeats, this never does
     item_id: int = 0  # position of the item within its call
     details: bool = False  # also return the task's per-example evaluation fields (essa eval)
+    texts: bool = False  # also return the completions' text (rejection sampling for SFT)
 
 
 @dataclass
@@ -87,6 +88,7 @@ class WorkResult:
     call: int = 0  # echoed from the WorkItem
     item_id: int = 0  # echoed from the WorkItem
     details: dict[str, np.ndarray] = field(default_factory=dict)  # field -> (candidates, prompts)
+    texts: list[list[str]] | None = None  # (candidates, prompts) completions, when the item asked
 
 
 class RolloutWorker:
@@ -134,6 +136,7 @@ class RolloutWorker:
         return WorkResult(
             work.generation, work.candidate_ids, rewards, tokens, timings, self.reward.errors - errors_before,
             call=work.call, item_id=work.item_id, details=details,
+            texts=[[c.text for c in row] for row in completions] if work.texts else None,
         )
 
     def _details(self, completions, examples, indices) -> dict[str, np.ndarray]:

@@ -43,6 +43,7 @@ class PoolResult:
     timings: dict[str, float] = field(default_factory=dict)  # summed over work items
     reward_errors: int = 0
     details: dict[str, np.ndarray] = field(default_factory=dict)  # task evaluation fields, like rewards
+    texts: list[list[str]] | None = None  # (candidates, prompts) completions, when asked for
 
     @property
     def scores(self) -> np.ndarray:
@@ -59,14 +60,14 @@ def chunk_size(candidates: int, actors: int) -> int:
 
 
 def cut_work(call: int, generation: int, vectors: np.ndarray | None, split: str, indices: list[int],
-             actors: int, details: bool = False) -> list[WorkItem]:
+             actors: int, details: bool = False, texts: bool = False) -> list[WorkItem]:
     """One call's work items, in candidate order; the base model (`vectors` None) is one item."""
     if vectors is None:
-        return [WorkItem(generation, [0], None, split, indices, call=call, item_id=0, details=details)]
+        return [WorkItem(generation, [0], None, split, indices, call=call, item_id=0, details=details, texts=texts)]
     size = chunk_size(len(vectors), actors)
     return [
         WorkItem(generation, list(range(start, min(start + size, len(vectors)))), vectors[start : start + size],
-                 split, indices, call=call, item_id=k, details=details)
+                 split, indices, call=call, item_id=k, details=details, texts=texts)
         for k, start in enumerate(range(0, len(vectors), size))
     ]
 
@@ -106,13 +107,16 @@ class ResultCollector:
         rewards, tokens = np.zeros((n, self.n_prompts)), np.zeros(n, dtype=np.int64)
         timings: dict[str, float] = {}
         details: dict[str, np.ndarray] = {}
+        texts: list[list[str]] | None = [[] for _ in range(n)] if any(r.texts for r in self.results.values()) else None
         for r in self.results.values():
+            for candidate, row in zip(r.candidate_ids, r.texts or []):
+                texts[candidate] = row
             rewards[r.candidate_ids], tokens[r.candidate_ids] = r.rewards, r.tokens
             for key, value in r.timings.items():
                 timings[key] = timings.get(key, 0.0) + value
             for key, value in r.details.items():
                 details.setdefault(key, np.zeros((n, self.n_prompts)))[r.candidate_ids] = value
-        return PoolResult(rewards, tokens, timings, sum(r.reward_errors for r in self.results.values()), details)
+        return PoolResult(rewards, tokens, timings, sum(r.reward_errors for r in self.results.values()), details, texts)
 
 
 def split_cores(cores: list[int], parts: int) -> list[list[int]]:
@@ -210,12 +214,13 @@ class RolloutPool:
         return [slot.actor for slot in self.slots]
 
     def evaluate(self, vectors: np.ndarray | None, split: str, indices: list[int], generation: int = -1,
-                 details: bool = False) -> PoolResult:
+                 details: bool = False, texts: bool = False) -> PoolResult:
         """Score every candidate (row of `vectors`; None: the base model) on the same prompts."""
         if not self.slots:
             raise PoolError("the rollout pool was shut down; create a new one (pool_from_config)")
         self._call += 1
-        items = cut_work(self._call, generation, vectors, split, [int(i) for i in indices], len(self.slots), details)
+        items = cut_work(self._call, generation, vectors, split, [int(i) for i in indices], len(self.slots), details,
+                         texts)
         collector = ResultCollector(self._call, items, self.stats)
         queue, failures = deque(items), {}
         while not collector.done:
