@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -76,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--quantization", choices=["none", "int8", "int4"], help="base weights (default none: bf16)")
     ev.add_argument("--data-dir")
     ev.add_argument("--reward", help="reward plugin instead of the task's own")
-    ev.add_argument("--out", help="write the metrics as JSON here")
+    ev.add_argument("--out", help="also write the metrics as JSON here")
     ev.add_argument("overrides", nargs="*", metavar="key=value")
     return parser
 
@@ -167,18 +166,19 @@ def cmd_export(args) -> int:
 
 def cmd_eval(args) -> int:
     from essa.config import load_config
-    from essa.evaluate import evaluate
+    from essa.evaluate import evaluate, format_table
 
     flags = {"model.name": args.model, "engine.gpus": args.gpus, "task.data_dir": args.data_dir,
              "generation.max_new_tokens": args.max_new_tokens, "task.reward": args.reward,
              "model.quantization": args.quantization}
     cfg = load_config(args.task, None, flags, args.overrides)
     metrics = evaluate(cfg, args.split, Path(args.adapter) if args.adapter else None, args.limit)
-    print(json.dumps(metrics, indent=2))
+    print(format_table(metrics))
     if args.out:
         from essa.io import atomic_write_json
 
         atomic_write_json(args.out, metrics)
+        print(f"[essa] metrics written to {args.out}")
     return 0
 
 

@@ -55,3 +55,18 @@ def evaluate(cfg: Config, split: str, adapter: Path | None, limit: int | None) -
         "mean_new_tokens": tokens / len(indices),
         "max_new_tokens": cfg.generation.max_new_tokens,
     }
+
+
+def format_table(metrics: dict) -> str:
+    """The metrics as an aligned two-column table; rates in percent."""
+    rows = []
+    for key, value in metrics.items():
+        if isinstance(value, float) and (key.endswith(("acc", "accuracy")) or key == "stderr"):
+            shown = f"{100 * value:.2f}%"
+        elif isinstance(value, float):
+            shown = f"{value:.4g}"
+        else:
+            shown = "-" if value is None else str(value)
+        rows.append((key, shown))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
