@@ -1,6 +1,9 @@
 """User reward functions: loading them by name, and calling them safely.
 
-A reward is a function ``(completion: str, example: dict) -> float``. It is named by
+A reward is a function ``(completion: str, example: dict) -> float``, or, marked with
+:func:`batch_reward`, ``(completions: list[str], examples: list[dict]) -> list[float]`` (called
+once per candidate with all of its completions: a reward model or a remote judge scores them
+in one pass). It is named by
 - ``path/to/file.py:function`` (the file is imported as a module),
 - ``package.module:function`` (imported from the environment), or
 - ``name``, an entry point in the group ``essa.rewards`` of an installed package.
@@ -26,6 +29,12 @@ RewardFn = Callable[[str, dict], float]
 
 class RewardError(RuntimeError):
     """A reward function failed to load, raised, or returned something that is not a number."""
+
+
+def batch_reward(fn: Callable) -> Callable:
+    """Mark `fn(completions, examples) -> list[float]` as a batch-form reward (a decorator)."""
+    fn.essa_batch = True
+    return fn
 
 
 def resolve_reward_spec(spec: str) -> str:
@@ -88,18 +97,35 @@ class SafeReward:
         if on_error not in ("raise", "zero"):
             raise ValueError(f"task.reward_errors={on_error!r}: choose raise or zero")
         self.fn, self.name, self.on_error = fn, name, on_error
+        self.batch = bool(getattr(fn, "essa_batch", False))
         self.errors = 0
 
     def __call__(self, completion: str, example: dict, where: str) -> float:
+        return self.many([completion], [example], [where])[0]
+
+    def many(self, completions: list[str], examples: list[dict], wheres: list[str]) -> list[float]:
+        """Rewards of `completions`: one call of a batch-form reward, else one call per completion."""
+        if not self.batch:
+            return [self._checked(lambda: [self.fn(c, e)], c, w)[0] for c, e, w in zip(completions, examples, wheres)]
+        if not completions:
+            return []
+        where = wheres[0] if len(wheres) == 1 else f"{wheres[0]} .. {wheres[-1]} (one batch call)"
+        return self._checked(lambda: self.fn(list(completions), list(examples)), completions[0], where, len(completions))
+
+    def _checked(self, call, completion: str, where: str, n: int = 1) -> list[float]:
         try:
-            value = self.fn(completion, example)
-            if not isinstance(value, numbers.Real) or not math.isfinite(value):  # bools count as 1/0
-                raise TypeError(f"returned {value!r}, not a finite number")
-            return float(value)
+            values = list(call())
+            if len(values) != n:
+                raise TypeError(f"returned {len(values)} values for {n} completions")
+            for k, value in enumerate(values):
+                if not isinstance(value, numbers.Real) or not math.isfinite(value):  # bools count as 1/0
+                    at = f" at position {k}" if n > 1 else ""
+                    raise TypeError(f"returned {value!r}{at}, not a finite number")
+            return [float(v) for v in values]
         except Exception as exc:
             if self.on_error == "zero":
-                self.errors += 1
-                return 0.0
+                self.errors += n
+                return [0.0] * n
             raise RewardError(
                 f"reward {self.name!r} failed on {where} ({type(exc).__name__}: {exc}); completion starts "
                 f"{completion[:80]!r}. Fix the reward, or set task.reward_errors=zero to score such cases 0 "

@@ -123,12 +123,10 @@ class RolloutWorker:
                 f"candidates (item {work.item_id}); an engine must return one row per candidate"
             )
         start, errors_before = time.perf_counter(), self.reward.errors
+        batch = [examples[i] for i in work.indices]
+        wheres = [f"{work.split} example {i}" for i in work.indices]
         rewards = np.array(
-            [
-                [self.reward(c.text, examples[i], f"{work.split} example {i}") for c, i in zip(row, work.indices)]
-                for row in completions
-            ],
-            dtype=np.float64,
+            [self.reward.many([c.text for c in row], batch, wheres) for row in completions], dtype=np.float64
         ).reshape(len(completions), len(work.indices))
         timings["score"] = time.perf_counter() - start
         tokens = np.array([sum(c.tokens for c in row) for row in completions], dtype=np.int64)

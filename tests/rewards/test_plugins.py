@@ -125,3 +125,57 @@ def test_jsonl_task_reports_rows_missing_the_prompt_field(tmp_path, plugin):
 def test_gsm8k_with_a_plugin_reward_keeps_its_data(plugin):
     task = load_task(TaskConfig(name="gsm8k", reward=f"{plugin}:length_score"))
     assert len(task.examples("train")) == 2000 and task.score("abc", {}) == pytest.approx(0.3)
+
+
+BATCH_PLUGIN = '''
+from essa.rewards.plugins import batch_reward
+
+CALLS = []
+
+@batch_reward
+def lengths(completions, examples):
+    CALLS.append(len(completions))
+    return [len(c) + len(e["q"]) for c, e in zip(completions, examples)]
+
+@batch_reward
+def too_few(completions, examples):
+    return [1.0]
+
+@batch_reward
+def one_nan(completions, examples):
+    return [1.0] * (len(completions) - 1) + [float("nan")]
+'''
+
+
+@pytest.fixture
+def batch_plugin(tmp_path):
+    path = tmp_path / "batch_reward.py"
+    path.write_text(BATCH_PLUGIN)
+    return path
+
+
+def test_batch_form_reward_is_called_once_for_all_completions(batch_plugin):
+    fn = load_reward(f"{batch_plugin}:lengths")
+    reward = SafeReward(fn, "lengths")
+    assert reward.batch
+    values = reward.many(["a", "bbb", ""], [{"q": "x"}, {"q": ""}, {"q": "yy"}], ["e0", "e1", "e2"])
+    assert values == [2.0, 3.0, 2.0]
+    assert fn.__globals__["CALLS"] == [3]
+    assert reward("abcd", {"q": "z"}, "e9") == 5.0  # the single form goes through a batch of one
+
+
+@pytest.mark.parametrize("function, detail", [("too_few", "returned 1 values for 3 completions"),
+                                              ("one_nan", "nan at position 2")])
+def test_batch_reward_errors_name_the_problem_and_zero_mode_counts_the_batch(batch_plugin, function, detail):
+    fn = load_reward(f"{batch_plugin}:{function}")
+    args = (["a", "b", "c"], [{}, {}, {}], ["train example 4", "train example 5", "train example 6"])
+    with pytest.raises(RewardError, match=rf"{function}.*train example 4 \.\. train example 6.*{detail}"):
+        SafeReward(fn, function).many(*args)
+    zero = SafeReward(fn, function, "zero")
+    assert zero.many(*args) == [0.0, 0.0, 0.0] and zero.errors == 3
+
+
+def test_single_form_reward_is_called_per_completion(plugin):
+    reward = SafeReward(load_reward(f"{plugin}:raises"), "raises", "zero")
+    assert not reward.batch
+    assert reward.many(["a", "b"], [{}, {}], ["e0", "e1"]) == [0.0, 0.0] and reward.errors == 2
