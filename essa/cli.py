@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("overrides", nargs="*", metavar="key=value", help="any config key, e.g. search.sigma=0.3")
 
     sft = sub.add_parser("sft", help="train (or find cached) the task's SFT warm-start adapter")
-    sft.add_argument("--task", required=True, help="task name (gsm8k, ifeval, math500) or jsonl with --data")
+    sft.add_argument("--task", help="task name (gsm8k, ifeval, math500); --data implies jsonl")
     sft.add_argument("--config", help="YAML file merged over the task's defaults")
     sft.add_argument("--model", help="embedded model name, local folder or hub id")
     sft.add_argument("--data-dir", help="folder with local task data (default $ESSA_DATA_DIR)")
@@ -134,9 +134,14 @@ def cmd_sft(args) -> int:
     from essa.models import resolve_model
     from essa.sft import copy_adapter, describe, sft_adapter
 
+    if args.data and args.task not in (None, "jsonl"):
+        raise ValueError(f"--data brings your own prompts (task jsonl); it cannot be combined with --task {args.task}")
+    task = args.task or ("jsonl" if args.data else None)
+    if not task:
+        raise ValueError("essa sft needs --task (e.g. --task gsm8k) or --data FILE.jsonl --reward FILE.py:function")
     flags = {"model.name": args.model, "task.data_dir": args.data_dir, "task.data_file": args.data,
              "task.reward": args.reward, "sft.max_examples": args.max_examples}
-    cfg = load_config(args.task, args.config, flags, args.overrides)
+    cfg = load_config(task, args.config, flags, args.overrides)
     adapter = sft_adapter(cfg, resolve_model(cfg.model.name))
     info = describe(adapter)
     print(f"[essa] SFT adapter: {adapter} ({info.get('pairs_used')} {info.get('source')} pairs, "

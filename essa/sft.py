@@ -225,6 +225,9 @@ def train_lora(model_dir: Path, pairs: list[Pair], cfg: Config) -> tuple[dict, d
         bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
     bar.close()
     lora = lora_from_state(get_peft_model_state_dict(model))
+    del model, optimizer
+    if device == "cuda":
+        torch.cuda.empty_cache()  # the engines that start next may share this GPU
     head = max(1, min(10, len(losses) // 4))
     stats = {
         "pairs": len(pairs), "pairs_used": len(encoded), "skipped_too_long": skipped, "steps": len(steps),
