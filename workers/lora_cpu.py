@@ -4,9 +4,12 @@ vLLM's CPU punica ops (vllm/lora/ops/torch_ops) gather a full LoRA weight per to
 (`w[indices]`: tokens × out × rank) and contract it with an einsum, for every LoRA slice of
 every layer at every step. On 2 CPU cores that, not the LoRA arithmetic (<1% of the model's
 FLOPs at rank 8), made lora mode ~4× slower than the base model. Here the tokens of a step are
-grouped by adapter once (contiguous runs are plain slices: the engine submits each candidate's
-prompts together), and each group does two small dense matmuls:
+grouped by adapter once per step, and the groups do dense matmuls:
 h = scale · x_g A_gᵀ (float32, as vLLM's buffer) and y_g[:, slice] += h B_gᵀ (model dtype).
+When the groups are about equal in size (decode steps: B sequences per candidate) all of them
+go through ONE batched matmul (`bmm` over groups padded to the largest), so the cost does not
+grow with the number of candidates' Python calls; otherwise (prefill chunks of unequal size,
+large groups) a loop of one matmul per group, where contiguous runs are plain slices.
 
 The ops are registered as torch custom ops, so torch.compile treats them as opaque calls.
 `install()` patches vLLM's `PunicaWrapperCPU` in the process that runs the model (vLLM's
@@ -21,15 +24,15 @@ import torch
 _groups_cache: dict = {}
 
 
-def _groups(indices: torch.Tensor) -> list[tuple[int, slice | torch.Tensor]]:
-    """(adapter slot, token selector) per adapter in `indices` (-1: no adapter, skipped)."""
-    # Every LoRA slice of every layer asks again within one step: compute once per distinct mapping.
-    cached = _groups_cache.get("indices")
-    if cached is not None and cached.shape == indices.shape and torch.equal(cached, indices):
-        return _groups_cache["groups"]
-    n = indices.numel()
-    groups: list[tuple[int, slice | torch.Tensor]] = []
-    if n:
+class _Groups:
+    """One step's token-to-adapter layout (built once, shared by every LoRA op of the step)."""
+
+    def __init__(self, indices: torch.Tensor):
+        n = indices.numel()
+        self.loop: list[tuple[int, slice | torch.Tensor]] = []  # (adapter slot, token selector)
+        self.padded = None  # (slots (G,), rows (G, m), valid (G·m,) bool or None, dest (n_valid,))
+        if not n:
+            return
         idx = indices.cpu()
         change = (torch.nonzero(idx[1:] != idx[:-1]).flatten() + 1).tolist()
         starts, ends = [0, *change], [*change, n]
@@ -37,11 +40,26 @@ def _groups(indices: torch.Tensor) -> list[tuple[int, slice | torch.Tensor]]:
         for s, e, v in zip(starts, ends, idx[starts].tolist()):
             if v >= 0:
                 runs.setdefault(v, []).append((s, e))
+        rows = {slot: torch.cat([torch.arange(s, e) for s, e in spans]) for slot, spans in runs.items()}
         for slot, spans in runs.items():
-            if len(spans) == 1:
-                groups.append((slot, slice(*spans[0])))
-            else:
-                groups.append((slot, torch.cat([torch.arange(s, e) for s, e in spans]).to(indices.device)))
+            self.loop.append((slot, slice(*spans[0]) if len(spans) == 1 else rows[slot].to(indices.device)))
+        sizes = [len(r) for r in rows.values()]
+        if len(sizes) > 1 and max(sizes) * len(sizes) <= 1.25 * sum(sizes) and max(sizes) <= 64:
+            m = max(sizes)
+            grid = torch.zeros(len(sizes), m, dtype=torch.long)
+            valid = torch.zeros(len(sizes), m, dtype=torch.bool)
+            for k, r in enumerate(rows.values()):
+                grid[k, : len(r)], valid[k, : len(r)] = r, True
+            valid = valid.flatten()
+            self.padded = (torch.tensor(list(rows)), grid, None if bool(valid.all()) else valid, grid.flatten()[valid])
+
+
+def _groups(indices: torch.Tensor) -> _Groups:
+    # Every LoRA slice of every layer asks again within one step: compute once per distinct mapping.
+    cached = _groups_cache.get("indices")
+    if cached is not None and cached.shape == indices.shape and torch.equal(cached, indices):
+        return _groups_cache["groups"]
+    groups = _Groups(indices)
     _groups_cache.update(indices=indices.clone(), groups=groups)
     return groups
 
@@ -50,7 +68,14 @@ def _groups(indices: torch.Tensor) -> list[tuple[int, slice | torch.Tensor]]:
 def lora_shrink(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, indices: torch.Tensor, scale: float) -> None:
     """y[t, :r] = scale · x[t] @ w[indices[t]]ᵀ for tokens with an adapter; w: (loras, 1, r, in)."""
     r = w.shape[-2]
-    for slot, sel in _groups(indices):
+    groups = _groups(indices)
+    if groups.padded is not None:
+        slots, grid, valid, dest = groups.padded
+        a = w.reshape(w.shape[0], r, -1).index_select(0, slots).float()  # (G, r, in)
+        h = torch.bmm(x[grid].float(), a.transpose(1, 2)).reshape(-1, r)  # (G·m, r)
+        y[:, :r].index_copy_(0, dest, scale * (h if valid is None else h[valid]))
+        return
+    for slot, sel in groups.loop:
         a = w[slot].reshape(r, -1).float()
         y[sel, :r] = scale * (x[sel].float() @ a.t())
 
@@ -66,7 +91,16 @@ def lora_expand(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, indices: torc
     """y[t, offset:offset+size] (+)= x[t] @ w[indices[t]]ᵀ; w: (loras, 1, out, r)."""
     out_dim, r = w.shape[-2], w.shape[-1]
     size = min(size, out_dim)
-    for slot, sel in _groups(indices):
+    groups = _groups(indices)
+    if groups.padded is not None:
+        slots, grid, valid, dest = groups.padded
+        b = w.reshape(w.shape[0], out_dim, r).index_select(0, slots)[:, :size]  # (G, size, r)
+        delta = torch.bmm(x[grid, :r].to(y.dtype), b.transpose(1, 2)).reshape(-1, size)  # (G·m, size)
+        delta = delta if valid is None else delta[valid]
+        target = y[:, offset : offset + size]
+        target.index_add_(0, dest, delta) if add_inputs else target.index_copy_(0, dest, delta)
+        return
+    for slot, sel in groups.loop:
         b = w[slot].reshape(out_dim, r)[:size]
         delta = x[sel, :r].to(y.dtype) @ b.t()
         if isinstance(sel, slice):

@@ -7,12 +7,19 @@ import torch
 
 from essa.workers import lora_cpu
 
-# runs of one adapter, an adapter in two runs (a finished request's slot refilled), tokens without one
-INDICES = [[0, 0, 0, 1, 1, 2], [2, 2, -1, 0, 0, 2, 1, -1], [-1, -1], [3]]
+# (token -> adapter slot, -1: none; whether the groups go through one padded bmm or a loop)
+CASES = {
+    "runs": ([0, 0, 0, 1, 1, 2], False),
+    "split-runs": ([2, 2, -1, 0, 0, 2, 1, -1], False),  # a finished request's place refilled
+    "no-adapter": ([-1, -1], False),
+    "one-token": ([3], False),
+    "equal-groups": ([0, 0, 1, 1, 3, 3, 2, 2], True),  # a decode step: B sequences per candidate
+    "padded-groups": ([1, 1, 1, 1, 0, 0, -1, 0, 0, 2, 2, 2, 1], True),  # sizes 5, 4, 3 padded to 5
+}
 
 
-@pytest.mark.parametrize("indices", INDICES, ids=["runs", "split-runs", "no-adapter", "one-token"])
-def test_grouped_shrink_and_expand_match_vllm(indices):
+@pytest.mark.parametrize("indices, batched", CASES.values(), ids=CASES.keys())
+def test_grouped_shrink_and_expand_match_vllm(indices, batched):
     from vllm.lora.ops.torch_ops import bgmv_expand_slice, bgmv_shrink
 
     g = torch.Generator().manual_seed(0)
@@ -21,6 +28,7 @@ def test_grouped_shrink_and_expand_match_vllm(indices):
     a = torch.randn(loras, 1, rank, dim, generator=g).bfloat16()
     b = torch.randn(loras, 1, out, rank, generator=g).bfloat16()
     idx = torch.tensor(indices)
+    assert (lora_cpu._groups(idx).padded is not None) == batched
     has = idx >= 0  # vLLM's ops gather slot -1 (the last) for tokens without an adapter: compare the others
 
     ours, theirs = torch.zeros(tokens, rank), torch.zeros(tokens, rank)
