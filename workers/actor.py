@@ -29,6 +29,7 @@ class WorkerSpec:
     basis_bytes: bytes | None  # the SVD-LoRA basis as safetensors bytes; None: base model only
     engine_factory: str = "essa.workers.engine:VLLMEngine"  # tests swap in a fake for scheduling
     env: dict[str, str] = field(default_factory=dict)  # extra environment of every actor (tests: PYTHONPATH)
+    quantization: str = "none"  # none | int8 | int4: each worker loads (making once) that quantized copy of the model
 
     @classmethod
     def from_config(cls, cfg, basis: SVDLoRA | None) -> WorkerSpec:
@@ -46,7 +47,7 @@ class WorkerSpec:
             engine_options=dict(
                 dtype=cfg.model.dtype,
                 max_model_len=cfg.model.max_model_len,
-                mode=resolve_mode(cfg.engine.mode, gpu),
+                mode=resolve_mode(cfg.engine.mode, gpu, quantized=cfg.model.quantization != "none"),
                 gpu=gpu,
                 kv_cache_gib=cfg.engine.kv_cache_gib,
                 gpu_memory_utilization=cfg.engine.gpu_memory_utilization,
@@ -60,6 +61,7 @@ class WorkerSpec:
                 seed=cfg.search.seed,
             ),
             basis_bytes=None if basis is None else basis.to_bytes(),
+            quantization=cfg.model.quantization,
         )
 
 
@@ -96,6 +98,7 @@ class RolloutWorker:
 
     def __init__(self, spec: WorkerSpec):
         from essa.models import resolve_model
+        from essa.quantize import quantized_model_dir
         from essa.rewards.plugins import SafeReward
         from essa.rewards.task import load_task
         from essa.workers.engine import EngineOptions
@@ -103,7 +106,9 @@ class RolloutWorker:
         self.task = load_task(spec.task)
         self.reward = SafeReward(self.task.score, self.task.reward_name, spec.task.reward_errors)
         basis = SVDLoRA.from_bytes(spec.basis_bytes) if spec.basis_bytes else None
-        options = EngineOptions(model_dir=str(resolve_model(spec.model)), **spec.engine_options)
+        # Candidates' adapters come from the bf16 weights (the basis); the engine may serve a quantized copy.
+        model_dir = quantized_model_dir(resolve_model(spec.model), spec.quantization)
+        options = EngineOptions(model_dir=str(model_dir), **spec.engine_options)
         module, name = spec.engine_factory.split(":")
         self.engine = getattr(importlib.import_module(module), name)(options, basis)
         self.sampling = spec.sampling

