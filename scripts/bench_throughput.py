@@ -1,17 +1,25 @@
 """Population scoring throughput against plain base-model generation, measured side by side.
 
-One engine, the same GSM8K prompts and the same fixed token budget (end-of-sequence ignored):
+Per engine mode (`merge`, `lora`: one engine each, started one after the other), on the same
+GSM8K prompts and the same fixed token budget (end-of-sequence ignored), for every B (prompts
+per candidate) and λ (popsize):
 
-- base: the λ·B prompts of a generation as ONE batch on the base model (the best case for the
-  hardware: no candidates, maximal batching);
+- base: the λ·B sequences of a generation (the B prompts, λ times) as ONE generate call on the
+  base model of the same engine: plain serving, the best case for the hardware. Each of the λ
+  copies gets its own `cache_salt`, so copies cannot share prefix-cache blocks (the population's
+  candidates cannot either: merge resets the cache per candidate, lora keys it per adapter);
+  within a copy the shared chat/system prefix is cached, as it is within a candidate.
 - population: one full essa generation through the worker's evaluate() (ask, apply each
   candidate, generate, score, tell), as the coordinator runs it but without Ray.
 
-The ratio population/base tokens per second is what the ES machinery costs; the share of time
-outside generation (apply, score, ask+tell) is the overhead. Rounds alternate base and
-population so drift on a noisy machine hits both. Usage:
+The ratio population/base tokens per second is what the ES machinery costs; the share of the
+population's time outside generation (ask/tell, adapter build+load or merge, scoring) is its
+overhead. Rounds alternate base and population so drift on a noisy machine hits both. On a
+shared machine wall time swings with other people's load, so the table also gives the ratio of
+CPU time per token (this process and vLLM's engine processes, user+system): `cpu ratio` =
+base CPU s/token ÷ population CPU s/token, which other processes disturb far less. Usage:
 
-    python scripts/bench_throughput.py --popsize 4 8 --prompts 16 --tokens 64 [--mode merge]
+    python scripts/bench_throughput.py --modes merge lora --popsize 4 16 32 --prompts 8 32 --tokens 32
 """
 
 from __future__ import annotations
@@ -26,16 +34,38 @@ import numpy as np
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--popsize", type=int, nargs="+", default=[4, 8])
-    parser.add_argument("--prompts", type=int, default=16, help="prompts per candidate (B)")
-    parser.add_argument("--tokens", type=int, default=64, help="new tokens per prompt (fixed)")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--mode", default="merge", choices=["merge", "lora"])
+    parser.add_argument("--modes", nargs="+", default=["merge", "lora"], choices=["merge", "lora"])
+    parser.add_argument("--popsize", type=int, nargs="+", default=[4, 16, 32], help="λ values")
+    parser.add_argument("--prompts", type=int, nargs="+", default=[8, 32], help="B values: prompts per candidate")
+    parser.add_argument("--tokens", type=int, default=32, help="new tokens per prompt (fixed, EOS ignored)")
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--kv-cache-gib", type=float, default=2.0)
     parser.add_argument("--enforce-eager", action="store_true", help="skip torch.compile (faster start)")
+    parser.add_argument("--max-num-seqs", type=int, help="vLLM scheduler: sequences per step (CPU default 256)")
+    parser.add_argument("--max-num-batched-tokens", type=int, help="vLLM scheduler: tokens per step (CPU default 4096)")
+    parser.add_argument("--lora-kernel", nargs="+", choices=["grouped", "vllm"], default=["grouped"],
+                        help="lora mode on CPU: essa's grouped LoRA matmuls and/or vLLM's own torch ops (one engine each)")
     parser.add_argument("--data-dir", help="folder with gsm8k/*.jsonl (default $ESSA_DATA_DIR)")
     args = parser.parse_args()
 
+    rows = []
+    for mode in args.modes:
+        for kernel in args.lora_kernel if mode == "lora" else ["-"]:
+            rows += bench_mode(args, mode, kernel)
+
+    print(f"\nT={args.tokens} new tokens per prompt (EOS ignored), rounds={args.rounds}, eager={args.enforce_eager}; "
+          "lora = essa's grouped CPU LoRA ops, lora-v = vLLM's own torch ops")
+    header = (f"{'mode':>6} {'λ':>3} {'B':>3} {'λ·B':>5} {'base tok/s':>10} {'essa tok/s':>10} {'ratio':>5} "
+              f"{'outside gen':>11}   last generation (s): ask_tell apply generate score total")
+    print(header.replace("   last", " cpu ratio   last"))
+    for r in rows:
+        p = r["parts"]
+        print(f"{r['mode']:>6} {r['popsize']:>3} {r['prompts']:>3} {r['popsize'] * r['prompts']:>5} {r['base']:>10.1f} "
+              f"{r['pop']:>10.1f} {r['ratio']:>5.2f} {r['share']:>11.1%} {r['cpu_ratio']:>9.2f}   {p['ask_tell']:.2f} {p['apply']:.2f} "
+              f"{p['generate']:.2f} {p['score']:.2f} {p['total']:.2f}")
+
+
+def bench_mode(args, mode: str, kernel: str) -> list[dict]:
     from essa.adapters import principal_init, read_base_weights
     from essa.config import TaskConfig
     from essa.models import resolve_model
@@ -45,50 +75,83 @@ def main() -> None:
 
     model_dir = resolve_model(args.model)
     basis = SVDLoRA.from_lora(principal_init(read_base_weights(model_dir, ["q_proj", "k_proj", "v_proj", "o_proj"]), 8, 0.05), 8, 8)
+    vllm_args = {k: v for k, v in dict(max_num_seqs=args.max_num_seqs,
+                                       max_num_batched_tokens=args.max_num_batched_tokens).items() if v}
     spec = WorkerSpec(
         task=TaskConfig(name="gsm8k", data_dir=args.data_dir), model=args.model,
-        engine_options=dict(mode=args.mode, kv_cache_gib=args.kv_cache_gib, max_loras=max(args.popsize),
-                            enforce_eager=args.enforce_eager),
+        engine_options=dict(mode=mode, kv_cache_gib=args.kv_cache_gib, max_loras=max(args.popsize),
+                            enforce_eager=args.enforce_eager, vllm_args=vllm_args,
+                            lora_kernel=kernel if mode == "lora" else "grouped"),
         sampling=dict(temperature=0.0, max_tokens=args.tokens, ignore_eos=True),
         basis_bytes=basis.to_bytes(),
     )
+    label = "lora-v" if mode == "lora" and kernel == "vllm" else mode
     started = time.perf_counter()
     worker = RolloutWorker(spec)
-    print(f"engine start: {time.perf_counter() - started:.1f}s  mode={args.mode}  eager={args.enforce_eager}  "
-          f"B={args.prompts}  T={args.tokens}")
-    batch = list(range(args.prompts))
-    worker.evaluate(WorkItem(-1, [0], None, "train", batch))  # warm-up
+    print(f"[{label}] engine start: {time.perf_counter() - started:.1f}s  eager={args.enforce_eager}  {vllm_args}",
+          flush=True)
+    scales = basis.step_scales()
+    # warm-up: the first calls of an engine (and of the LoRA path) are slower
+    warm = list(range(max(args.prompts)))
+    worker.evaluate(WorkItem(-1, [0], None, "train", warm))
+    worker.evaluate(WorkItem(-1, [0, 1], np.zeros((2, basis.dim)), "train", warm[:4]))
 
     rows = []
-    for popsize in args.popsize:
-        strategy = make_strategy("cma_auto", basis.dim, popsize, 0.5, 0)
-        scales = basis.step_scales()
-        base_tps, pop_tps, shares, parts = [], [], [], []
-        for _ in range(args.rounds):
-            t = time.perf_counter()
-            base = worker.evaluate(WorkItem(-1, [0], None, "train", batch * popsize))
-            base_tps.append(base.tokens.sum() / (time.perf_counter() - t))
+    for prompts in args.prompts:
+        batch = list(range(prompts))
+        for popsize in args.popsize:
+            strategy = make_strategy("cma_auto", basis.dim, popsize, 0.5, 0)
+            base_tps, pop_tps, shares, parts, cpu_ratios = [], [], [], [], []
+            for _ in range(args.rounds):
+                c = cpu_seconds()
+                tps, tokens = base_throughput(worker, batch, popsize)
+                base_cpu = (cpu_seconds() - c) / tokens
+                base_tps.append(tps)
 
-            t = time.perf_counter()
-            z = strategy.ask()
-            result = worker.evaluate(WorkItem(0, list(range(popsize)), z * scales, "train", batch))
-            t_tell = time.perf_counter()
-            strategy.tell(z, result.rewards.mean(axis=1))
-            ask_tell = time.perf_counter() - t_tell
-            total = time.perf_counter() - t
-            pop_tps.append(result.tokens.sum() / total)
-            overhead = result.timings["apply"] + result.timings["score"] + ask_tell
-            shares.append(overhead / total)
-            parts.append({**result.timings, "ask_tell": ask_tell, "total": total})
-        ratio = statistics.median(p / b for p, b in zip(pop_tps, base_tps))
-        rows.append((popsize, statistics.median(base_tps), statistics.median(pop_tps), ratio,
-                     statistics.median(shares), parts[-1]))
-
-    print(f"\n{'λ':>4} {'base tok/s':>11} {'essa tok/s':>11} {'ratio':>6} {'overhead':>9}   last generation (s)")
-    for popsize, b, p, ratio, share, part in rows:
-        detail = "  ".join(f"{k}={v:.2f}" for k, v in part.items())
-        print(f"{popsize:>4} {b:>11.1f} {p:>11.1f} {ratio:>6.2f} {share:>8.1%}   {detail}")
+                c = cpu_seconds()
+                t = time.perf_counter()
+                z = strategy.ask()
+                t_ask = time.perf_counter() - t
+                result = worker.evaluate(WorkItem(0, list(range(popsize)), z * scales, "train", batch))
+                t_tell = time.perf_counter()
+                strategy.tell(z, result.rewards.mean(axis=1))
+                ask_tell = t_ask + time.perf_counter() - t_tell
+                total = time.perf_counter() - t
+                pop_tps.append(result.tokens.sum() / total)
+                cpu_ratios.append(base_cpu / ((cpu_seconds() - c) / result.tokens.sum()))
+                shares.append((total - result.timings["generate"]) / total)
+                parts.append({**result.timings, "ask_tell": ask_tell, "total": total})
+            row = dict(mode=label, popsize=popsize, prompts=prompts, base=statistics.median(base_tps),
+                       pop=statistics.median(pop_tps), ratio=statistics.median(p / b for p, b in zip(pop_tps, base_tps)),
+                       share=statistics.median(shares), parts=parts[-1], cpu_ratio=statistics.median(cpu_ratios))
+            print(f"[{label}] λ={popsize} B={prompts}: base {row['base']:.1f} tok/s, essa {row['pop']:.1f} tok/s, "
+                  f"ratio {row['ratio']:.2f} (cpu {row['cpu_ratio']:.2f}), outside generation {row['share']:.1%}", flush=True)
+            rows.append(row)
     worker.engine.close()
+    return rows
+
+
+def cpu_seconds() -> float:
+    """User+system CPU seconds of this process and its children (vLLM's engine processes)."""
+    import psutil
+
+    me = psutil.Process()
+    return sum(sum(p.cpu_times()[:2]) for p in [me, *me.children(recursive=True)] if p.is_running())
+
+
+def base_throughput(worker, batch: list[int], popsize: int) -> tuple[float, int]:
+    """Tokens/s of the base model on the λ·B sequences as one generate call (see the docstring)."""
+    from vllm import SamplingParams
+
+    engine = worker.engine
+    engine._merge(None) if engine.options.mode == "merge" and engine.basis is not None else None
+    texts = [worker._prompt("train", i) for i in batch]
+    prompts = [{"prompt": p, "cache_salt": f"copy-{k}-{time.monotonic_ns()}"} for k in range(popsize) for p in texts]
+    start = time.perf_counter()
+    outputs = engine.llm.generate(prompts, SamplingParams(**worker.sampling), use_tqdm=False)
+    elapsed = time.perf_counter() - start
+    tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
+    return tokens / elapsed, tokens
 
 
 if __name__ == "__main__":

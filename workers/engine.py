@@ -2,10 +2,11 @@
 
 - `merge`: per candidate, W = W0 + ΔW(x) is written into the engine's weights in place by the
   worker extension (`workers/vllm_extension.py`), then that candidate's prompts run in one
-  generate call. Cheap on CPU, where multi-LoRA kernels are slow.
+  generate call. Small batches (B per call) are its cost on CPU (docs/benchmarks.md).
 - `lora`: every candidate becomes a LoRA adapter folder in RAM; all candidates × prompts run in
   ONE generate call, one LoRARequest per prompt. An adapter's name, id and path are never reused:
-  vLLM caches adapters (and prefix-cache entries) by name/id/path, not content.
+  vLLM caches adapters (and prefix-cache entries) by name/id/path, not content. On CPU the LoRA
+  matmuls are essa's grouped ops (`workers/lora_cpu.py`), not vLLM's per-token gathers.
 
 Only this module imports vLLM; the coordinator talks to it through the Ray actor.
 """
