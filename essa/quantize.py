@@ -42,9 +42,9 @@ def quantized_model_dir(model_dir: str | Path, method: str) -> Path:
     """
     from essa.models import cache_dir, file_lock
 
-    model_dir = Path(model_dir).resolve()
     if method == "none":
-        return model_dir
+        return Path(model_dir)
+    model_dir = Path(model_dir).resolve()
     if method not in METHODS:
         raise ValueError(f"unknown quantization {method!r}: choose one of {', '.join(METHODS)}")
     models = cache_dir() / "models"
