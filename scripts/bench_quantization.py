@@ -46,7 +46,14 @@ def main() -> None:
     parser.add_argument("--data-dir", help="folder with gsm8k/*.jsonl (default $ESSA_DATA_DIR)")
     args = parser.parse_args()
 
-    rows = [bench(args, method) for method in args.methods]
+    from essa.adapters import principal_init, read_base_weights
+    from essa.models import resolve_model
+    from essa.svd_lora import SVDLoRA
+
+    # The basis (candidates' adapters) always comes from the bf16 weights, the same for every method.
+    bf16 = resolve_model(args.model)
+    basis = SVDLoRA.from_lora(principal_init(read_base_weights(bf16, ["q_proj", "k_proj", "v_proj", "o_proj"]), 8, 0.05), 8, 8)
+    rows = [bench(args, method, bf16, basis) for method in args.methods]
 
     print(f"\n{args.model}, lora mode (rank-8 basis); throughput: P={args.prompts} prompts x T={args.tokens} tokens "
           f"(EOS ignored), essa: λ={args.candidates} adapters x P; accuracy: first {args.val} GSM8K validation "
@@ -60,17 +67,12 @@ def main() -> None:
               f"{r['disk'] / 2**20:>11.1f} {r['acc']:>9.1%} {same:>12.1%}  {r['texts'][0][:50]!r}")
 
 
-def bench(args, method: str) -> dict:
-    from essa.adapters import principal_init, read_base_weights
+def bench(args, method: str, bf16: Path, basis) -> dict:
     from essa.config import TaskConfig
-    from essa.models import resolve_model
     from essa.quantize import quantized_model_dir
-    from essa.svd_lora import SVDLoRA
     from essa.workers.actor import RolloutWorker, WorkerSpec, WorkItem
 
-    bf16 = resolve_model(args.model)
     folder = quantized_model_dir(bf16, method)  # made here, outside the timed engine start
-    basis = SVDLoRA.from_lora(principal_init(read_base_weights(bf16, ["q_proj", "k_proj", "v_proj", "o_proj"]), 8, 0.05), 8, 8)
     throughput = dict(temperature=0.0, max_tokens=args.tokens, ignore_eos=True)
     spec = WorkerSpec(
         task=TaskConfig(name="gsm8k", data_dir=args.data_dir), model=args.model,
