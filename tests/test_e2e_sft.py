@@ -43,7 +43,16 @@ def test_sft_trains_a_peft_adapter_that_lowers_the_loss_and_caches_it(tmp_path):
     assert (adapter / "adapter_model.safetensors").stat().st_mtime_ns == stamp
 
 
-def test_rejection_sampling_draws_distinct_responses_from_the_real_engine():
+@pytest.fixture
+def local_ray():
+    """rejection_sample starts Ray in this process (as `essa sft` does); later tests start their own."""
+    import ray
+
+    yield
+    ray.shutdown()
+
+
+def test_rejection_sampling_draws_distinct_responses_from_the_real_engine(local_ray):
     cfg = load_config("ifeval", overrides=["sft.max_examples=4", "sft.samples_per_prompt=2", "sft.min_reward=0.0",
                                            "generation.max_new_tokens=24", "engine.enforce_eager=true"])
     task = load_task(cfg.task)

@@ -49,6 +49,8 @@ def explode(completion, example):
 def ray_cluster():
     import ray
 
+    if ray.is_initialized():  # an earlier test's cluster: this one needs its own settings
+        ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()

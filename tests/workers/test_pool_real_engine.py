@@ -77,6 +77,8 @@ def describe(pids: list[int]) -> str:
 def ray_cluster():
     import ray
 
+    if ray.is_initialized():  # an earlier test's cluster: this one needs its own settings
+        ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
