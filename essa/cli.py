@@ -9,6 +9,7 @@ from pathlib import Path
 ALIGN_FLAGS = {  # CLI option → config key
     "gpus": "engine.gpus",
     "workers": "engine.workers",
+    "tensor_parallel_size": "engine.tensor_parallel_size",
     "model": "model.name",
     "run_dir": "run.run_dir",
     "generations": "search.generations",
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--config", help="YAML file merged over the task's defaults")
     align.add_argument("--gpus", type=int, help="engine slots: 0 runs on CPU (default 0)")
     align.add_argument("--workers", type=int, help="with --gpus 0: CPU engines, each on its own cores (default 1)")
+    align.add_argument("--tensor-parallel-size", "--tp", type=int, help="GPUs per engine (default 1)")
     align.add_argument("--model", help="embedded model name, local folder or hub id")
     align.add_argument("--run-dir", help="where checkpoints, logs and the adapter go")
     align.add_argument("--generations", type=int, help="total generations (with --resume: extend the run)")
@@ -71,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", help="embedded model name, local folder or hub id")
     ev.add_argument("--limit", type=int, help="first N examples only")
     ev.add_argument("--gpus", type=int)
+    ev.add_argument("--tensor-parallel-size", "--tp", type=int, help="GPUs per engine (default 1)")
     ev.add_argument("--max-new-tokens", type=int)
     ev.add_argument("--quantization", choices=["none", "int8", "int4"], help="base weights (default none: bf16)")
     ev.add_argument("--data-dir")
@@ -174,6 +177,7 @@ def cmd_eval(args) -> int:
     from essa.evaluate import evaluate, format_table
 
     flags = {"model.name": args.model, "engine.gpus": args.gpus, "task.data_dir": args.data_dir,
+             "engine.tensor_parallel_size": args.tensor_parallel_size,
              "generation.max_new_tokens": args.max_new_tokens, "task.reward": args.reward,
              "model.quantization": args.quantization}
     cfg = load_config(args.task, None, flags, args.overrides)

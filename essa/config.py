@@ -82,7 +82,8 @@ class GenerationConfig:
 
 @dataclass
 class EngineConfig:
-    gpus: int = 0  # 0: CPU engines (see workers); N: N engine slots (one actor per GPU)
+    gpus: int = 0  # 0: CPU engines (see workers); N: N GPUs, one engine per tensor_parallel_size of them
+    tensor_parallel_size: int = 1  # GPUs per engine (t); t > 1: each engine's GPUs are one Ray placement group
     mode: str = "auto"  # merge | lora | auto (merge on CPU, lora on GPU)
     kv_cache_gib: float = 2.0  # CPU only: KV-cache memory per engine
     gpu_memory_utilization: float = 0.85  # GPU only
@@ -247,6 +248,19 @@ def validate(cfg: Config) -> None:
         problems.append(
             f"engine.workers={e.workers} with engine.gpus={e.gpus}: workers counts CPU engines only; with GPUs "
             "the pool starts one engine per GPU. Set engine.workers=1, or engine.gpus=0 for CPU engines"
+        )
+    tp = e.tensor_parallel_size
+    if tp < 1:
+        problems.append(f"engine.tensor_parallel_size={tp} must be >= 1")
+    elif tp > 1 and (e.gpus == 0 or e.gpus % tp):
+        problems.append(
+            f"engine.tensor_parallel_size={tp} with engine.gpus={e.gpus}: each engine takes {tp} GPUs, so "
+            f"engine.gpus must be a positive multiple of {tp} (tensor parallelism is GPU only)"
+        )
+    elif tp > 1 and e.mode == "merge":
+        problems.append(
+            f"engine.tensor_parallel_size={tp} with engine.mode=merge: merging into sharded weights is not built; "
+            "use engine.mode=lora (or auto, which picks lora on GPUs)"
         )
     if e.max_retries < 0:
         problems.append(f"engine.max_retries={e.max_retries} must be >= 0 (0: never retry a failed work item)")

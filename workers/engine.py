@@ -51,6 +51,7 @@ class EngineOptions:
     gpu_memory_utilization: float = 0.85
     enforce_eager: bool = False
     max_loras: int = 16
+    tensor_parallel_size: int = 1  # GPUs; > 1: vLLM's Ray workers in the actor's placement group (workers/pool.py)
     seed: int = 0
     lora_kernel: str = "grouped"  # lora mode on CPU: "grouped" (workers/lora_cpu.py) or "vllm" (its torch ops)
     vllm_args: dict = field(default_factory=dict)  # more LLM(...) arguments (benchmarks: max_num_seqs, ...)
@@ -63,6 +64,14 @@ class VLLMEngine:
         quantized = is_quantized(options.model_dir)
         if quantized and options.mode == "merge" and basis is not None:
             raise ValueError(f"{options.model_dir} holds quantized weights, which cannot take a merged update: use mode lora")
+        parallel = {}
+        if options.tensor_parallel_size > 1:
+            if options.mode == "merge" and basis is not None:
+                raise ValueError("merge mode cannot write into tensor-parallel shards: use mode lora")
+            # The actor holds no GPU itself (num_gpus=0, so Ray hid them all); vLLM's Ray workers take
+            # the GPUs of the placement group the actor runs in (vLLM finds it and passes it on).
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            parallel = dict(tensor_parallel_size=options.tensor_parallel_size, distributed_executor_backend="ray")
         if not options.gpu:
             # vLLM on CPU reserves KV cache from RAM; its default fraction fails on small machines.
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(options.kv_cache_gib))))
@@ -88,6 +97,7 @@ class VLLMEngine:
             max_loras=options.max_loras if lora else 1,
             max_lora_rank=_lora_rank_slot(basis.rank) if lora else 16,
             enable_prefix_caching=True,
+            **parallel,
             **options.vllm_args,
         )
         if options.mode == "merge" and basis is not None:

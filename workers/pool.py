@@ -1,9 +1,14 @@
 """The rollout pool: starts the Ray actors and feeds them a queue of work items.
 
-Actors: `--gpus N` starts N actors with one GPU each. `--gpus 0` starts `engine.workers` CPU
-actors: one with every CPU, or K, each bound to its own contiguous share of this machine's cores
-(VLLM_CPU_OMP_THREADS_BIND) so that K engines do not fight over threads. Ray joins an existing
-cluster when `engine.ray_address` or $RAY_ADDRESS is set, otherwise starts a local one.
+Actors: `--gpus N` starts N actors with one GPU each; with `engine.tensor_parallel_size` t > 1
+it starts N/t actors, each in a placement group of t one-GPU bundles packed on one node
+(STRICT_PACK). Such an actor holds one CPU of bundle 0 and no GPU; vLLM, started inside it,
+finds the group and places its t Ray workers (one per GPU) in the bundles. The group belongs to
+the slot: a replacement actor reuses it, so the GPUs stay reserved through a restart.
+`--gpus 0` starts `engine.workers` CPU actors: one with every CPU, or K, each bound to its own
+contiguous share of this machine's cores (VLLM_CPU_OMP_THREADS_BIND) so that K engines do not
+fight over threads. Ray joins an existing cluster when `engine.ray_address` or $RAY_ADDRESS is
+set, otherwise starts a local one.
 
 One `evaluate` call: the candidates are cut into work items (all of them in one item for one
 actor, else about two items per actor) and handed out one at a time to whichever actor is free,
@@ -14,7 +19,6 @@ Faults: an actor that dies, raises a system error or runs past `engine.timeout_s
 replaced in the background while the others go on, and its item goes back to the queue; an item
 that fails more than `engine.max_retries` times stops the call with a PoolError. An error that
 any actor would repeat (the reward's, a ValueError, ...) stops the call at once, unretried.
-Tensor parallelism is not built.
 """
 
 from __future__ import annotations
@@ -140,10 +144,15 @@ def cpu_list(cores: list[int]) -> str:
     return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
 
 
-def actor_options(gpus: int, workers: int, cores: list[int], cpus: int, env: dict[str, str]) -> list[dict]:
-    """Ray options (resources, runtime_env) of every actor slot; a replacement reuses its slot's."""
+def actor_options(gpus: int, workers: int, cores: list[int], cpus: int, env: dict[str, str],
+                  tensor_parallel: int = 1) -> list[dict]:
+    """Ray options (resources, runtime_env) of every actor slot; a replacement reuses its slot's.
+
+    With tensor_parallel > 1 the GPUs are not the actor's but its placement group's (`gpu_bundles`).
+    """
     if gpus > 0:
-        return [dict(num_gpus=1, num_cpus=1, runtime_env={"env_vars": env}) for _ in range(gpus)]
+        gpu = 1 if tensor_parallel == 1 else 0
+        return [dict(num_gpus=gpu, num_cpus=1, runtime_env={"env_vars": env}) for _ in range(gpus // tensor_parallel)]
     if workers == 1:  # one engine: vLLM's own binding, every CPU
         return [dict(num_cpus=max(1, cpus), runtime_env={"env_vars": env})]
     options = []
@@ -153,12 +162,19 @@ def actor_options(gpus: int, workers: int, cores: list[int], cpus: int, env: dic
     return options
 
 
+def gpu_bundles(tensor_parallel: int) -> list[dict[str, float]]:
+    """One tensor-parallel engine's placement group: a GPU per bundle (vLLM takes at most one per
+    worker), plus in bundle 0 the CPU of the essa actor that drives the engine."""
+    return [{"GPU": 1.0, "CPU": 1.0}] + [{"GPU": 1.0} for _ in range(tensor_parallel - 1)]
+
+
 @dataclass
 class _Slot:
     """One actor position: its Ray options and the actor filling it now."""
 
     index: int
     options: dict
+    placement_group: object = None  # tensor-parallel slots: reserved once, kept across restarts
     actor: object = None
     ready: bool = False
     start_failures: int = 0  # consecutive failed starts
@@ -175,7 +191,7 @@ class RolloutPool:
     """Ray actors, one engine each, fed from a queue of work items (see the module docstring)."""
 
     def __init__(self, spec: WorkerSpec, gpus: int = 0, ray_address: str | None = None, timeout_s: float = 1800.0,
-                 workers: int = 1, max_retries: int = 2, start_timeout_s: float = 1800.0):
+                 workers: int = 1, max_retries: int = 2, start_timeout_s: float = 1800.0, tensor_parallel: int = 1):
         import ray
 
         self.spec, self.timeout_s, self.max_retries, self.start_timeout_s = spec, timeout_s, max_retries, start_timeout_s
@@ -188,16 +204,19 @@ class RolloutPool:
         available = int(ray.cluster_resources().get("GPU", 0))
         if gpus > available:
             raise PoolError(
-                f"--gpus {gpus} asks for {gpus} GPU engine slots but the Ray cluster has {available} GPU(s); "
+                f"--gpus {gpus} asks for {gpus} GPUs but the Ray cluster has {available}; "
                 "use --gpus 0 to run on CPU, or join a cluster with GPUs (engine.ray_address / $RAY_ADDRESS)"
             )
         env = {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"), **spec.env}
         # Core ranges are this machine's: K > 1 CPU engines are meant for one machine.
         cores = sorted(os.sched_getaffinity(0))[: int(ray.cluster_resources().get("CPU", 1))]
-        options = actor_options(gpus, workers, cores, int(ray.available_resources().get("CPU", 1)), env)
+        options = actor_options(gpus, workers, cores, int(ray.available_resources().get("CPU", 1)), env,
+                                tensor_parallel)
         self._remote = ray.remote(RolloutWorker)
         self.slots = [_Slot(i, o) for i, o in enumerate(options)]
         try:
+            if gpus > 0 and tensor_parallel > 1:
+                self._reserve_groups(tensor_parallel)
             for slot in self.slots:
                 self._start(slot)
             while self._starting:  # any failure here is fatal: a bad model or task fails fast
@@ -208,6 +227,28 @@ class RolloutPool:
         except BaseException:
             self.shutdown()  # nobody else holds this pool: free its resources for the next one
             raise
+
+    def _reserve_groups(self, tensor_parallel: int) -> None:
+        """A placement group per slot; every one must be placed before any engine starts."""
+        import ray
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        for slot in self.slots:
+            slot.placement_group = placement_group(gpu_bundles(tensor_parallel), strategy="STRICT_PACK",
+                                                   name=f"essa-engine-{slot.index}-{os.getpid()}")
+            slot.options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                slot.placement_group, placement_group_bundle_index=0, placement_group_capture_child_tasks=True
+            )
+        pending = [slot.placement_group.ready() for slot in self.slots]
+        ready, _ = ray.wait(pending, num_returns=len(pending), timeout=self.start_timeout_s)
+        if len(ready) < len(pending):
+            raise PoolError(
+                f"{len(pending) - len(ready)} of {len(pending)} engines could not reserve {tensor_parallel} GPUs on "
+                f"one node within engine.start_timeout_s={self.start_timeout_s:g}s: tensor parallelism needs "
+                f"{tensor_parallel} free GPUs on the same node for each engine. Lower "
+                "engine.tensor_parallel_size, or free GPUs (ray status shows what is taken)"
+            )
 
     @property
     def actors(self) -> list:
@@ -354,6 +395,8 @@ class RolloutPool:
             ray.wait(closing, num_returns=len(closing), timeout=30)
         for slot in self.slots:
             _kill(slot.actor)
+            if slot.placement_group is not None:
+                ray.util.remove_placement_group(slot.placement_group)
         self.slots, self._flights, self._starting = [], {}, {}
 
 
@@ -392,4 +435,5 @@ def pool_from_config(cfg, basis, **spec_overrides) -> RolloutPool:
     e = cfg.engine  # validated by essa.config.validate
     spec = replace(WorkerSpec.from_config(cfg, basis), **spec_overrides)
     return RolloutPool(spec, gpus=e.gpus, ray_address=e.ray_address, timeout_s=e.timeout_s, workers=e.workers,
-                       max_retries=e.max_retries, start_timeout_s=e.start_timeout_s)
+                       max_retries=e.max_retries, start_timeout_s=e.start_timeout_s,
+                       tensor_parallel=e.tensor_parallel_size)

@@ -1,0 +1,102 @@
+"""Tensor-parallel slots on a real local Ray cluster that declares 4 logical GPUs, with the fake engine.
+
+Ray schedules logical GPUs whether or not the machine has any, so the placement (groups, bundles,
+which actor runs where, what a restart keeps, what shutdown frees) is real; only vLLM's own
+tensor-parallel workers, which would take the bundles' GPUs, are absent (the fake starts none).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from essa.config import ConfigError, validate
+from essa.workers.pool import actor_options, gpu_bundles
+
+from test_pool import INDICES, candidates, expected_scores, files, make_config, open_pool  # noqa: F401
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def gpu_cluster():
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, num_gpus=4, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_tensor_parallel_slots_hold_no_gpu_themselves():
+    options = actor_options(4, 1, [0], 1, {}, tensor_parallel=2)
+    assert [(o["num_gpus"], o["num_cpus"]) for o in options] == [(0, 1), (0, 1)]
+    assert [(o["num_gpus"], o["num_cpus"]) for o in actor_options(4, 1, [0], 1, {})] == [(1, 1)] * 4
+    assert gpu_bundles(4) == [{"GPU": 1, "CPU": 1}, {"GPU": 1}, {"GPU": 1}, {"GPU": 1}]
+
+
+@pytest.mark.parametrize(
+    "engine, problem",
+    [(dict(gpus=4, tensor_parallel_size=3), "positive multiple of 3"),
+     (dict(gpus=0, tensor_parallel_size=2), "positive multiple of 2"),
+     (dict(gpus=2, tensor_parallel_size=2, mode="merge"), "use engine.mode=lora"),
+     (dict(gpus=2, tensor_parallel_size=0), "engine.tensor_parallel_size=0 must be >= 1")],
+)
+def test_bad_tensor_parallel_settings_are_config_errors(files, engine, problem):  # noqa: F811
+    with pytest.raises(ConfigError, match=problem):
+        validate(make_config(files, **engine))
+
+
+def _groups(states=("CREATED",)) -> dict:
+    from ray.util import placement_group_table
+
+    return {k: v for k, v in placement_group_table().items() if v["state"] in states and v["name"].startswith("essa-")}
+
+
+def _actor_group(actor) -> str:
+    import ray
+
+    return ray.get(actor.__ray_call__.remote(lambda _w: ray.get_runtime_context().get_placement_group_id()))
+
+
+@pytest.mark.usefixtures("gpu_cluster")
+def test_each_engine_gets_its_own_packed_group_which_survives_a_restart_and_is_freed(files, tmp_path):  # noqa: F811
+    import ray
+
+    cfg, marker = make_config(files, gpus=4, tensor_parallel_size=2, mode="lora"), tmp_path / "crash"
+    x = candidates(6, seed=11)
+    with open_pool(cfg, ESSA_FAKE_MARKER=str(marker)) as pool:
+        assert len(pool.actors) == 2  # 4 GPUs / 2 per engine
+        groups = _groups()
+        assert len(groups) == 2
+        assert all(g["strategy"] == "STRICT_PACK" and len(g["bundles"]) == 2 for g in groups.values())
+        assert all(sum(b.get("GPU", 0) for b in g["bundles"].values()) == 2 for g in groups.values())
+        homes = [_actor_group(a) for a in pool.actors]
+        assert sorted(homes) == sorted(groups) and len(set(homes)) == 2
+        assert ray.available_resources().get("GPU", 0) == 0  # every GPU reserved, none left over
+
+        clean = pool.evaluate(x, "train", INDICES, generation=0)
+        np.testing.assert_allclose(clean.scores, expected_scores(cfg, x), atol=1e-9)
+        marker.write_text("crash")
+        faulty = pool.evaluate(x, "train", INDICES, generation=1)
+        np.testing.assert_array_equal(faulty.rewards, clean.rewards)
+        assert pool.stats["restarts"] == 1
+        assert sorted(_actor_group(a) for a in pool.actors) == sorted(groups)  # the restart reused its group
+        assert len(_groups()) == 2
+    assert not _groups()  # shut down: groups removed, and (asynchronously) their GPUs freed
+    deadline = time.monotonic() + 20
+    while ray.available_resources().get("GPU", 0) < 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("GPU", 0) == 4
+
+
+@pytest.mark.usefixtures("gpu_cluster")
+def test_more_gpus_than_the_cluster_has_is_a_clear_error(files):  # noqa: F811
+    from essa.workers.pool import PoolError
+
+    with pytest.raises(PoolError, match=r"--gpus 8 asks for 8 GPUs but the Ray cluster has 4"):
+        with open_pool(make_config(files, gpus=8, tensor_parallel_size=2, mode="lora")):
+            pass
