@@ -11,14 +11,20 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
-from essa.adapters import principal_init, read_base_weights, read_peft_adapter, write_peft_adapter
+from essa.adapters import principal_init, read_base_weights, read_peft_adapter, update_strength, write_peft_adapter
 from essa.config import Config, from_yaml_file, to_yaml
 from essa.io import atomic_write_text
 from essa.models import EMBEDDED
 from essa.svd_lora import SVDLoRA
+
+
+# Below this median ‖ΔW‖/‖W0‖ a warm start barely moves the model, and neither can the search's
+# steps (they scale with the adapter): candidates then tend to score alike (see update_strength).
+WEAK_WARM_START = 1e-3
 
 
 def new_run_dir(cfg: Config) -> Path:
@@ -39,11 +45,24 @@ def create_run(cfg: Config, run_dir: Path, model_dir: Path) -> SVDLoRA:
         raise FileExistsError(f"{run_dir} already holds a run; continue it with: essa align --resume {run_dir}")
     run_dir.mkdir(parents=True, exist_ok=True)
     lora, rank, lora_alpha = warm_start(cfg, model_dir)
+    report_strength(update_strength(lora, lora_alpha / rank, model_dir), cfg.adapter.init)
     write_peft_adapter(run_dir / "warm_start", lora, rank, lora_alpha, hub_name(cfg.model.name))
     basis = SVDLoRA.from_lora(lora, rank, lora_alpha, cfg.adapter.alpha_fraction)
     basis.save(run_dir / "basis.safetensors")
     atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))  # last: its presence marks a usable run
     return basis
+
+
+def report_strength(strength: float, init: str) -> None:
+    print(f"[essa] warm start: median ||ΔW||/||W0|| = {strength:.1e}", flush=True)
+    if strength < WEAK_WARM_START:
+        print(
+            f"[essa] warning: the warm start ({init}) changes the base weights by only {strength:.1e} of their norm "
+            f"(below {WEAK_WARM_START:g}). The search moves singular values relative to the adapter's own, so its "
+            "candidates will barely differ and may all score the same. Train the SFT start longer (more "
+            "sft.max_examples or sft.epochs), or start from --init principal.",
+            file=sys.stderr, flush=True,
+        )
 
 
 def open_run(run_dir: Path) -> tuple[Config, SVDLoRA]:

@@ -221,3 +221,34 @@ def test_peft_loads_the_adapter_and_merges_to_w_plus_ba(tiny_llama, tmp_path, ra
     # Untargeted weights are untouched.
     k_before = state["model.layers.0.self_attn.k_proj.weight"].numpy()
     np.testing.assert_array_equal(merged["model.layers.0.self_attn.k_proj.weight"].numpy(), k_before)
+
+
+def _model_folder(tmp_path, base: dict[str, np.ndarray]):
+    save_file({f"{m}.weight": w.astype(np.float32) for m, w in base.items()}, str(tmp_path / "model.safetensors"))
+    return tmp_path
+
+
+def test_update_strength_is_the_median_relative_norm_of_the_update(tmp_path):
+    from essa.adapters import update_strength
+
+    shapes = {f"model.layers.{i}.self_attn.q_proj": (12, 10) for i in range(5)}
+    base = random_base(shapes, seed=3)
+    lora = principal_init(base, 4, 0.05)  # B·A = 0.05 · best rank-4 part of W0
+    expected = []
+    for w in base.values():
+        s = np.linalg.svd(w, compute_uv=False)
+        expected.append(0.05 * np.sqrt((s[:4] ** 2).sum() / (s**2).sum()))
+    strength = update_strength(lora, 1.0, _model_folder(tmp_path, base), sample=8)
+    assert strength == pytest.approx(np.median(expected), rel=1e-5)
+    assert update_strength(lora, 0.01, tmp_path) == pytest.approx(0.01 * strength, rel=1e-5)  # scaling counts
+
+
+def test_a_weak_warm_start_is_reported_with_the_fixes(capsys):
+    from essa.run_dir import WEAK_WARM_START, report_strength
+
+    report_strength(3e-3, "sft")
+    quiet = capsys.readouterr()
+    assert "3.0e-03" in quiet.out and "warning" not in quiet.err
+    report_strength(WEAK_WARM_START / 4, "sft")
+    err = capsys.readouterr().err
+    assert "warning" in err and "sft.max_examples" in err and "--init principal" in err
