@@ -23,6 +23,7 @@ any actor would repeat (the reward's, a ValueError, ...) stops the call at once,
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -207,7 +208,9 @@ class RolloutPool:
                 f"--gpus {gpus} asks for {gpus} GPUs but the Ray cluster has {available}; "
                 "use --gpus 0 to run on CPU, or join a cluster with GPUs (engine.ray_address / $RAY_ADDRESS)"
             )
-        env = {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"), **spec.env}
+        # vLLM's warnings on these machines are about its own build (no Triton, a recompile), not the
+        # user's run: errors only, unless the user asks (VLLM_LOGGING_LEVEL=WARNING or INFO).
+        env = {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "ERROR"), **spec.env}
         # Core ranges are this machine's: K > 1 CPU engines are meant for one machine.
         cores = sorted(os.sched_getaffinity(0))[: int(ray.cluster_resources().get("CPU", 1))]
         options = actor_options(gpus, workers, cores, int(ray.available_resources().get("CPU", 1)), env,
@@ -408,7 +411,7 @@ def _init_ray(address: str | None) -> None:
         if address:
             ray.init(address=address, log_to_driver=True)
         else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True)
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING)
 
 
 def _kill(actor) -> None:
