@@ -329,3 +329,22 @@ def test_after_a_user_error_the_next_call_drops_the_failed_calls_leftovers(files
         result = pool.evaluate(x, "train", INDICES, generation=0)  # same generation number, new call
         np.testing.assert_allclose(result.scores, expected_scores(cfg, x), atol=1e-9)
         assert pool.stats["dropped_stale"] == 1 and pool.stats["restarts"] == 0
+
+
+def test_cpu_engines_that_do_not_fit_in_ram_are_refused_with_the_keys_to_change():
+    from essa.workers.pool import ENGINE_RUNTIME_GIB, available_memory_gib, cpu_memory_problem
+
+    per_engine = 2.0 + 0.25 + ENGINE_RUNTIME_GIB
+    assert cpu_memory_problem(2, 2.0, 0.25, available_gib=2 * per_engine + 0.1) is None
+    assert cpu_memory_problem(2, 2.0, 0.25, available_gib=None) is None  # unknown: not refused
+    problem = cpu_memory_problem(4, 2.0, 0.25, available_gib=2 * per_engine)
+    assert problem and f"{4 * per_engine:.1f} GiB" in problem
+    assert "engine.workers" in problem and "engine.kv_cache_gib" in problem
+    assert available_memory_gib() > 0  # this machine reports MemAvailable
+
+
+@on_ray
+def test_a_pool_too_large_for_ram_fails_before_starting_any_engine(files):
+    with pytest.raises(PoolError, match="engine.kv_cache_gib"):
+        with open_pool(make_config(files, workers=2, kv_cache_gib=10_000.0)):
+            pass
