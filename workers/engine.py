@@ -96,6 +96,9 @@ class VLLMEngine:
             enable_lora=lora,
             max_loras=options.max_loras if lora else 1,
             max_lora_rank=_lora_rank_slot(basis.rank) if lora else 16,
+            # Only the layers essa adapts get LoRA wrappers: vLLM otherwise wraps every supported
+            # layer (MLP, lm_head) and runs zero-weight LoRA math on them at every step.
+            **({"lora_target_modules": sorted({m.rsplit(".", 1)[-1] for m in basis.modules})} if lora else {}),
             enable_prefix_caching=True,
             **parallel,
             **options.vllm_args,

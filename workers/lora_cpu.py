@@ -11,6 +11,13 @@ go through ONE batched matmul (`bmm` over groups padded to the largest), so the 
 grow with the number of candidates' Python calls; otherwise (prefill chunks of unequal size,
 large groups) a loop of one matmul per group, where contiguous runs are plain slices.
 
+`add_lora_linear` (every adapted layer) runs as ONE op per layer: the slices' A factors
+(q, k, v of a fused qkv layer) are stacked into one shrink, then one expand per slice. When
+the step's tokens are G equal contiguous runs, one per adapter (decode steps of essa's
+population: vLLM keeps each candidate's B requests together), no gather or scatter is needed at
+all: the tokens are a (G, m, in) view. That removed most of the per-call overhead that, with
+the per-slice ops, cost lora mode ~25% against the base (docs/benchmarks.md).
+
 The ops are registered as torch custom ops, so torch.compile treats them as opaque calls.
 `install()` patches vLLM's `PunicaWrapperCPU` in the process that runs the model (vLLM's
 EngineCore): the engine sets ESSA_LORA_KERNEL=grouped and the worker extension calls it at
@@ -31,6 +38,8 @@ class _Groups:
         n = indices.numel()
         self.loop: list[tuple[int, slice | torch.Tensor]] = []  # (adapter slot, token selector)
         self.padded = None  # (slots (G,), rows (G, m), valid (G·m,) bool or None, dest (n_valid,))
+        self.dense = None  # (G, m, slots: slice | (G,) tensor): tokens are G contiguous runs of m, one per adapter
+        self.n = n
         if not n:
             return
         idx = indices.cpu()
@@ -43,6 +52,13 @@ class _Groups:
         rows = {slot: torch.cat([torch.arange(s, e) for s, e in spans]) for slot, spans in runs.items()}
         for slot, spans in runs.items():
             self.loop.append((slot, slice(*spans[0]) if len(spans) == 1 else rows[slot].to(indices.device)))
+        spans = [span for group in runs.values() for span in group]
+        if spans and len(spans) == len(runs) and spans[0][0] == 0 and len({e - s for s, e in spans}) == 1 and spans[-1][1] == n \
+                and all(a[1] == b[0] for a, b in zip(spans, spans[1:])):
+            slots = list(runs)
+            contiguous = slots == list(range(slots[0], slots[0] + len(slots)))
+            self.dense = (len(slots), n // len(slots),
+                          slice(slots[0], slots[0] + len(slots)) if contiguous else torch.tensor(slots))
         sizes = [len(r) for r in rows.values()]
         if len(sizes) > 1 and max(sizes) * len(sizes) <= 1.25 * sum(sizes) and max(sizes) <= 64:
             m = max(sizes)
@@ -67,6 +83,10 @@ def _groups(indices: torch.Tensor) -> _Groups:
 @torch.library.custom_op("essa::lora_shrink", mutates_args=("y",))
 def lora_shrink(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, indices: torch.Tensor, scale: float) -> None:
     """y[t, :r] = scale · x[t] @ w[indices[t]]ᵀ for tokens with an adapter; w: (loras, 1, r, in)."""
+    _shrink(y, x, w, indices, scale)
+
+
+def _shrink(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, indices: torch.Tensor, scale: float) -> None:
     r = w.shape[-2]
     groups = _groups(indices)
     if groups.padded is not None:
@@ -89,6 +109,11 @@ def _(y, x, w, indices, scale) -> None:
 def lora_expand(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, indices: torch.Tensor, offset: int, size: int,
                 add_inputs: bool) -> None:
     """y[t, offset:offset+size] (+)= x[t] @ w[indices[t]]ᵀ; w: (loras, 1, out, r)."""
+    _expand(y, x, w, indices, offset, size, add_inputs)
+
+
+def _expand(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, indices: torch.Tensor, offset: int, size: int,
+            add_inputs: bool) -> None:
     out_dim, r = w.shape[-2], w.shape[-1]
     size = min(size, out_dim)
     groups = _groups(indices)
@@ -117,6 +142,63 @@ def _(y, x, w, indices, offset, size, add_inputs) -> None:
     return None
 
 
+@torch.library.custom_op("essa::lora_linear", mutates_args=("y",))
+def lora_linear(y: torch.Tensor, x: torch.Tensor, a: list[torch.Tensor], b: list[torch.Tensor], indices: torch.Tensor,
+                scale: float, slices: list[int]) -> None:
+    """y[t, slice i] += (scale · x[t] @ a_i[indices[t]]ᵀ) @ b_i[indices[t]]ᵀ for every slice i, as vLLM's
+    add_lora_linear, with one difference: the shrink's r outputs are rounded to the model dtype (vLLM keeps
+    them in float32). Accumulation inside each matmul is float32 either way; the float32 copies of the
+    tokens cost more here than the LoRA arithmetic. a_i: (loras, 1, r, in); b_i: (loras, 1, out_i, r)."""
+    groups = _groups(indices)
+    if not groups.n:
+        return
+    r = a[0].shape[-2]
+    if groups.dense is not None and x.shape[0] == groups.n and y.is_contiguous():
+        # decode: G candidates × m sequences, in order; one bmm for every slice's shrink, one per expand
+        g, m, slots = groups.dense
+        h = _scaled(torch.bmm(x.reshape(g, m, -1), _stacked_a(a, slots, r).transpose(1, 2)), scale)  # (G, m, S·r)
+        out = y.view(g, m, y.shape[-1])
+        offset = 0
+        for i, (b_i, size) in enumerate(zip(b, slices)):
+            w = b_i.reshape(b_i.shape[0], b_i.shape[-2], r)[slots][:, :size]  # (G, size, r)
+            out[:, :, offset : offset + size].baddbmm_(h[:, :, i * r : (i + 1) * r], w.transpose(1, 2))
+            offset += size
+    elif groups.padded is not None:  # about-equal groups out of order: the per-slice padded bmm
+        buffer = torch.empty(x.shape[0], r, dtype=torch.float32)
+        offset = 0
+        for a_i, b_i, size in zip(a, b, slices):
+            buffer.zero_()
+            _shrink(buffer, x, a_i, indices, scale)
+            _expand(y, buffer, b_i, indices, offset, size, True)
+            offset += size
+    else:  # prefill chunks: per adapter, its tokens converted once, one shrink for every slice
+        for slot, sel in groups.loop:
+            h = _scaled(x[sel] @ _stacked_a(a, slot, r).t(), scale)  # (tokens, S·r)
+            offset = 0
+            for i, (b_i, size) in enumerate(zip(b, slices)):
+                w = b_i[slot].reshape(b_i.shape[-2], r)[:size]
+                if isinstance(sel, slice):
+                    y[sel, offset : offset + size].addmm_(h[:, i * r : (i + 1) * r], w.t())
+                else:
+                    y[:, offset : offset + size].index_add_(0, sel, h[:, i * r : (i + 1) * r] @ w.t())
+                offset += size
+
+
+def _scaled(h: torch.Tensor, scale: float) -> torch.Tensor:
+    return h if scale == 1.0 else h * scale
+
+
+def _stacked_a(a: list[torch.Tensor], slots, r: int) -> torch.Tensor:
+    """The slices' A factors of `slots` stacked along the rank: (G, S·r, in), or (S·r, in) for one slot."""
+    parts = [a_i.reshape(a_i.shape[0], r, -1)[slots] for a_i in a]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-2)
+
+
+@lora_linear.register_fake
+def _(y, x, a, b, indices, scale, slices) -> None:
+    return None
+
+
 def install() -> None:
     """Route vLLM's CPU punica wrapper (prefill and decode alike) through the grouped ops."""
     from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
@@ -131,5 +213,12 @@ def install() -> None:
             return
         torch.ops.essa.lora_expand(y, x, w_t_all, self.token_lora_indices, y_offset, y_slice_size, add_inputs)
 
+    def add_lora_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, *, buffer=None, **kwargs):
+        if self.is_prefill and self.no_lora:
+            return
+        torch.ops.essa.lora_linear(y, x.view(-1, x.shape[-1]), list(lora_a_stacked), list(lora_b_stacked),
+                                   self.token_lora_indices, scale, list(output_slices))
+
     PunicaWrapperCPU._apply_shrink = _apply_shrink
     PunicaWrapperCPU._apply_expand = _apply_expand
+    PunicaWrapperCPU.add_lora_linear = add_lora_linear

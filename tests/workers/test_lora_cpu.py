@@ -44,3 +44,44 @@ def test_grouped_shrink_and_expand_match_vllm(indices, batched):
         bgmv_expand_slice(theirs, b, y_theirs, idx, offset, out, add)
         torch.testing.assert_close(y_ours[has], y_theirs[has], rtol=1e-2, atol=1e-2)
         assert torch.equal(y_ours[~has], base[~has])  # untouched
+
+
+# (token -> adapter slot; whether the step takes the dense path: G contiguous equal runs, one per adapter)
+LINEAR_CASES = {
+    "dense-in-slot-order": ([0, 0, 0, 1, 1, 1, 2, 2, 2], True),
+    "dense-slots-shuffled": ([3, 3, 0, 0, 2, 2], True),
+    "one-adapter": ([1, 1, 1, 1], True),
+    "unequal-runs": ([0, 0, 0, 1, 1, 2], False),
+    "interleaved-equal": ([0, 0, 1, 1, 0, 0, 1, 1], False),  # the padded per-slice path
+    "split-runs": ([2, 2, -1, 0, 0, 2, 1, -1], False),
+    "no-adapter": ([-1, -1, -1], False),
+}
+
+
+@pytest.mark.parametrize("indices, dense", LINEAR_CASES.values(), ids=LINEAR_CASES.keys())
+@pytest.mark.parametrize("slices", [(24,), (24, 8, 8)], ids=["o_proj", "qkv"])
+def test_fused_lora_linear_matches_vllms_shrink_then_expand_per_slice(indices, dense, slices):
+    from vllm.lora.ops.torch_ops import bgmv_expand_slice, bgmv_shrink
+
+    g = torch.Generator().manual_seed(1)
+    tokens, dim, rank, loras = len(indices), 32, 8, 4
+    x = torch.randn(tokens, dim, generator=g).bfloat16()
+    a = [torch.randn(loras, 1, rank, dim, generator=g).bfloat16() for _ in slices]
+    b = [torch.randn(loras, 1, size, rank, generator=g).bfloat16() for size in slices]
+    idx = torch.tensor(indices)
+    assert (lora_cpu._groups(idx).dense is not None) == dense
+    base = torch.randn(tokens, sum(slices), generator=g).bfloat16()
+
+    ours, theirs = base.clone(), base.clone()
+    lora_cpu.lora_linear(ours, x, a, b, idx, 0.5, list(slices))
+    offset = 0
+    for a_i, b_i, size in zip(a, b, slices):  # vLLM's add_lora_linear on its own ops
+        buffer = torch.zeros(tokens, rank)
+        bgmv_shrink(x, a_i, buffer, idx, 0.5)
+        bgmv_expand_slice(buffer, b_i, theirs, idx, offset, size, True)
+        offset += size
+    has = idx >= 0
+    torch.testing.assert_close(ours[has], theirs[has], rtol=2e-2, atol=5e-2)
+    assert torch.equal(ours[~has], base[~has])
+    if has.any():
+        assert not torch.equal(ours[has], base[has])  # the adapters did change the output
