@@ -182,6 +182,9 @@ def cpu_list(cores: list[int]) -> str:
     return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
 
 
+SMALL_MACHINE_CORES = 4  # up to this many cores, one CPU engine binds them all (see actor_options)
+
+
 def actor_options(gpus: int, workers: int, cores: list[int], cpus: int, env: dict[str, str],
                   tensor_parallel: int = 1) -> list[dict]:
     """Ray options (resources, runtime_env) of every actor slot; a replacement reuses its slot's.
@@ -191,7 +194,11 @@ def actor_options(gpus: int, workers: int, cores: list[int], cpus: int, env: dic
     if gpus > 0:
         gpu = 1 if tensor_parallel == 1 else 0
         return [dict(num_gpus=gpu, num_cpus=1, runtime_env={"env_vars": env}) for _ in range(gpus // tensor_parallel)]
-    if workers == 1:  # one engine: vLLM's own binding, every CPU
+    if workers == 1:  # one engine, every CPU
+        if len(cores) <= SMALL_MACHINE_CORES and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+            # vLLM's auto-binding keeps one core for its scheduler: half of a 2-core machine. All cores
+            # measured 1.5x the tokens/s here (docs/benchmarks.md); on larger machines one core is noise.
+            env = {**env, "VLLM_CPU_OMP_THREADS_BIND": cpu_list(cores)}
         return [dict(num_cpus=max(1, cpus), runtime_env={"env_vars": env})]
     options = []
     for part in split_cores(cores, workers):

@@ -181,13 +181,17 @@ def test_cpu_list_uses_vllm_syntax():
     assert [cpu_list(c) for c in ([0], [0, 1, 2, 3], [0, 1, 2, 3, 6], [1, 3])] == ["0", "0-3", "0-3,6", "1,3"]
 
 
-def test_each_cpu_actor_gets_its_own_cores_and_threads():
+def test_each_cpu_actor_gets_its_own_cores_and_threads(monkeypatch):
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)  # a user's own binding wins
     options = actor_options(0, 2, list(range(8)), 8, {"A": "1"})
     assert [o["num_cpus"] for o in options] == [4, 4]
     envs = [o["runtime_env"]["env_vars"] for o in options]
     assert [e["VLLM_CPU_OMP_THREADS_BIND"] for e in envs] == ["0-3", "4-7"]
     assert [e["OMP_NUM_THREADS"] for e in envs] == ["4", "4"] and all(e["A"] == "1" for e in envs)
     assert actor_options(0, 1, list(range(8)), 8, {})[0]["num_cpus"] == 8  # one engine: every CPU
+    # ... bound to all of them on a small machine (vLLM would keep one for its scheduler), its own way above
+    assert actor_options(0, 1, [0, 1], 2, {})[0]["runtime_env"]["env_vars"]["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in actor_options(0, 1, list(range(8)), 8, {})[0]["runtime_env"]["env_vars"]
     assert actor_options(2, 1, [0], 1, {}) == [dict(num_gpus=1, num_cpus=1, runtime_env={"env_vars": {}})] * 2
 
 
