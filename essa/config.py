@@ -84,7 +84,7 @@ class GenerationConfig:
 class EngineConfig:
     gpus: int = 0  # 0: CPU engines (see workers); N: N GPUs, one engine per tensor_parallel_size of them
     tensor_parallel_size: int = 1  # GPUs per engine (t); t > 1: each engine's GPUs are one Ray placement group
-    mode: str = "auto"  # merge | lora | auto (merge on CPU, lora on GPU)
+    mode: str = "auto"  # merge | lora | auto (lora; see essa.workers.engine.resolve_mode)
     kv_cache_gib: float = 2.0  # CPU only: KV-cache memory per engine
     gpu_memory_utilization: float = 0.85  # GPU only
     enforce_eager: bool = False

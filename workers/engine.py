@@ -194,13 +194,13 @@ def _lora_rank_slot(rank: int) -> int:
 
 
 def resolve_mode(mode: str, gpu: bool, quantized: bool = False) -> str:
-    """`auto` is merge on CPU and lora on GPU (see docs/benchmarks.md: with essa's grouped CPU LoRA
-    ops the two modes measured within noise of each other on 2 cores; merge stays the CPU default
-    until an idle-machine run says otherwise).
+    """`auto` is lora on every device. On CPU, with essa's fused LoRA ops, an idle 2-core run gave
+    population/base 0.80-0.87 for lora against 0.50-0.65 for merge (λ 4-32, B 8; docs/benchmarks.md):
+    merge decodes B sequences per call, lora all λ·B in one. On GPU merge is unmeasured.
 
     A quantized base is always lora: its weights cannot take a merged update.
     """
     if mode == "auto":
-        return "lora" if gpu or quantized else "merge"
+        return "lora"
     return mode
 

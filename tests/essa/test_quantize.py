@@ -160,13 +160,15 @@ def test_quantized_bases_resolve_to_lora_mode():
     from essa.workers.actor import WorkerSpec
     from essa.workers.engine import resolve_mode
 
-    assert resolve_mode("auto", gpu=False) == "merge"
+    assert resolve_mode("auto", gpu=False) == "lora" and resolve_mode("merge", gpu=False) == "merge"
     assert resolve_mode("auto", gpu=False, quantized=True) == "lora"
     assert resolve_mode("lora", gpu=False, quantized=True) == "lora"
     spec = WorkerSpec.from_config(load_config("gsm8k", overrides=["model.quantization=int4"]), None)
     assert spec.quantization == "int4" and spec.engine_options["mode"] == "lora"
     spec = WorkerSpec.from_config(load_config("gsm8k"), None)
-    assert spec.quantization == "none" and spec.engine_options["mode"] == "merge"
+    assert spec.quantization == "none" and spec.engine_options["mode"] == "lora"
+    spec = WorkerSpec.from_config(load_config("gsm8k", overrides=["engine.mode=merge"]), None)
+    assert spec.engine_options["mode"] == "merge"
 
 
 def test_the_engine_refuses_merge_mode_on_a_quantized_base(tiny_model, tmp_path):
