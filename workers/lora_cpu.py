@@ -171,7 +171,7 @@ def lora_linear(y: torch.Tensor, x: torch.Tensor, a: list[torch.Tensor], b: list
             _shrink(buffer, x, a_i, indices, scale)
             _expand(y, buffer, b_i, indices, offset, size, True)
             offset += size
-    else:  # prefill chunks: per adapter, its tokens converted once, one shrink for every slice
+    else:  # prefill chunks: per adapter, one shrink for all slices, then an expand per slice
         for slot, sel in groups.loop:
             h = _scaled(x[sel] @ _stacked_a(a, slot, r).t(), scale)  # (tokens, S·r)
             offset = 0
