@@ -72,16 +72,13 @@ def _provision_embedded(name: str, spec: EmbeddedModel) -> Path:
     if (target / "config.json").is_file():
         return target
     gguf = _embedded_gguf_path(spec)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(target.parent / f".{name}.lock"):
-        if (target / "config.json").is_file():  # another process finished while we waited
-            return target
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        started = time.time()
+
+    def convert(tmp: Path) -> None:
         print(f"[essa] converting embedded model {name} (GGUF → bf16 safetensors, once) ...", flush=True)
         _convert_gguf(gguf, tmp)
-        tmp.rename(target)
+
+    started = time.time()
+    if build_once(target, convert):
         print(f"[essa] model ready at {target} ({time.time() - started:.0f}s)", flush=True)
     return target
 
@@ -116,6 +113,28 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
     )
     model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
+
+
+def build_once(target: Path, build, marker: str = "config.json") -> bool:
+    """Make the cache folder `target` once across processes: under a file lock, `build(tmp)` fills a
+    temporary sibling that is then renamed into place (and removed if `build` fails), so `target`
+    is either absent or complete. False when `target` (with its `marker` file) already existed or
+    another process made it while this one waited for the lock."""
+    if (target / marker).is_file():
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(target.parent / f".{target.name}.lock"):
+        if (target / marker).is_file():
+            return False
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            build(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        tmp.rename(target)
+    return True
 
 
 @contextmanager

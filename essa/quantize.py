@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ def quantized_model_dir(model_dir: str | Path, method: str) -> Path:
     weight files' sizes and times, so that a changed or a different folder of the same name
     never reuses a stale copy.
     """
-    from essa.models import cache_dir, file_lock
+    from essa.models import build_once, cache_dir
 
     if method == "none":
         return Path(model_dir)
@@ -52,22 +51,13 @@ def quantized_model_dir(model_dir: str | Path, method: str) -> Path:
         target = models / f"{model_dir.name}-{method}"
     else:
         target = models / f"{model_dir.name}-{_source_digest(model_dir)}-{method}"
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(target.parent / f".{target.name}.lock"):
-        if (target / "config.json").is_file():  # another process finished while we waited
-            return target
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        started = time.time()
+
+    def quantize(tmp: Path) -> None:
         print(f"[essa] quantizing {model_dir.name} to {method} ({describe(method)}, once) ...", flush=True)
-        try:
-            quantize_checkpoint(model_dir, tmp, method)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        tmp.rename(target)
+        quantize_checkpoint(model_dir, tmp, method)
+
+    started = time.time()
+    if build_once(target, quantize):
         print(f"[essa] quantized model ready at {target} ({time.time() - started:.0f}s)", flush=True)
     return target
 
