@@ -80,11 +80,15 @@ class GenerationConfig:
     temperature: float = 0.0  # greedy: candidates differ only by their weights
 
 
+LORA_KERNELS = ("shared", "grouped", "vllm")  # workers/lora_shared_basis.py, workers/lora_cpu.py, vLLM's own ops
+
+
 @dataclass
 class EngineConfig:
     gpus: int = 0  # 0: CPU engines (see workers); N: N GPUs, one engine per tensor_parallel_size of them
     tensor_parallel_size: int = 1  # GPUs per engine (t); t > 1: each engine's GPUs are one Ray placement group
     mode: str = "auto"  # merge | lora | auto (lora; see essa.workers.engine.resolve_mode)
+    lora_kernel: str = "shared"  # lora mode on CPU: shared (the basis' matmuls for all candidates) | grouped | vllm
     kv_cache_gib: float = 2.0  # CPU only: KV-cache memory per engine
     gpu_memory_utilization: float = 0.85  # GPU only
     enforce_eager: bool = False
@@ -220,6 +224,8 @@ def validate(cfg: Config) -> None:
         problems.append(f"task.reward_errors={t.reward_errors!r}: choose raise or zero")
     if e.mode not in ("auto", "merge", "lora"):
         problems.append(f"engine.mode={e.mode!r}: choose merge, lora or auto")
+    if e.lora_kernel not in LORA_KERNELS:
+        problems.append(f"engine.lora_kernel={e.lora_kernel!r}: choose {', '.join(LORA_KERNELS)}")
     q = cfg.model.quantization
     if q not in ("none", "int8", "int4"):
         problems.append(f"model.quantization={q!r}: choose none, int8 or int4")

@@ -43,8 +43,9 @@ def main() -> None:
     parser.add_argument("--enforce-eager", action="store_true", help="skip torch.compile (faster start)")
     parser.add_argument("--max-num-seqs", type=int, help="vLLM scheduler: sequences per step (CPU default 256)")
     parser.add_argument("--max-num-batched-tokens", type=int, help="vLLM scheduler: tokens per step (CPU default 4096)")
-    parser.add_argument("--lora-kernel", nargs="+", choices=["grouped", "vllm"], default=["grouped"],
-                        help="lora mode on CPU: essa's grouped LoRA matmuls and/or vLLM's own torch ops (one engine each)")
+    parser.add_argument("--lora-kernel", nargs="+", choices=["shared", "grouped", "vllm"], default=["shared"],
+                        help="lora mode on CPU (one engine each): essa's shared-basis LoRA (the default), its grouped "
+                             "per-adapter matmuls, and/or vLLM's own torch ops")
     parser.add_argument("--data-dir", help="folder with gsm8k/*.jsonl (default $ESSA_DATA_DIR)")
     args = parser.parse_args()
 
@@ -54,7 +55,7 @@ def main() -> None:
             rows += bench_mode(args, mode, kernel)
 
     print(f"\nT={args.tokens} new tokens per prompt (EOS ignored), rounds={args.rounds}, eager={args.enforce_eager}; "
-          "lora = essa's grouped CPU LoRA ops, lora-v = vLLM's own torch ops")
+          "lora = essa's shared-basis CPU LoRA, lora-g = its grouped per-adapter ops, lora-v = vLLM's own torch ops")
     header = (f"{'mode':>6} {'λ':>3} {'B':>3} {'λ·B':>5} {'base tok/s':>10} {'essa tok/s':>10} {'ratio':>5} "
               f"{'outside gen':>11}   last generation (s): ask_tell apply generate score total")
     print(header.replace("   last", " cpu ratio   last"))
@@ -81,11 +82,11 @@ def bench_mode(args, mode: str, kernel: str) -> list[dict]:
         task=TaskConfig(name="gsm8k", data_dir=args.data_dir), model=args.model,
         engine_options=dict(mode=mode, kv_cache_gib=args.kv_cache_gib, max_loras=max(args.popsize),
                             enforce_eager=args.enforce_eager, vllm_args=vllm_args,
-                            lora_kernel=kernel if mode == "lora" else "grouped"),
+                            lora_kernel=kernel if mode == "lora" else "shared"),
         sampling=dict(temperature=0.0, max_tokens=args.tokens, ignore_eos=True),
         basis_bytes=basis.to_bytes(),
     )
-    label = "lora-v" if mode == "lora" and kernel == "vllm" else mode
+    label = {"vllm": "lora-v", "grouped": "lora-g"}.get(kernel, mode) if mode == "lora" else mode
     started = time.perf_counter()
     worker = RolloutWorker(spec)
     print(f"[{label}] engine start: {time.perf_counter() - started:.1f}s  eager={args.enforce_eager}  {vllm_args}",

@@ -54,6 +54,7 @@ class WorkerSpec:
                 enforce_eager=cfg.engine.enforce_eager,
                 tensor_parallel_size=cfg.engine.tensor_parallel_size,
                 max_loras=cfg.search.popsize,
+                lora_kernel=cfg.engine.lora_kernel,
                 seed=cfg.search.seed,
             ),
             sampling=dict(

@@ -6,7 +6,9 @@
 - `lora`: every candidate becomes a LoRA adapter folder in RAM; all candidates × prompts run in
   ONE generate call, one LoRARequest per prompt. An adapter's name, id and path are never reused:
   vLLM caches adapters (and prefix-cache entries) by name/id/path, not content. On CPU the LoRA
-  matmuls are essa's grouped ops (`workers/lora_cpu.py`), not vLLM's per-token gathers.
+  matmuls are essa's own: every candidate shares the basis' U and V, so each layer runs ONE LoRA
+  computation for all of them (`workers/lora_shared_basis.py`), with per-adapter grouped matmuls
+  (`workers/lora_cpu.py`) for adapters the basis cannot express; not vLLM's per-token gathers.
 
 Only this module imports vLLM; the coordinator talks to it through the Ray actor.
 """
@@ -38,6 +40,9 @@ class Completion:
     text: str
     tokens: int
     cached_prompt_tokens: int = 0  # prompt tokens served from vLLM's prefix cache
+    # log p(prompt token | the tokens before it), from the second prompt token on, when the
+    # sampling asked for it (`prompt_logprobs=0`): a teacher-forced score of the weights
+    prompt_logprobs: list[float] | None = None
 
 
 @dataclass
@@ -53,7 +58,9 @@ class EngineOptions:
     max_loras: int = 16
     tensor_parallel_size: int = 1  # GPUs; > 1: vLLM's Ray workers in the actor's placement group (workers/pool.py)
     seed: int = 0
-    lora_kernel: str = "grouped"  # lora mode on CPU: "grouped" (workers/lora_cpu.py) or "vllm" (its torch ops)
+    # lora mode on CPU: "shared" (one computation for all candidates through the SVD basis,
+    # workers/lora_shared_basis.py), "grouped" (per-adapter matmuls, workers/lora_cpu.py) or "vllm" (its torch ops)
+    lora_kernel: str = "shared"
     vllm_args: dict = field(default_factory=dict)  # more LLM(...) arguments (benchmarks: max_num_seqs, ...)
 
 
@@ -104,9 +111,15 @@ class VLLMEngine:
             **options.vllm_args,
         )
         if options.mode == "merge" and basis is not None:
-            path = self._scratch / "basis.safetensors"
-            basis.save(path)
-            self.llm.collective_rpc("essa_load_basis", args=(str(path), options.model_dir))
+            self.llm.collective_rpc("essa_load_basis", args=(self._basis_file(), options.model_dir))
+        self.shared_basis_layers = 0  # vLLM layers whose LoRA runs through the shared basis
+        if lora and not options.gpu and options.lora_kernel == "shared":
+            self.shared_basis_layers = sum(self.llm.collective_rpc("essa_register_lora_basis", args=(self._basis_file(),)))
+
+    def _basis_file(self) -> str:
+        path = self._scratch / "basis.safetensors"
+        self.basis.save(path)
+        return str(path)
 
     def tokenizer(self):
         return self.llm.get_tokenizer()
@@ -182,7 +195,15 @@ class VLLMEngine:
 
 
 def _completions(outputs) -> list[Completion]:
-    return [Completion(o.outputs[0].text, len(o.outputs[0].token_ids), o.num_cached_tokens or 0) for o in outputs]
+    return [Completion(o.outputs[0].text, len(o.outputs[0].token_ids), o.num_cached_tokens or 0, _prompt_logprobs(o))
+            for o in outputs]
+
+
+def _prompt_logprobs(output) -> list[float] | None:
+    if output.prompt_logprobs is None:
+        return None
+    pairs = zip(output.prompt_token_ids[1:], output.prompt_logprobs[1:])  # the first token has none
+    return [float(ranked[token].logprob) for token, ranked in pairs]
 
 
 def _lora_rank_slot(rank: int) -> int:

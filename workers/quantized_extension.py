@@ -18,7 +18,7 @@ import torch
 
 # The grouped CPU LoRA kernel (workers/lora_cpu.py) is installed by that module's import when
 # the engine asked for it; quantized bases run lora mode and want it just the same.
-import essa.workers.vllm_extension  # noqa: F401
+from essa.workers.vllm_extension import LoRABasisExtension
 
 
 def _install_lora_device_patch() -> None:
@@ -43,5 +43,5 @@ def _install_lora_device_patch() -> None:
 _install_lora_device_patch()
 
 
-class QuantizedBaseExtension:
-    """No collective_rpc calls of its own: candidates reach a quantized base only as LoRA adapters."""
+class QuantizedBaseExtension(LoRABasisExtension):
+    """Candidates reach a quantized base only as LoRA adapters; the shared-basis registration is all it adds."""

