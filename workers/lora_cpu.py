@@ -47,6 +47,7 @@ class _Groups:
         self.padded = None  # (slots (G,), rows (G, m), valid (G·m,) bool or None, dest (n_valid,))
         self.dense = None  # (G, m, slots: slice | (G,) tensor): tokens are G contiguous runs of m, one per adapter
         self.n = n
+        self.rows = indices + 1  # per token 1 + its slot, 0 without adapter: the shared-basis scale table's rows
         if not n:
             return
         idx = indices.cpu()
@@ -159,7 +160,7 @@ def lora_linear(y: torch.Tensor, x: torch.Tensor, a: list[torch.Tensor], b: list
     A layer with a registered shared basis (workers/lora_shared_basis.py) computes all adapters at once
     through it; `slot_ids` (the adapter id in each slot, 0: empty) tells it when slots were refilled."""
     groups = _groups(indices)
-    if not groups.n or lora_shared_basis.try_add(y, x, a, b, indices, slot_ids, scale, groups.dense):
+    if not groups.n or lora_shared_basis.try_add(y, x, a, b, groups.rows, slot_ids, scale, groups.dense):
         return
     r = a[0].shape[-2]
     if groups.dense is not None and x.shape[0] == groups.n and y.is_contiguous():

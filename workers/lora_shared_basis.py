@@ -36,7 +36,6 @@ import torch
 RESIDUAL_TOLERANCE = 2e-2
 
 _registry: dict[int, "LayerBasis"] = {}  # data_ptr of the layer's lora_a_stacked[0] -> its basis
-_rows_cache: dict = {}
 
 
 @dataclass
@@ -92,10 +91,11 @@ class LayerBasis:
         filled = [slot for slot in changed if slot_ids[slot]]
         if not filled:
             return
-        scales, fits = self._project(torch.tensor(filled), a, b)
+        slots = torch.tensor(filled)
+        scales, fits = self._project(slots, a, b)
         n = scales.shape[1] // 2
-        self.scales[rows.new_tensor(filled) + 1] = scales.to(self.scales.dtype)
-        self.middles[rows.new_tensor(filled) + 1] = (scales[:, :n, None] * self.core * scales[:, None, n:]).to(self.middles.dtype)
+        self.scales[slots + 1] = scales.to(self.scales.dtype)
+        self.middles[slots + 1] = (scales[:, :n, None] * self.core * scales[:, None, n:]).to(self.middles.dtype)
         self.foreign.update(slot for slot, ok in zip(filled, fits.tolist()) if not ok)
 
     def _project(self, slots: torch.Tensor, a: list[torch.Tensor], b: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,31 +144,23 @@ def register_basis(lora_a: torch.Tensor, basis: LayerBasis) -> None:
 
 def clear() -> None:
     _registry.clear()
-    _rows_cache.clear()
 
 
-def try_add(y: torch.Tensor, x: torch.Tensor, a: list[torch.Tensor], b: list[torch.Tensor], indices: torch.Tensor,
+def try_add(y: torch.Tensor, x: torch.Tensor, a: list[torch.Tensor], b: list[torch.Tensor], rows: torch.Tensor,
             slot_ids: torch.Tensor, scale: float, dense=None) -> bool:
-    """Add the layer's LoRA output through its shared basis; False (nothing done) when it cannot."""
+    """Add the layer's LoRA output through its shared basis; False (nothing done) when it cannot.
+    rows: per token 1 + its slot (0: no adapter), computed once per step by the caller."""
     basis = _registry.get(a[0].data_ptr())
     if basis is None or not slot_ids.numel():
         return False
     basis.refresh(a, b, slot_ids.tolist())
     if basis.foreign or y.dim() != 2 or y.shape[-1] != basis.expand.shape[1]:
         return False
-    n = indices.shape[0]
+    n = rows.shape[0]
     if x.shape[0] < n:
         return False
-    basis.add(y[:n], x[:n], _rows(indices), dense if x.shape[0] == n else None, scale)  # rows beyond n: padding
+    basis.add(y[:n], x[:n], rows, dense if x.shape[0] == n else None, scale)  # x rows beyond n: padding
     return True
-
-
-def _rows(indices: torch.Tensor) -> torch.Tensor:
-    """Table rows of a step's tokens (1 + slot; 0 for a token without adapter), once per step."""
-    cached = _rows_cache.get("indices")
-    if cached is None or cached.shape != indices.shape or not torch.equal(cached, indices):
-        _rows_cache.update(indices=indices.clone(), rows=indices + 1)
-    return _rows_cache["rows"]
 
 
 def layer_basis(layer: torch.nn.Module, slices: list[SliceBasis | None], rank: int) -> LayerBasis:

@@ -128,7 +128,7 @@ def test_foreign_adapter_falls_back_until_its_slot_is_refilled():
     x = torch.randn(4, IN, generator=g).bfloat16()
     y = torch.zeros(4, sum(sizes), dtype=torch.bfloat16)
 
-    assert not shared.try_add(y, x, a, b, idx, torch.tensor([5, 6, 0]), 1.0)
+    assert not shared.try_add(y, x, a, b, idx + 1, torch.tensor([5, 6, 0]), 1.0)
     assert not y.any()  # nothing written: the caller's grouped path does the whole layer
 
     # the full op still gives vLLM's answer, through the grouped path
@@ -138,7 +138,7 @@ def test_foreign_adapter_falls_back_until_its_slot_is_refilled():
     torch.testing.assert_close(ours.float(), theirs.float(), rtol=2e-2, atol=5e-2)
 
     _load(layer, 1, slices, g)  # vLLM refills slot 1 with a candidate (a new adapter id)
-    assert shared.try_add(y, x, a, b, idx, torch.tensor([5, 7, 0]), 1.0)
+    assert shared.try_add(y, x, a, b, idx + 1, torch.tensor([5, 7, 0]), 1.0)
     theirs = torch.zeros_like(y)
     _vllm_reference(theirs, x, layer, idx)
     torch.testing.assert_close(y.float(), theirs.float(), rtol=2e-2, atol=3e-2)
@@ -155,10 +155,10 @@ def test_scales_are_reprojected_when_a_slot_changes_adapter():
     idx, x = torch.tensor([0, 0]), torch.randn(2, IN, generator=g).bfloat16()
 
     first = torch.zeros(2, 24, dtype=torch.bfloat16)
-    assert shared.try_add(first, x, a, b, idx, torch.tensor([1, 0]), 1.0)
+    assert shared.try_add(first, x, a, b, idx + 1, torch.tensor([1, 0]), 1.0)
     _load(layer, 0, slices, g)  # another candidate in slot 0
     second = torch.zeros(2, 24, dtype=torch.bfloat16)
-    assert shared.try_add(second, x, a, b, idx, torch.tensor([2, 0]), 1.0)
+    assert shared.try_add(second, x, a, b, idx + 1, torch.tensor([2, 0]), 1.0)
     expected = torch.zeros(2, 24, dtype=torch.bfloat16)
     _vllm_reference(expected, x, layer, idx)
     torch.testing.assert_close(second.float(), expected.float(), rtol=2e-2, atol=3e-2)
@@ -170,6 +170,6 @@ def test_unregistered_layer_or_unknown_slots_use_the_grouped_path():
     layer = _layer((24,), slots=2, max_rank=RANK)
     a, b = list(layer.lora_a_stacked), list(layer.lora_b_stacked)
     y, x = torch.zeros(2, 24, dtype=torch.bfloat16), torch.randn(2, IN, generator=g).bfloat16()
-    assert not shared.try_add(y, x, a, b, torch.tensor([0, 0]), torch.tensor([1, 0]), 1.0)
+    assert not shared.try_add(y, x, a, b, torch.tensor([1, 1]), torch.tensor([1, 0]), 1.0)
     shared.register_basis(layer.lora_a_stacked[0], shared.layer_basis(layer, _basis((24,), (True,), g), RANK))
-    assert not shared.try_add(y, x, a, b, torch.tensor([0, 0]), torch.zeros(0, dtype=torch.long), 1.0)
+    assert not shared.try_add(y, x, a, b, torch.tensor([1, 1]), torch.zeros(0, dtype=torch.long), 1.0)
