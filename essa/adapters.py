@@ -7,16 +7,21 @@ the format PEFT's `PeftModel.from_pretrained` and vLLM's `LoRARequest` both load
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from essa.io import atomic_write_json, atomic_write_safetensors, read_json, read_safetensors
+from essa.io import UMASK, atomic_write_json, atomic_write_safetensors, read_json, read_safetensors
 
 PEFT_PREFIX = "base_model.model."
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ESSA_MARKER = "essa.json"  # provenance; its "written_by": "essa" marks a folder essa may replace
+ESSA_FILES = {ADAPTER_CONFIG, ADAPTER_WEIGHTS, ESSA_MARKER, "README.md"}  # what an export holds
 
 LoRA = dict[str, tuple[np.ndarray, np.ndarray]]  # module -> (A: r × in, B: out × r)
 
@@ -86,38 +91,94 @@ def write_peft_adapter(
 ) -> Path:
     """Write a PEFT LoRA folder; the folder appears complete or not at all.
 
-    `provenance` (where the adapter came from) goes to a separate `essa.json`, so that
-    adapter_config.json holds only keys PEFT and vLLM know.
+    `out_dir` may be missing, empty, or an earlier essa export (which is replaced atomically);
+    any other folder is refused (`ForeignFolderError`), so nothing a user made is deleted.
+    Provenance goes to a separate `essa.json` (always written: it marks the folder as essa's), so
+    that adapter_config.json holds only keys PEFT and vLLM know.
     """
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tensors = {}
-    for module, (a, b) in lora.items():
-        tensors[f"{PEFT_PREFIX}{module}.lora_A.weight"] = np.asarray(a, dtype=np.float32)
-        tensors[f"{PEFT_PREFIX}{module}.lora_B.weight"] = np.asarray(b, dtype=np.float32)
-    atomic_write_safetensors(tmp / ADAPTER_WEIGHTS, tensors, {"format": "pt"})
-    config = {
-        "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
-        "base_model_name_or_path": base_model,
-        "r": rank,
-        "lora_alpha": lora_alpha,
-        "lora_dropout": 0.0,
-        "bias": "none",
-        "fan_in_fan_out": False,
-        "use_rslora": False,
-        "init_lora_weights": True,
-        "modules_to_save": None,
-        "target_modules": sorted({m.rsplit(".", 1)[-1] for m in lora}),
-    }
-    atomic_write_json(tmp / ADAPTER_CONFIG, config)
-    if provenance:
-        atomic_write_json(tmp / "essa.json", provenance)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    check_replaceable(out_dir)
+    blocked = next((p for p in out_dir.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise ForeignFolderError(f"cannot write {out_dir}: {blocked} is a file, not a folder")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
+    try:
+        tensors = {}
+        for module, (a, b) in lora.items():
+            tensors[f"{PEFT_PREFIX}{module}.lora_A.weight"] = np.asarray(a, dtype=np.float32)
+            tensors[f"{PEFT_PREFIX}{module}.lora_B.weight"] = np.asarray(b, dtype=np.float32)
+        atomic_write_safetensors(tmp / ADAPTER_WEIGHTS, tensors, {"format": "pt"})
+        config = {
+            "peft_type": "LORA",
+            "task_type": "CAUSAL_LM",
+            "base_model_name_or_path": base_model,
+            "r": rank,
+            "lora_alpha": lora_alpha,
+            "lora_dropout": 0.0,
+            "bias": "none",
+            "fan_in_fan_out": False,
+            "use_rslora": False,
+            "init_lora_weights": True,
+            "modules_to_save": None,
+            "target_modules": sorted({m.rsplit(".", 1)[-1] for m in lora}),
+        }
+        atomic_write_json(tmp / ADAPTER_CONFIG, config)
+        atomic_write_json(tmp / ESSA_MARKER, {**(provenance or {}), "written_by": "essa"})
+        os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes it 0700; an export is for sharing
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out_dir
+
+
+class ForeignFolderError(FileExistsError):
+    """The target folder holds files essa did not write; it is left untouched."""
+
+
+def check_replaceable(out_dir: Path) -> None:
+    """Raise unless `out_dir` is absent, an empty folder, or a folder essa wrote (adapter files only)."""
+    if not out_dir.exists() and not out_dir.is_symlink():
+        return
+    if not out_dir.is_dir() or out_dir.is_symlink():
+        raise ForeignFolderError(f"{out_dir} exists and is not a folder; choose another --out")
+    entries = sorted(p.name for p in out_dir.iterdir())
+    if not entries:
+        return
+    foreign = [e for e in entries if e not in ESSA_FILES]
+    marker = out_dir / ESSA_MARKER
+    ours = marker.is_file() and _is_ours(marker)
+    if foreign or not ours:
+        what = f"holds {', '.join(foreign[:5])}{' …' if len(foreign) > 5 else ''}" if foreign else \
+            "is not an adapter folder written by essa (no essa.json)"
+        raise ForeignFolderError(
+            f"{out_dir} {what}; essa replaces only an empty folder or an earlier essa export. "
+            "Choose a new or empty --out folder, or move those files away."
+        )
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Put folder `new` at `target`; an existing `target` (already checked) is swapped out, then removed."""
+    if not target.exists():
+        new.rename(target)
+        return
+    old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".old"))
+    target.rename(old / target.name)  # each step is one rename: either folder is whole at all times
+    try:
+        new.rename(target)
+    except BaseException:
+        (old / target.name).rename(target)  # put the earlier export back
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _is_ours(marker: Path) -> bool:
+    try:
+        return json.loads(marker.read_text(encoding="utf-8")).get("written_by") == "essa"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def read_peft_adapter(adapter_dir: str | Path) -> tuple[LoRA, dict]:

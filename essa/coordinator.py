@@ -141,13 +141,25 @@ def generation_record(g: int, result, search: Search, ask_tell: float, total: fl
 
 def export_best(run_dir: Path, out_dir: Path) -> Path:
     """Write the best point of a run (latest checkpoint) as a PEFT LoRA folder."""
+    check_export_target(run_dir, out_dir)
     cfg, basis = open_run(run_dir)
     ckpt = load_latest(run_dir)
+    if ckpt is None:
+        print(f"[essa] {run_dir} has no checkpoint yet: exporting its warm start", flush=True)
     z = ckpt.best_z if ckpt is not None else np.zeros(basis.dim)
     lora = basis.factors(z * basis.step_scales())
     best = ckpt.best if ckpt is not None else {"generation": 0, "validation": None}
     provenance = {"run": str(run_dir), "task": cfg.task.name, "best": best}
     return write_peft_adapter(out_dir, lora, basis.rank, basis.lora_alpha, hub_name(cfg.model.name), provenance)
+
+
+def check_export_target(run_dir: Path, out_dir: Path) -> None:
+    """An export may not be the run folder, hold it, or sit inside it (except the run's own adapter/)."""
+    run, out = run_dir.resolve(), out_dir.resolve()
+    if out == run or run.is_relative_to(out):
+        raise ValueError(f"--out {out_dir} would replace the run directory {run_dir}; choose a folder outside it")
+    if out.is_relative_to(run) and out != run / "adapter":
+        raise ValueError(f"--out {out_dir} is inside the run directory {run_dir}; choose a folder outside it")
 
 
 def _fmt(value: float | None) -> str:

@@ -18,11 +18,16 @@ from safetensors import SafetensorError
 from safetensors.numpy import load, save
 
 
+UMASK = os.umask(0)
+os.umask(UMASK)  # read once at import (os.umask can only be read by setting it)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes 0600; a written file gets the usual mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

