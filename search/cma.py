@@ -21,6 +21,16 @@ Variants:
   every step O(n) per candidate; c1 and cmu are multiplied by (n + 2) / 3
   because only n parameters are learned instead of n (n + 1) / 2.
 
+Ties. Rewards on a few prompts tie often (0/1 rewards: most candidates may
+solve the same prompts). Tied candidates share the mean of the weights of the
+ranks they span (`rank_weights`), so the update never depends on candidate
+order, and a generation in which every candidate ties moves nothing: mean,
+paths, covariance and sigma stay put (counted in ``flat_generations``). Unlike
+pycma's flat-fitness rule, sigma is not raised there: on a sparse reward all
+ties usually mean the task is too hard at this batch, and larger steps would
+damage the warm start; essa's step-size calibration (essa/calibration.py)
+sets sigma where candidates do differ.
+
 ``ask()`` is idempotent until ``tell()``: a second call returns the already
 sampled population (copy), so a driver resumed from a checkpoint taken
 between ask and tell evaluates exactly the same candidates.
@@ -81,6 +91,24 @@ class CMAParams:
         return cls(n, popsize, mu, w, mueff, cc, cs, damps, c1, cmu, chiN, interval)
 
 
+def rank_weights(scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per-candidate recombination weights: `weights[k]` for the k-th best (0 past the mu best),
+    averaged over each group of tied scores. They sum to 1 and do not depend on candidate order."""
+    lam = len(scores)
+    by_rank = np.zeros(lam)
+    by_rank[: len(weights)] = weights
+    order = np.argsort(-scores, kind="stable")
+    w = np.empty(lam)
+    start = 0
+    while start < lam:  # runs of equal scores in rank order
+        end = start + 1
+        while end < lam and scores[order[end]] == scores[order[start]]:
+            end += 1
+        w[order[start:end]] = by_rank[start:end].mean()
+        start = end
+    return w
+
+
 class CMAES:
     """CMA-ES maximizer (see module docstring). Implements ``Strategy``."""
 
@@ -122,6 +150,7 @@ class CMAES:
         self._counteval = 0
         self._generation = 0
         self._eigen_generation = 0  # generation of the last decomposition
+        self._flat_generations = 0  # generations whose candidates all tied (no update)
         self._rng = np.random.default_rng(self.seed)
         self._pending: np.ndarray | None = None
 
@@ -149,6 +178,11 @@ class CMAES:
     @property
     def counteval(self) -> int:
         return self._counteval
+
+    @property
+    def flat_generations(self) -> int:
+        """Generations told with every score equal: they left the distribution unchanged."""
+        return self._flat_generations
 
     # -- ask / tell --------------------------------------------------------
     def ask(self) -> np.ndarray:
@@ -185,14 +219,24 @@ class CMAES:
         if bad.size:
             raise ValueError(f"non-finite values in candidates {bad.tolist()} of X")
 
-        # Stable sort so tied rewards rank by index, deterministically.
-        order = np.argsort(-scores, kind="stable")[: p.mu]
-        old_mean = self._mean
-        Y = (X[order] - old_mean) / self._sigma  # selected steps in sigma units
-        y_w = p.weights @ Y
-        self._mean = old_mean + self._sigma * y_w
         self._counteval += p.popsize
         self._generation += 1
+        if np.ptp(scores) == 0.0:
+            # A flat generation (every candidate scored the same) says nothing about any
+            # direction: the distribution stays as it is, and a fresh population is drawn.
+            self._flat_generations += 1
+            self._pending = None
+            return
+        # Recombination weights by rank; tied candidates share the mean weight of the ranks
+        # they span, so ties never rank by candidate index (which would be a random step).
+        w = rank_weights(scores, p.weights)
+        old_mean = self._mean
+        Y = (X - old_mean) / self._sigma  # every candidate's step in sigma units
+        y_w = w @ Y
+        self._mean = old_mean + self._sigma * y_w
+        # Shared weights are flatter than p.weights; normalizing the paths with their own mu_eff
+        # keeps p_sigma unbiased under random selection, so ties do not shrink sigma by themselves.
+        mueff = float(1.0 / np.sum(w**2))
 
         # Cumulative step-size adaptation: path of C^{-1/2}-whitened steps,
         # whitened with the basis that generated them (possibly stale).
@@ -200,23 +244,23 @@ class CMAES:
             z_w = y_w / self._D
         else:
             z_w = self._B @ ((self._B.T @ y_w) / self._D)
-        self._ps = (1 - p.cs) * self._ps + math.sqrt(p.cs * (2 - p.cs) * p.mueff) * z_w
+        self._ps = (1 - p.cs) * self._ps + math.sqrt(p.cs * (2 - p.cs) * mueff) * z_w
         ps_norm = float(np.linalg.norm(self._ps))
         # hsig stalls p_c while p_sigma is still long (early, or sigma just
         # grew a lot), so a too-small sigma does not inflate C along p_c.
         ps_unbiased = ps_norm / math.sqrt(1 - (1 - p.cs) ** (2 * self._generation))
         hsig = float(ps_unbiased / p.chiN < 1.4 + 2 / (p.dim + 1))
-        self._pc = (1 - p.cc) * self._pc + hsig * math.sqrt(p.cc * (2 - p.cc) * p.mueff) * y_w
+        self._pc = (1 - p.cc) * self._pc + hsig * math.sqrt(p.cc * (2 - p.cc) * mueff) * y_w
 
         c1a = p.c1 * (1 - (1 - hsig) * p.cc * (2 - p.cc))
         decay = 1 - c1a - p.cmu  # weights sum to 1
         if self._B is None:
-            self._C = decay * self._C + p.c1 * self._pc**2 + p.cmu * (p.weights @ Y**2)
+            self._C = decay * self._C + p.c1 * self._pc**2 + p.cmu * (w @ Y**2)
             self._D = np.sqrt(self._C)
         else:
             # Rank-one and rank-mu updates as a single GEMM M^T M: one (n, n)
             # temporary, which matters at n ~ 2000 (32 MB per matrix).
-            M = np.vstack([math.sqrt(p.c1) * self._pc, np.sqrt(p.cmu * p.weights)[:, None] * Y])
+            M = np.vstack([math.sqrt(p.c1) * self._pc, np.sqrt(p.cmu * w)[:, None] * Y])
             self._C *= decay
             self._C += M.T @ M
             if self._generation - self._eigen_generation >= p.eigen_interval:
@@ -275,6 +319,7 @@ class CMAES:
             "counteval": self._counteval,
             "generation": self._generation,
             "eigen_generation": self._eigen_generation,
+            "flat_generations": self._flat_generations,
             "rng_state": self._rng.bit_generator.state,  # plain dict, big ints
             "pending": None if self._pending is None else self._pending.copy(),
         }
@@ -327,5 +372,6 @@ class CMAES:
         self._counteval = int(state["counteval"])
         self._generation = int(state["generation"])
         self._eigen_generation = int(state["eigen_generation"])
+        self._flat_generations = int(state.get("flat_generations", 0))  # absent in older checkpoints
         self._rng = rng
         self._pending = pending

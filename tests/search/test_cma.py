@@ -232,3 +232,55 @@ def test_stop_reports_tolx_after_convergence(variant: str) -> None:
             break
     assert "tolx" in es.stop()
     assert np.allclose(es.mean, 1.0, atol=1e-9)
+
+
+# -- ties ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_flat_generation_moves_nothing(variant: str) -> None:
+    es = CMAES(12, 8, 0.5, seed=3, variant=variant)
+    _run(es, _sphere_reward, 3)
+    before = es.state_dict()
+    X = es.ask()
+    es.tell(X, np.zeros(8))
+    after = es.state_dict()
+    for key in ("mean", "sigma", "p_sigma", "p_c", "C", "D"):
+        assert np.array_equal(before[key], after[key]), key
+    assert es.flat_generations == 1 and es.generation == before["generation"] + 1
+    assert not np.array_equal(es.ask(), X)  # a fresh population, not the same one again
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_tied_candidates_update_the_same_whatever_their_order(variant: str) -> None:
+    """Candidates 0-5 tie; swapping which of them comes first must not change the update."""
+    es = CMAES(10, 8, 0.5, seed=1, variant=variant)
+    X = es.ask()
+    scores = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 0.0])
+    perm = np.array([5, 3, 0, 4, 1, 2, 6, 7])
+    twin = CMAES(10, 8, 0.5, seed=1, variant=variant)
+    twin.ask()
+    es.tell(X, scores)
+    twin.tell(X[perm], scores[perm])
+    np.testing.assert_allclose(es.mean, twin.mean, rtol=0, atol=1e-12)
+    assert es.sigma == pytest.approx(twin.sigma, rel=1e-12)
+
+
+def test_rank_weights_share_weight_within_ties_and_sum_to_one() -> None:
+    from essa.search.cma import rank_weights
+
+    base = np.array([0.5, 0.3, 0.2])  # mu = 3 of popsize 6
+    w = rank_weights(np.array([0.0, 1.0, 1.0, 0.0, 0.0, 0.0]), base)
+    np.testing.assert_allclose(w, [0.05, 0.4, 0.4, 0.05, 0.05, 0.05])  # 0.2 spread over the four tied
+    assert w.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(rank_weights(np.array([3.0, 1.0, 2.0, 0.0, -1, -2]), base), [0.5, 0.2, 0.3, 0, 0, 0])
+
+
+def test_partial_ties_alone_do_not_shrink_sigma() -> None:
+    """Random 0/1 rewards with many ties carry no signal: sigma must not drift down much."""
+    rng = np.random.default_rng(0)
+    es = CMAES(200, 16, 0.5, seed=0, variant="sep")
+    for _ in range(60):
+        X = es.ask()
+        es.tell(X, (rng.random(16) < 0.2).astype(float))
+    assert 0.3 < es.sigma < 0.8
