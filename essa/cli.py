@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     align = sub.add_parser("align", help="search the singular values of a LoRA adapter with CMA-ES")
-    align.add_argument("--task", help="task name (gsm8k)")
+    align.add_argument("--task", help="task name (gsm8k, ifeval, math500, countdown)")
     align.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
     align.add_argument("--config", help="YAML file merged over the task's defaults")
     align.add_argument("--gpus", type=int, help="engine slots: 0 runs on CPU (default 0)")
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("overrides", nargs="*", metavar="key=value", help="any config key, e.g. search.sigma=0.3")
 
     sft = sub.add_parser("sft", help="train (or find cached) the task's SFT warm-start adapter")
-    sft.add_argument("--task", help="task name (gsm8k, ifeval, math500); --data implies jsonl")
+    sft.add_argument("--task", help="task name (gsm8k, ifeval, math500, countdown); --data implies jsonl")
     sft.add_argument("--config", help="YAML file merged over the task's defaults")
     sft.add_argument("--model", help="embedded model name, local folder or hub id")
     sft.add_argument("--data-dir", help="folder with local task data (default $ESSA_DATA_DIR)")
@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     sft.add_argument("--reward", help="reward plugin for rejection sampling")
     sft.add_argument("--max-examples", type=int, help="SFT pairs used (default 1024)")
     sft.add_argument("--out", help="also copy the adapter folder here")
+    sft.add_argument("--no-eval", action="store_true",
+                     help="skip scoring the base model and the adapter on task.val_size validation prompts")
     sft.add_argument("overrides", nargs="*", metavar="key=value", help="any config key, e.g. sft.learning_rate=1e-4")
 
     export = sub.add_parser("export", help="write a run's best adapter as a PEFT LoRA folder")
@@ -84,7 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        hint = ("; key=value overrides go together at the end, after every --flag"
+                if any("=" in e and not e.startswith("-") for e in extra) else "")
+        parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
     try:
         return {"align": cmd_align, "sft": cmd_sft, "export": cmd_export, "eval": cmd_eval}[args.command](args)
     except KeyboardInterrupt:
@@ -152,6 +159,13 @@ def cmd_sft(args) -> int:
           f"{info.get('loss_last', float('nan')):.3f}, {info.get('train_seconds')} s)")
     if args.out:
         print(f"[essa] copied to {copy_adapter(adapter, Path(args.out))}")
+    if cfg.task.val_size and not args.no_eval:
+        from essa.evaluate import compare_to_base
+
+        diff = compare_to_base(cfg, adapter, "validation", cfg.task.val_size)
+        print(f"[essa] validation, base model -> SFT adapter: {diff.describe()}")
+        if diff.high < 0:
+            print("[essa] warning: this SFT adapter is worse than the base model on validation", file=sys.stderr)
     return 0
 
 

@@ -70,7 +70,9 @@ class SearchConfig:
     strategy: str = "cma_auto"
     generations: int = 20
     popsize: int = 16
-    sigma: float = 0.5  # initial step, in units of each factor's RMS singular value
+    sigma: float | None = None  # initial step in units of each factor's RMS singular value; None: calibrate
+    calibration_sigmas: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
+    calibration_snr: float = 1.0  # calibration picks the smallest step whose between-candidate snr reaches this
     seed: int = 0
 
 
@@ -104,6 +106,8 @@ class RunConfig:
     run_dir: str | None = None  # None: runs/<task>-<timestamp>
     validate_every: int = 5
     checkpoint_every: int = 5
+    heldout_size: int = 0  # at the end, warm start vs best on this many prompts of heldout_split (0: skip)
+    heldout_split: str = "test"
 
 
 @dataclass
@@ -208,10 +212,16 @@ def validate(cfg: Config) -> None:
     s, t, a, e, r = cfg.search, cfg.task, cfg.adapter, cfg.engine, cfg.run
     if s.popsize < 2:
         problems.append(f"search.popsize={s.popsize}: CMA-ES needs at least 2 candidates")
-    if s.sigma <= 0:
-        problems.append(f"search.sigma={s.sigma}: the initial step must be positive (0.5 is a good start)")
+    if s.sigma is not None and not s.sigma > 0:
+        problems.append(f"search.sigma={s.sigma}: the initial step must be positive, or null to calibrate it")
+    if not s.calibration_sigmas or any(not v > 0 for v in s.calibration_sigmas):
+        problems.append(f"search.calibration_sigmas={list(s.calibration_sigmas)}: give one or more positive steps")
+    if not s.calibration_snr >= 0:
+        problems.append(f"search.calibration_snr={s.calibration_snr} must be >= 0")
     if s.generations < 0:
         problems.append(f"search.generations={s.generations} must be >= 0")
+    if r.heldout_size < 0:
+        problems.append(f"run.heldout_size={r.heldout_size} must be >= 0 (0 skips the held-out comparison)")
     if t.batch_size < 1 or t.val_size < 1:
         problems.append(f"task.batch_size={t.batch_size} and task.val_size={t.val_size} must be >= 1")
     if a.rank < 1:

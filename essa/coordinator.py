@@ -6,20 +6,25 @@ are x = z · scales, so one dimensionless sigma fits every factor.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
 
 from essa.checkpoint import Checkpoint, load_latest, save_checkpoint
 from essa.config import Config, to_yaml
-from essa.io import atomic_write_text
+from essa.heldout import compare_heldout
+from essa.calibration import calibrate_sigma, calibration_prompts
+from essa.io import atomic_write_json, atomic_write_text, read_json
 from essa.models import resolve_model
 from essa.rewards.task import load_task
-from essa.run_dir import append_metrics, create_run, hub_name, open_run, truncate_metrics
+from essa.run_dir import CALIBRATION_FILE, append_metrics, create_run, hub_name, open_run, truncate_metrics
 from essa.sampler import PromptSampler
+from essa.stats import measure_signal
 from essa.search import make_strategy
 from essa.svd_lora import SVDLoRA
 from essa.adapters import write_peft_adapter
@@ -38,8 +43,13 @@ class Search:
     generation: int  # generations completed
 
 
-def align(cfg: Config | None, run_dir: Path, resume: bool, generations: int | None = None) -> Path:
-    """Run (or continue) a search; returns the exported adapter folder."""
+def align(cfg: Config | None, run_dir: Path, resume: bool, generations: int | None = None,
+          pool_factory: Callable | None = None) -> Path:
+    """Run (or continue) a search; returns the exported adapter folder.
+
+    `pool_factory(cfg, basis)` builds the rollout pool (default: Ray actors with vLLM engines,
+    essa.workers.pool.pool_from_config); tests pass an in-process fake.
+    """
     if resume:
         cfg, basis = open_run(run_dir)
         if generations is not None:  # extending a run: the saved config says so from now on
@@ -48,17 +58,22 @@ def align(cfg: Config | None, run_dir: Path, resume: bool, generations: int | No
     task = load_task(cfg.task)  # bad task/data fail first
     if not resume:
         basis = create_run(cfg, run_dir, resolve_model(cfg.model.name))
-    search = restore(cfg, basis, task, run_dir)
     val_indices = list(range(min(cfg.task.val_size, len(task.examples("validation")))))
+    if cfg.run.heldout_size:
+        task.examples(cfg.run.heldout_split)  # an unknown split fails now, not after the run
 
-    from essa.workers.pool import pool_from_config
-
-    pool = pool_from_config(cfg, basis)
+    if pool_factory is None:
+        from essa.workers.pool import pool_from_config as pool_factory
+    pool = pool_factory(cfg, basis)
     try:
+        sigma = initial_sigma(cfg, run_dir, pool, basis, len(task.examples("train")))
+        search = restore(cfg, basis, task, run_dir, sigma)
         if search.generation == 0 and search.best["validation"] is None:
-            search.best["validation"] = validate(pool, search, search.best_z, val_indices)
-            append_metrics(run_dir, {"generation": -1, "validation": search.best["validation"]})
+            search.best["validation"] = validate_start(pool, search, val_indices, run_dir)
         run_generations(cfg, run_dir, pool, search, val_indices)
+        if cfg.run.heldout_size:
+            compare_heldout(pool, task, np.vstack([np.zeros(basis.dim), search.best_z]) * search.scales,
+                            cfg.run.heldout_split, cfg.run.heldout_size, run_dir)
     finally:
         pool.shutdown()
     return export_best(run_dir, run_dir / "adapter")
@@ -68,7 +83,7 @@ def run_generations(cfg: Config, run_dir: Path, pool, search: Search, val_indice
     total = cfg.search.generations
     bar = tqdm(total=total, initial=search.generation, desc="essa align", unit="gen", dynamic_ncols=True)
     bar.set_postfix(best_val=_fmt(search.best["validation"]))
-    while search.generation < total:
+    while search.generation < total and not search.strategy.stop():
         g, started = search.generation, time.perf_counter()
         # ask: λ candidates, in units of the per-factor step scales
         z = search.strategy.ask()
@@ -80,26 +95,48 @@ def run_generations(cfg: Config, run_dir: Path, pool, search: Search, val_indice
         search.strategy.tell(z, result.scores)
         ask_tell = time.perf_counter() - tell_started
         search.generation = g + 1
+        stopped = search.strategy.stop()  # converged: this generation is the last
+        last = search.generation == total or bool(stopped)
         # log
         record = generation_record(g, result, search, ask_tell, time.perf_counter() - started)
         # validate the mean every k generations and at the end; keep the best
-        if search.generation % cfg.run.validate_every == 0 or search.generation == total:
+        if search.generation % cfg.run.validate_every == 0 or last:
             record["validation"] = validate(pool, search, search.strategy.mean, val_indices)
             if record["validation"] > search.best["validation"]:
                 search.best = {"generation": search.generation, "validation": record["validation"]}
                 search.best_z = search.strategy.mean
         # checkpoint every k generations and at the end
-        if search.generation % cfg.run.checkpoint_every == 0 or search.generation == total:
+        if search.generation % cfg.run.checkpoint_every == 0 or last:
             save_checkpoint(run_dir, snapshot(search))
         append_metrics(run_dir, record)
-        bar.set_postfix(reward=f"{record['reward_mean']:.3f}", best_val=_fmt(search.best["validation"]))
+        bar.set_postfix(reward=f"{record['reward_mean']:.3f}", snr=record["snr"], sigma=f"{record['sigma']:.3g}",
+                        best_val=_fmt(search.best["validation"]))
         bar.update(1)
+        if stopped:
+            bar.write(f"[essa] the search converged after generation {search.generation} ({_reasons(stopped)}); stopping")
     bar.close()
 
 
-def restore(cfg: Config, basis: SVDLoRA, task, run_dir: Path) -> Search:
+def initial_sigma(cfg: Config, run_dir: Path, pool, basis: SVDLoRA, train_size: int) -> float:
+    """search.sigma when set; else the calibrated step, measured once per run (essa.calibration)."""
+    s = cfg.search
+    if s.sigma is not None:
+        return float(s.sigma)
+    saved = run_dir / CALIBRATION_FILE
+    if saved.is_file():
+        return float(read_json(saved, what="step-size calibration")["sigma"])
+    prompts = calibration_prompts(train_size, cfg.task.batch_size, s.seed)
+    scales = basis.step_scales()
+    cal = calibrate_sigma(lambda z: pool.evaluate(z * scales, "train", prompts, generation=-2).rewards,
+                          basis.dim, s.popsize, list(s.calibration_sigmas), s.calibration_snr, s.seed, prompts)
+    print(f"[essa] calibration: sigma = {cal.sigma:g} ({cal.reason})", flush=True)
+    atomic_write_json(saved, cal.as_dict())
+    return cal.sigma
+
+
+def restore(cfg: Config, basis: SVDLoRA, task, run_dir: Path, sigma: float) -> Search:
     """A fresh search at generation 0, or the state of the latest checkpoint."""
-    strategy = make_strategy(cfg.search.strategy, basis.dim, cfg.search.popsize, cfg.search.sigma, cfg.search.seed)
+    strategy = make_strategy(cfg.search.strategy, basis.dim, cfg.search.popsize, sigma, cfg.search.seed)
     sampler = PromptSampler(len(task.examples("train")), cfg.task.batch_size, cfg.search.seed)
     search = Search(basis, basis.step_scales(), strategy, sampler, {"generation": 0, "validation": None},
                     np.zeros(basis.dim), 0)
@@ -118,6 +155,19 @@ def snapshot(search: Search) -> Checkpoint:
     )
 
 
+def validate_start(pool, search: Search, indices: list[int], run_dir: Path) -> float:
+    """Validation reward of the warm start, beside the base model's; says so when the start is worse."""
+    warm = validate(pool, search, search.best_z, indices)
+    base = float(pool.evaluate(None, "validation", indices).scores[0])
+    append_metrics(run_dir, {"generation": -1, "validation": warm, "validation_base": base})
+    print(f"[essa] validation reward: base model {base:.3f}, warm start {warm:.3f}", flush=True)
+    if warm < base:
+        print(f"[essa] warning: the warm start validates below the base model ({warm:.3f} < {base:.3f}); the "
+              "search starts from it and exports its best validated point, which may stay below the base",
+              file=sys.stderr, flush=True)
+    return warm
+
+
 def validate(pool, search: Search, z: np.ndarray, indices: list[int]) -> float:
     """Mean reward of one point of the search on the fixed validation prompts."""
     return float(pool.evaluate((z * search.scales)[None, :], "validation", indices).scores[0])
@@ -132,6 +182,7 @@ def generation_record(g: int, result, search: Search, ask_tell: float, total: fl
         "reward_mean": float(scores.mean()),
         "reward_max": float(scores.max()),
         "reward_min": float(scores.min()),
+        **measure_signal(result.rewards).as_record(),
         "sigma": float(search.strategy.sigma),
         "tokens": int(result.tokens.sum()),
         "reward_errors": result.reward_errors,
@@ -160,6 +211,10 @@ def check_export_target(run_dir: Path, out_dir: Path) -> None:
         raise ValueError(f"--out {out_dir} would replace the run directory {run_dir}; choose a folder outside it")
     if out.is_relative_to(run) and out != run / "adapter":
         raise ValueError(f"--out {out_dir} is inside the run directory {run_dir}; choose a folder outside it")
+
+
+def _reasons(stopped: dict) -> str:
+    return ", ".join(f"{name} = {value:.3g}" for name, value in stopped.items())
 
 
 def _fmt(value: float | None) -> str:

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from essa.adapters import read_peft_adapter
 from essa.config import Config
 from essa.rewards.task import load_task
+from essa.stats import PairedDifference, paired_difference
 from essa.svd_lora import SVDLoRA
 
 CHUNK = 128  # prompts per work item: big enough to batch well, small enough to show progress
@@ -55,6 +56,24 @@ def evaluate(cfg: Config, split: str, adapter: Path | None, limit: int | None) -
         "mean_new_tokens": tokens / len(indices),
         "max_new_tokens": cfg.generation.max_new_tokens,
     }
+
+
+def compare_to_base(cfg: Config, adapter: Path, split: str, limit: int) -> PairedDifference:
+    """The task's headline metric (essa.heldout) of the base model and of `adapter` on the same
+    first `limit` prompts of `split`, as a paired difference (after = the adapter)."""
+    from essa.workers.pool import pool_from_config
+
+    task = load_task(cfg.task)
+    indices = list(range(min(limit, len(task.examples(split)))))
+    lora, config = read_peft_adapter(adapter)
+    basis = SVDLoRA.from_lora(lora, int(config["r"]), float(config.get("lora_alpha", config["r"])))
+    pool = pool_from_config(cfg, basis)
+    try:
+        rows = [pool.evaluate(v, split, indices, details=True) for v in (None, np.zeros((1, basis.dim)))]
+    finally:
+        pool.shutdown()
+    per_prompt = [r.details[task.headline][0] if task.headline else r.rewards[0] for r in rows]
+    return paired_difference(per_prompt[0], per_prompt[1])
 
 
 def format_table(metrics: dict) -> str:

@@ -3,6 +3,7 @@
     RUN/config.yaml            the resolved configuration (what --resume reads)
     RUN/warm_start/            the starting adapter, as a PEFT LoRA folder
     RUN/basis.safetensors      the frozen SVD basis of that adapter
+    RUN/calibration.json       the measured initial step size (when search.sigma is null)
     RUN/metrics.jsonl          one JSON line per generation
     RUN/checkpoints/           gen_NNNNNN/ directories and the `latest` pointer
     RUN/adapter/               the exported best adapter, written at the end
@@ -21,6 +22,8 @@ from essa.io import atomic_write_text
 from essa.models import EMBEDDED
 from essa.svd_lora import SVDLoRA
 
+
+CALIBRATION_FILE = "calibration.json"
 
 # Below this median ‖ΔW‖/‖W0‖ a warm start barely moves the model, and neither can the search's
 # steps (they scale with the adapter): candidates then tend to score alike (see update_strength).

@@ -100,6 +100,9 @@ def score_all_strict(completion: str, example: Mapping[str, object]) -> float:
     return 1.0 if all(_strict(completion, _checkers(example))) else 0.0
 
 
+# The per-prompt field behind the headline figure of a before/after comparison (essa.heldout).
+HEADLINE = "prompt_strict"
+
 def eval_fields(response: str, example: Mapping[str, object]) -> dict[str, float]:
     """Per-example counts behind the four standard numbers (computed on the worker by `essa eval`)."""
     result = follow_instructions(response, example)

@@ -21,6 +21,7 @@ TASKS = {
     "gsm8k": "essa.rewards.gsm8k",
     "ifeval": "essa.rewards.ifeval",
     "math500": "essa.rewards.math500",
+    "countdown": "essa.rewards.countdown",
     "jsonl": "essa.rewards.jsonl",
 }
 
@@ -36,6 +37,7 @@ class Task:
     aggregate: Callable[[dict], dict[str, float]] | None = None  # the task's standard metrics from them
     reference_response: Callable[[dict], str] | None = None  # None: no reference solutions (IFEval, jsonl)
     sft_split: str = "train"  # where SFT pairs come from (references, or prompts for rejection sampling)
+    headline: str | None = None  # the eval field that is the task's standard per-prompt metric; None: the reward
 
     def examples(self, split: str) -> list[dict]:
         if split not in self.splits:
@@ -65,7 +67,8 @@ def load_task(cfg) -> Task:
         build = with_few_shot(build, cfg.name, splits[sft_split], reference, cfg.few_shot)
     score = load_reward(cfg.reward) if cfg.reward else module.score
     return Task(cfg.name, splits, build, score, cfg.reward or f"{cfg.name} (built-in)",
-                getattr(module, "eval_fields", None), getattr(module, "aggregate", None), reference, sft_split)
+                getattr(module, "eval_fields", None), getattr(module, "aggregate", None), reference, sft_split,
+                getattr(module, "HEADLINE", None) if not cfg.reward else None)
 
 
 def with_few_shot(build: Callable[[dict], list[dict]], task: str, pool: list[dict],

@@ -1,0 +1,48 @@
+"""FakePool: an in-process stand-in for the rollout pool, for unit tests of the coordinator.
+
+No Ray, no engine. A candidate's reward on prompt j is a smooth function of its search point
+z = x / step_scales:  sigmoid(GAIN · (a + b_j) · z + c_j), where the direction a is shared by
+every prompt (what a search can learn and carry to unseen prompts), b_j is the prompt's own
+direction (candidate × prompt interaction: noise to the ranking) and c_j its difficulty. All
+are seeded by (split, index), so a prompt scores the same whenever it is drawn.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from essa.workers.pool import PoolResult
+
+GAIN = 0.6
+
+
+class FakePool:
+    def __init__(self, cfg, basis, fail_at_generation: int | None = None, flat: bool = False):
+        self.scales = basis.step_scales()
+        self.dim = basis.dim
+        self.fail_at_generation = fail_at_generation
+        self.flat = flat
+        self.calls: list[tuple[str, int, int]] = []  # (split, generation, candidates)
+        self.closed = False
+        a = np.random.default_rng(99).standard_normal(self.dim)
+        self.direction = a / np.linalg.norm(a)
+
+    def evaluate(self, vectors, split, indices, generation=-1, details=False, texts=False) -> PoolResult:
+        if self.fail_at_generation is not None and generation == self.fail_at_generation:
+            raise KeyboardInterrupt  # the coordinator killed mid-generation
+        z = np.zeros((1, self.dim)) if vectors is None else np.asarray(vectors) / self.scales
+        self.calls.append((split, generation, len(z)))
+        rewards = np.empty((len(z), len(indices)))
+        for col, index in enumerate(indices):
+            rng = np.random.default_rng([sum(map(ord, split)), index])
+            b = rng.standard_normal(self.dim) / np.sqrt(self.dim)
+            c = rng.normal(0, 0.5)
+            rewards[:, col] = 1 / (1 + np.exp(-(GAIN * z @ (self.direction + b) + c)))
+        if self.flat:
+            rewards[:] = 0.0
+        if vectors is None:
+            rewards -= 0.01  # the base model: a little worse than the warm start
+        return PoolResult(rewards, np.full(len(z), 10 * len(indices)), {"generate": 0.0})
+
+    def shutdown(self) -> None:
+        self.closed = True

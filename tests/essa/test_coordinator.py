@@ -1,0 +1,99 @@
+"""The coordinator with an in-process FakePool (tests/essa/fake_pool.py): calibration, learning,
+validation and best point, the held-out comparison, resume after an interruption, flat rewards."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from essa.adapters import read_peft_adapter
+from essa.checkpoint import load_latest
+from essa.config import load_config
+from essa.coordinator import align
+from essa.io import atomic_write_json, atomic_write_safetensors
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_pool import FakePool  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A two-layer 'model' folder: q_proj weights and a config.json, enough for a principal start."""
+    folder = tmp_path_factory.mktemp("tiny-model")
+    rng = np.random.default_rng(0)
+    atomic_write_json(folder / "config.json", {"model_type": "tiny"})
+    atomic_write_safetensors(folder / "model.safetensors", {
+        f"model.layers.{i}.self_attn.q_proj.weight": rng.standard_normal((12, 12)).astype(np.float32)
+        for i in range(2)})
+    return folder
+
+
+def config(model_dir, *overrides):
+    flags = {"model.name": str(model_dir), "adapter.init": "principal", "search.popsize": 8}
+    return load_config("gsm8k", None, flags, ["adapter.rank=2", "adapter.target_modules=[q_proj]",
+                                              "task.batch_size=8", "task.val_size=16", "run.validate_every=2",
+                                              "run.checkpoint_every=2", "search.generations=12", *overrides])
+
+
+def metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_run_calibrates_learns_and_exports_its_best_point(model_dir, tmp_path, capsys):
+    pools = []
+    run = tmp_path / "run"
+    adapter = align(config(model_dir, "run.heldout_size=32", "run.heldout_split=test"), run, resume=False,
+                    pool_factory=lambda cfg, basis: pools.append(FakePool(cfg, basis)) or pools[-1])
+    assert pools[0].closed
+    cal = json.loads((run / "calibration.json").read_text())
+    assert cal["sigma"] in [0.25, 0.5, 1.0, 2.0, 4.0] and cal["levels"][-1]["sigma"] == cal["sigma"]
+    lines = metrics(run)
+    start = lines[0]
+    assert start["generation"] == -1 and start["validation_base"] < start["validation"]
+    gens = [m for m in lines if m["generation"] >= 0]
+    assert [m["generation"] for m in gens] == list(range(12))
+    assert all("snr" in m and "reward_spread" in m for m in gens)
+    best = max(m["validation"] for m in gens if "validation" in m)
+    assert best > start["validation"] + 0.05  # it learned, on prompts it never trained on
+    ckpt = load_latest(run)
+    assert ckpt.best["validation"] == best
+    heldout = json.loads((run / "heldout.json").read_text())
+    assert heldout["prompts"] == 32 and heldout["split"] == "test" and heldout["low"] > 0
+    assert "held-out test" in capsys.readouterr().out
+    lora, _ = read_peft_adapter(adapter)
+    assert set(lora) == {f"model.layers.{i}.self_attn.q_proj" for i in range(2)}
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(model_dir, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    align(config(model_dir), straight, resume=False, pool_factory=FakePool)
+    with pytest.raises(KeyboardInterrupt):
+        align(config(model_dir), resumed, resume=False,
+              pool_factory=lambda cfg, basis: FakePool(cfg, basis, fail_at_generation=7))
+    assert load_latest(resumed).generation == 6
+    align(None, resumed, resume=True, pool_factory=FakePool)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
+    assert strip(metrics(resumed)) == strip(metrics(straight))
+    a, b = load_latest(resumed), load_latest(straight)
+    assert a.generation == b.generation == 12
+    np.testing.assert_array_equal(a.best_z, b.best_z)
+    for key, value in b.strategy.items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(a.strategy[key], value, err_msg=key)
+    assert (resumed / "adapter" / "adapter_model.safetensors").read_bytes() == \
+        (straight / "adapter" / "adapter_model.safetensors").read_bytes()
+
+
+def test_flat_rewards_leave_the_warm_start_in_place(model_dir, tmp_path):
+    run = tmp_path / "flat"
+    align(config(model_dir, "search.sigma=0.5", "search.generations=4"), run, resume=False,
+          pool_factory=lambda cfg, basis: FakePool(cfg, basis, flat=True))
+    assert not (run / "calibration.json").exists()  # a set sigma is not calibrated
+    ckpt = load_latest(run)
+    assert ckpt.strategy["flat_generations"] == 4
+    np.testing.assert_array_equal(ckpt.strategy["mean"], 0.0)
+    assert all(m["snr"] == 0.0 for m in metrics(run) if m["generation"] >= 0)
