@@ -2,8 +2,8 @@
 
 A LoRA adapter is trained with PEFT on (chat prompt, response) pairs of the task:
 
-- tasks with reference solutions (GSM8K, MATH-500) use them: GSM8K's end in '#### <number>',
-  the format its reward reads first;
+- tasks with reference solutions (GSM8K, MATH-500, Countdown) use them: GSM8K's end in
+  '#### <number>', the format its reward reads first;
 - tasks without (IFEval, your own `--data`) get pairs by rejection sampling: the base model
   draws `sft.samples_per_prompt` responses per ES-train prompt at `sft.sample_temperature`, and
   a draw is kept when the task's reward gives it at least `sft.min_reward`.
