@@ -194,6 +194,8 @@ def cmd_eval(args) -> int:
              "engine.tensor_parallel_size": args.tensor_parallel_size,
              "generation.max_new_tokens": args.max_new_tokens, "task.reward": args.reward,
              "model.quantization": args.quantization}
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit {args.limit}: give a positive number of examples, or leave it out for the whole split")
     cfg = load_config(args.task, None, flags, args.overrides)
     metrics = evaluate(cfg, args.split, Path(args.adapter) if args.adapter else None, args.limit)
     print(format_table(metrics))

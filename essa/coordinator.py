@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from essa.checkpoint import Checkpoint, load_latest, save_checkpoint
 from essa.config import Config, to_yaml
+from essa.config import validate as validate_config
 from essa.heldout import compare_heldout
 from essa.calibration import calibrate_sigma, calibration_prompts
 from essa.io import atomic_write_json, atomic_write_text, read_json
@@ -54,7 +55,13 @@ def align(cfg: Config | None, run_dir: Path, resume: bool, generations: int | No
         cfg, basis = open_run(run_dir)
         if generations is not None:  # extending a run: the saved config says so from now on
             cfg.search.generations = generations
+            validate_config(cfg)  # before it is written: a bad value must not spoil the saved run
             atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+        done = load_latest(run_dir)
+        if done is not None and done.generation >= cfg.search.generations:
+            print(f"[essa] {run_dir} already ran {done.generation} generations; exporting its best point",
+                  flush=True)
+            return export_best(run_dir, run_dir / "adapter")
     task = load_task(cfg.task)  # bad task/data fail first
     if not resume:
         basis = create_run(cfg, run_dir, resolve_model(cfg.model.name))

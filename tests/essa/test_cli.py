@@ -25,6 +25,8 @@ from essa.cli import main
         (["align", "--resume", "{tmp}/missing", "--popsize", "8"], "only --generations may change"),
         (["align", "--task", "gsm8k", "--config", "{tmp}/nope.yaml"], "config file not found"),
         (["export", "{tmp}/missing", "--out", "{tmp}/out"], "not an essa run directory"),
+        (["eval", "--task", "gsm8k", "--limit", "0"], "--limit 0"),
+        (["eval", "--task", "gsm8k", "--limit", "-3"], "--limit -3"),
         (["align", "--task", "gsm8k", "--model", "{tmp}/no-model", "--run-dir", "{tmp}/r2"], "unknown model"),
     ],
 )

@@ -97,3 +97,24 @@ def test_flat_rewards_leave_the_warm_start_in_place(model_dir, tmp_path):
     assert ckpt.strategy["flat_generations"] == 4
     np.testing.assert_array_equal(ckpt.strategy["mean"], 0.0)
     assert all(m["snr"] == 0.0 for m in metrics(run) if m["generation"] >= 0)
+
+
+def test_resume_with_a_bad_generation_count_leaves_the_run_intact(model_dir, tmp_path):
+    from essa.config import ConfigError
+
+    run = tmp_path / "run"
+    align(config(model_dir, "search.sigma=0.5", "search.generations=2"), run, resume=False, pool_factory=FakePool)
+    saved = (run / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match="search.generations=-5"):
+        align(None, run, resume=True, generations=-5, pool_factory=FakePool)
+    assert (run / "config.yaml").read_text() == saved
+
+
+def test_resuming_a_finished_run_starts_no_pool(model_dir, tmp_path):
+    run = tmp_path / "run"
+    align(config(model_dir, "search.sigma=0.5", "search.generations=2"), run, resume=False, pool_factory=FakePool)
+
+    def no_pool(cfg, basis):
+        raise AssertionError("a finished run must not start engines")
+
+    assert (align(None, run, resume=True, pool_factory=no_pool) / "adapter_model.safetensors").is_file()
