@@ -26,7 +26,7 @@ from essa.rewards.task import load_task
 from essa.run_dir import CALIBRATION_FILE, append_metrics, create_run, hub_name, open_run, truncate_metrics
 from essa.sampler import PromptSampler
 from essa.stats import measure_signal
-from essa.search import make_strategy
+from essa.search import Strategy, make_strategy
 from essa.svd_lora import SVDLoRA
 from essa.adapters import write_peft_adapter
 
@@ -35,9 +35,8 @@ from essa.adapters import write_peft_adapter
 class Search:
     """Everything that moves during a run, restorable from a checkpoint."""
 
-    basis: SVDLoRA
-    scales: np.ndarray
-    strategy: object
+    scales: np.ndarray  # the basis's step scales: a candidate's offsets are z * scales
+    strategy: Strategy
     sampler: PromptSampler
     best: dict  # {"generation", "validation"}
     best_z: np.ndarray
@@ -145,7 +144,7 @@ def restore(cfg: Config, basis: SVDLoRA, task, run_dir: Path, sigma: float) -> S
     """A fresh search at generation 0, or the state of the latest checkpoint."""
     strategy = make_strategy(cfg.search.strategy, basis.dim, cfg.search.popsize, sigma, cfg.search.seed)
     sampler = PromptSampler(len(task.examples("train")), cfg.task.batch_size, cfg.search.seed)
-    search = Search(basis, basis.step_scales(), strategy, sampler, {"generation": 0, "validation": None},
+    search = Search(basis.step_scales(), strategy, sampler, {"generation": 0, "validation": None},
                     np.zeros(basis.dim), 0)
     ckpt = load_latest(run_dir)
     if ckpt is not None:

@@ -1,4 +1,4 @@
-"""A run directory and everything a run needs before its first generation.
+"""A run directory: its layout, its creation and opening, its metrics log.
 
     RUN/config.yaml            the resolved configuration (what --resume reads)
     RUN/warm_start/            the starting adapter, as a PEFT LoRA folder
@@ -12,22 +12,17 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
-from essa.adapters import principal_init, read_base_weights, read_peft_adapter, update_strength, write_peft_adapter
+from essa.adapters import update_strength, write_peft_adapter
 from essa.config import Config, from_yaml_file, to_yaml
 from essa.io import atomic_write_text
 from essa.models import EMBEDDED
 from essa.svd_lora import SVDLoRA
-
+from essa.warm_start import report_strength, warm_start
 
 CALIBRATION_FILE = "calibration.json"
-
-# Below this median ‖ΔW‖/‖W0‖ a warm start barely moves the model, and neither can the search's
-# steps (they scale with the adapter): candidates then tend to score alike (see update_strength).
-WEAK_WARM_START = 1e-3
 
 
 def new_run_dir(cfg: Config) -> Path:
@@ -56,40 +51,10 @@ def create_run(cfg: Config, run_dir: Path, model_dir: Path) -> SVDLoRA:
     return basis
 
 
-def report_strength(strength: float, init: str) -> None:
-    print(f"[essa] warm start: median ||ΔW||/||W0|| = {strength:.1e}", flush=True)
-    if strength < WEAK_WARM_START:
-        print(
-            f"[essa] warning: the warm start ({init}) changes the base weights by only {strength:.1e} of their norm "
-            f"(below {WEAK_WARM_START:g}). The search moves singular values relative to the adapter's own, so its "
-            "candidates will barely differ and may all score the same. Train the SFT start longer (more "
-            "sft.max_examples or sft.epochs), or start from --init principal.",
-            file=sys.stderr, flush=True,
-        )
-
-
 def open_run(run_dir: Path) -> tuple[Config, SVDLoRA]:
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} is not an essa run directory (no config.yaml)")
     return from_yaml_file(run_dir / "config.yaml"), SVDLoRA.load(run_dir / "basis.safetensors")
-
-
-def warm_start(cfg: Config, model_dir: Path):
-    """(lora, rank, lora_alpha) of the starting adapter named by adapter.init."""
-    a = cfg.adapter
-    if a.init == "principal":
-        base = read_base_weights(model_dir, a.target_modules)
-        return principal_init(base, a.rank, a.principal_scale), a.rank, float(a.rank)
-    if a.init == "sft":
-        from essa.sft import sft_adapter
-
-        path = sft_adapter(cfg, model_dir)
-    else:
-        path = Path(a.init)
-    if not path.is_dir():
-        raise FileNotFoundError(f"adapter.init={a.init!r} is neither 'sft', 'principal' nor a PEFT adapter folder")
-    lora, config = read_peft_adapter(path)
-    return lora, int(config["r"]), float(config.get("lora_alpha", config["r"]))
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

@@ -41,7 +41,7 @@ def main() -> int:
     from essa.models import resolve_model
     from essa.rewards.plugins import load_reward
     from essa.rewards.task import load_task
-    from essa.run_dir import warm_start
+    from essa.warm_start import warm_start
     from essa.stats import measure_signal
     from essa.svd_lora import SVDLoRA
     from essa.workers.pool import pool_from_config

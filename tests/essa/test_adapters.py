@@ -244,7 +244,7 @@ def test_update_strength_is_the_median_relative_norm_of_the_update(tmp_path):
 
 
 def test_a_weak_warm_start_is_reported_with_the_fixes(capsys):
-    from essa.run_dir import WEAK_WARM_START, report_strength
+    from essa.warm_start import WEAK_WARM_START, report_strength
 
     report_strength(3e-3, "sft")
     quiet = capsys.readouterr()
