@@ -44,9 +44,9 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
-# Unit tests only (no vLLM engine, no Ray): seconds.
+# Unit tests only: no vLLM engine and no Ray (about a minute).
 test-fast: setup
-	$(PY) -m pytest -q -m "not e2e"
+	$(PY) -m pytest -q -m "not e2e and not ray"
 
 bench: setup
 	$(PY) scripts/bench_throughput.py

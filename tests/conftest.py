@@ -15,7 +15,38 @@ def pytest_configure(config):
         os.environ["ESSA_DATA_DIR"] = str(DEFAULT_DATA)
 
 
+RAY_FIXTURES = {"ray_cluster", "gpu_cluster", "local_ray"}
+
+
+def _fresh_ray(**resources):
+    import ray
+
+    if ray.is_initialized():  # an earlier test's cluster: this one needs its own settings
+        ray.shutdown()
+    ray.init(include_dashboard=False, log_to_driver=False, **resources)
+    return ray
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray cluster with 2 CPUs for the tests of one module."""
+    ray = _fresh_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def gpu_cluster():
+    """A local Ray cluster that claims 4 (logical) GPUs: placement tests, no GPU needed."""
+    ray = _fresh_ray(num_cpus=2, num_gpus=4)
+    yield
+    ray.shutdown()
+
+
 def pytest_collection_modifyitems(config, items):
+    for item in items:  # a test that starts Ray says so: `-m "not ray"` leaves it out
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.ray)
     try:
         import torch
 

@@ -33,74 +33,9 @@ from essa.workers.pool import (
 )
 
 pytestmark = pytest.mark.timeout(120)
-
-HERE = Path(__file__).resolve().parent
-INDICES = [0, 3, 5, 7]
-REWARD = '''
-def score(completion, example):
-    return float(completion.split("|")[0]) + example["k"]
-
-def explode(completion, example):
-    raise ValueError("reward exploded on purpose")
-'''
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    if ray.is_initialized():  # an earlier test's cluster: this one needs its own settings
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("pool")
-    rows = [f'{{"prompt": "question {i}", "k": {i}}}' for i in range(40)]
-    (root / "data.jsonl").write_text("\n".join(rows) + "\n")
-    (root / "reward.py").write_text(REWARD)
-    (root / "model").mkdir()
-    (root / "model" / "config.json").write_text("{}")
-    return root
-
-
-def make_config(files: Path, reward: str = "score", **engine) -> Config:
-    cfg = Config()
-    cfg.model.name = str(files / "model")
-    cfg.task = TaskConfig(name="jsonl", data_file=str(files / "data.jsonl"), reward=f"{files / 'reward.py'}:{reward}")
-    cfg.engine = EngineConfig(**engine)
-    return cfg
-
-
-@contextmanager
-def open_pool(cfg: Config, **fake_env: str):
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])), **fake_env}
-    pool = pool_from_config(cfg, None, engine_factory="fake_engine:FakeEngine", env=env)
-    try:
-        yield pool
-    finally:
-        pool.shutdown()
-
-
-def expected_scores(cfg: Config, vectors: np.ndarray | None) -> np.ndarray:
-    examples = load_task(cfg.task).examples("train")
-    k = np.mean([examples[i]["k"] for i in INDICES])
-    sums = [0.0] if vectors is None else [float(f"{x.sum():.6f}") for x in vectors]
-    return np.array(sums) + k
-
-
-def actor_env(actor, key: str) -> str | None:
-    """An environment variable as the actor's process sees it."""
-    import ray
-
-    return ray.get(actor.__ray_call__.remote(lambda _worker: os.environ.get(key)))
-
-
-def candidates(n: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).normal(size=(n, 6))
+from pool_helpers import (  # noqa: F401  (files is a fixture)
+    HERE, INDICES, actor_env, candidates, expected_scores, files, make_config, open_pool,
+)
 
 
 # --- pure helpers (no Ray) ---------------------------------------------------------------------

@@ -15,20 +15,9 @@ import pytest
 from essa.config import ConfigError, validate
 from essa.workers.pool import actor_options, gpu_bundles
 
-from test_pool import INDICES, candidates, expected_scores, files, make_config, open_pool  # noqa: F401
+from pool_helpers import INDICES, candidates, expected_scores, files, make_config, open_pool  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def gpu_cluster():
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, num_gpus=4, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def test_tensor_parallel_slots_hold_no_gpu_themselves():

@@ -73,17 +73,6 @@ def describe(pids: list[int]) -> str:
     return "; ".join(out)
 
 
-@pytest.fixture
-def ray_cluster():
-    import ray
-
-    if ray.is_initialized():  # an earlier test's cluster: this one needs its own settings
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def test_real_engine_actor_killed_mid_generation_is_retried_with_identical_scores(ray_cluster, tmp_path: Path):
     from essa.adapters import principal_init, read_base_weights
     from essa.config import Config
