@@ -73,6 +73,7 @@ class SearchConfig:
     sigma: float | None = None  # initial step in units of each factor's RMS singular value; None: calibrate
     calibration_sigmas: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
     calibration_snr: float = 1.0  # calibration picks the smallest step whose between-candidate snr reaches this
+    mean_lr: float = 1.0  # c_m: each generation moves the mean by c_m * sigma * (weighted step of the best)
     seed: int = 0
 
 
@@ -216,6 +217,8 @@ def validate(cfg: Config) -> None:
         problems.append(f"search.sigma={s.sigma}: the initial step must be positive, or null to calibrate it")
     if not s.calibration_sigmas or any(not v > 0 for v in s.calibration_sigmas):
         problems.append(f"search.calibration_sigmas={list(s.calibration_sigmas)}: give one or more positive steps")
+    if not 0 < s.mean_lr <= 1:
+        problems.append(f"search.mean_lr={s.mean_lr} must be in (0, 1]")
     if not s.calibration_snr >= 0:
         problems.append(f"search.calibration_snr={s.calibration_snr} must be >= 0")
     if s.generations < 0:

@@ -27,26 +27,27 @@ __all__ = ["AUTO_FULL_MAX_DIM", "CMAES", "STRATEGIES", "Strategy", "make_strateg
 # Largest dim for which cma_auto still picks the full-covariance variant.
 AUTO_FULL_MAX_DIM = 200
 
-StrategyFactory = Callable[[int, int, float, int], Strategy]
+StrategyFactory = Callable[..., Strategy]  # (dim, popsize, sigma0, seed, **options)
 
 
-def _cma_auto(dim: int, popsize: int, sigma0: float, seed: int) -> Strategy:
+def _cma_auto(dim: int, popsize: int, sigma0: float, seed: int, **options) -> Strategy:
     variant = "full" if dim <= AUTO_FULL_MAX_DIM else "sep"
-    return CMAES(dim, popsize, sigma0, seed, variant=variant)
+    return CMAES(dim, popsize, sigma0, seed, variant=variant, **options)
 
 
 STRATEGIES: dict[str, StrategyFactory] = {
-    "cma_full": lambda dim, popsize, sigma0, seed: CMAES(dim, popsize, sigma0, seed, variant="full"),
-    "cma_sep": lambda dim, popsize, sigma0, seed: CMAES(dim, popsize, sigma0, seed, variant="sep"),
+    "cma_full": lambda dim, popsize, sigma0, seed, **o: CMAES(dim, popsize, sigma0, seed, variant="full", **o),
+    "cma_sep": lambda dim, popsize, sigma0, seed, **o: CMAES(dim, popsize, sigma0, seed, variant="sep", **o),
     "cma_auto": _cma_auto,
 }
 
 
-def make_strategy(name: str, dim: int, popsize: int, sigma0: float, seed: int) -> Strategy:
-    """Build the strategy registered as ``name`` (a key of STRATEGIES)."""
+def make_strategy(name: str, dim: int, popsize: int, sigma0: float, seed: int, **options) -> Strategy:
+    """Build the strategy registered as ``name`` (a key of STRATEGIES); `options` (e.g. mean_lr)
+    go to its constructor."""
     try:
         factory = STRATEGIES[name]
     except KeyError:
         known = ", ".join(sorted(STRATEGIES))
         raise ValueError(f"unknown strategy {name!r}; known: {known}") from None
-    return factory(dim, popsize, sigma0, seed)
+    return factory(dim, popsize, sigma0, seed, **options)

@@ -21,6 +21,13 @@ Variants:
   every step O(n) per candidate; c1 and cmu are multiplied by (n + 2) / 3
   because only n parameters are learned instead of n (n + 1) / 2.
 
+Mean learning rate. ``mean_lr`` = c_m < 1 moves the mean by c_m·σ·y_w
+(Hansen's tutorial, eq. 9; pycma's ``CMA_cmean``) while the evolution paths
+still see y_w. In thousands of dimensions with a few candidates, y_w is mostly
+noise (its norm is about σ·sqrt(n / mu_eff), against a selected part that
+grows with the signal only), so c_m < 1 slows the random drift of the mean away
+from the warm start.
+
 Ties. Rewards on a few prompts tie often (0/1 rewards: most candidates may
 solve the same prompts). Tied candidates share the mean of the weights of the
 ranks they span (`rank_weights`), so the update never depends on candidate
@@ -120,7 +127,10 @@ class CMAES:
         seed: int,
         variant: str = "full",
         mean0: np.ndarray | None = None,
+        mean_lr: float = 1.0,
     ) -> None:
+        if not 0 < mean_lr <= 1:
+            raise ValueError(f"mean_lr must be in (0, 1], got {mean_lr}")
         if variant not in VARIANTS:
             raise ValueError(f"unknown CMA-ES variant {variant!r}; known: {', '.join(VARIANTS)}")
         if int(dim) < 1:
@@ -130,6 +140,7 @@ class CMAES:
         if not (math.isfinite(sigma0) and sigma0 > 0):
             raise ValueError(f"sigma0 must be a positive finite number, got {sigma0}")
         self.variant = variant
+        self.mean_lr = float(mean_lr)  # c_m: the mean moves c_m * sigma * y_w (paths still use y_w)
         self.params = CMAParams.create(int(dim), int(popsize), variant)
         self.sigma0 = float(sigma0)
         self.seed = int(seed)
@@ -233,7 +244,7 @@ class CMAES:
         old_mean = self._mean
         Y = (X - old_mean) / self._sigma  # every candidate's step in sigma units
         y_w = w @ Y
-        self._mean = old_mean + self._sigma * y_w
+        self._mean = old_mean + self.mean_lr * self._sigma * y_w
         # Shared weights are flatter than p.weights; normalizing the paths with their own mu_eff
         # keeps p_sigma unbiased under random selection, so ties do not shrink sigma by themselves.
         mueff = float(1.0 / np.sum(w**2))
@@ -310,6 +321,7 @@ class CMAES:
             "popsize": self.popsize,
             "sigma0": self.sigma0,
             "seed": self.seed,
+            "mean_lr": self.mean_lr,
             "mean": self._mean.copy(),
             "sigma": float(self._sigma),
             "p_sigma": self._ps.copy(),

@@ -284,3 +284,17 @@ def test_partial_ties_alone_do_not_shrink_sigma() -> None:
         X = es.ask()
         es.tell(X, (rng.random(16) < 0.2).astype(float))
     assert 0.3 < es.sigma < 0.8
+
+
+def test_mean_lr_scales_the_mean_step_and_nothing_else() -> None:
+    full, half = CMAES(20, 8, 0.5, seed=2, variant="sep"), CMAES(20, 8, 0.5, seed=2, variant="sep", mean_lr=0.5)
+    X = full.ask()
+    half.ask()
+    scores = _sphere_reward(X)
+    full.tell(X, scores)
+    half.tell(X, scores)
+    np.testing.assert_allclose(half.mean, 0.5 * full.mean, atol=1e-12)
+    assert half.sigma == full.sigma
+    np.testing.assert_array_equal(half.state_dict()["p_sigma"], full.state_dict()["p_sigma"])
+    with pytest.raises(ValueError, match="mean_lr"):
+        CMAES(4, 4, 0.5, seed=0, mean_lr=0.0)
