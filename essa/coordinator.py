@@ -23,7 +23,8 @@ from essa.calibration import calibrate_sigma, calibration_prompts
 from essa.io import atomic_write_json, atomic_write_text, read_json
 from essa.models import resolve_model
 from essa.rewards.task import load_task
-from essa.run_dir import CALIBRATION_FILE, append_metrics, create_run, hub_name, open_run, truncate_metrics
+from essa.run_dir import (CALIBRATION_FILE, append_metrics, create_run, hold_run, hub_name, open_run,
+                          truncate_metrics)
 from essa.sampler import PromptSampler
 from essa.stats import measure_signal
 from essa.search import Strategy, make_strategy
@@ -45,6 +46,15 @@ class Search:
 
 def align(cfg: Config | None, run_dir: Path, resume: bool, generations: int | None = None,
           pool_factory: Callable | None = None) -> Path:
+    """Run (or continue) a search while holding the run directory's lock; returns the exported adapter."""
+    if resume and not (run_dir / "config.yaml").is_file():
+        open_run(run_dir)  # the clear "not an essa run directory" error, before anything is created
+    with hold_run(run_dir):
+        return _align(cfg, run_dir, resume, generations, pool_factory)
+
+
+def _align(cfg: Config | None, run_dir: Path, resume: bool, generations: int | None,
+           pool_factory: Callable | None) -> Path:
     """Run (or continue) a search; returns the exported adapter folder.
 
     `pool_factory(cfg, basis)` builds the rollout pool (default: Ray actors with vLLM engines,

@@ -11,8 +11,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import secrets
+import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from essa.adapters import update_strength, write_peft_adapter
@@ -25,10 +30,51 @@ from essa.warm_start import report_strength, warm_start
 CALIBRATION_FILE = "calibration.json"
 
 
+LOCK_FILE = ".lock"
+
+
+class RunInUseError(RuntimeError):
+    """Another process holds the run directory."""
+
+
 def new_run_dir(cfg: Config) -> Path:
+    """run.run_dir, or a fresh runs/<task>-<time>-<random> that no other run can have taken."""
     if cfg.run.run_dir:
         return Path(cfg.run.run_dir)
-    return Path("runs") / f"{cfg.task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    while True:
+        path = Path("runs") / f"{cfg.task.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir()  # atomic: two runs started in the same second get different folders
+            return path
+        except FileExistsError:
+            continue
+
+
+@contextmanager
+def hold_run(run_dir: Path):
+    """One writer per run directory: an OS lock on RUN/.lock for as long as the block runs.
+
+    The kernel drops the lock when the process ends in any way (even SIGKILL), so a crashed run
+    never blocks its own resume. A second holder is refused with the first one's pid and host.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / LOCK_FILE, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunInUseError(f"{run_dir} is in use by {holder}; wait for that run to end or stop it, "
+                                "then resume with essa align --resume") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # releases the lock
 
 
 def hub_name(model: str) -> str:

@@ -22,6 +22,8 @@ import numpy as np
 
 
 def read_run(run: Path) -> dict:
+    from essa.config import from_yaml_file
+
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
     start = next(m["validation"] for m in lines if m["generation"] == -1)
     gens = [m for m in lines if m["generation"] >= 0]
@@ -30,7 +32,7 @@ def read_run(run: Path) -> dict:
     cal = run / "calibration.json"
     snrs = [float(m["snr"]) for m in gens if "snr" in m and m["snr"] != "inf"]
     return {"start": start, "points": points, "seconds": {g + 1: float(t) for g, t in zip(range(len(gens)), elapsed)},
-            "sigma": json.loads(cal.read_text())["sigma"] if cal.is_file() else gens[0]["sigma"] if gens else None,
+            "sigma": json.loads(cal.read_text())["sigma"] if cal.is_file() else from_yaml_file(run / "config.yaml").search.sigma,
             "snr": float(np.mean(snrs)) if snrs else None, "generations": len(gens)}
 
 
