@@ -67,7 +67,12 @@ def load_latest(run_dir: Path) -> Checkpoint | None:
     pointer = checkpoint_root(run_dir) / "latest"
     if not pointer.is_file():
         return None
-    directory = checkpoint_root(run_dir) / pointer.read_text().strip()
+    return load_checkpoint(checkpoint_root(run_dir) / pointer.read_text().strip())
+
+
+def load_checkpoint(directory: Path) -> Checkpoint:
+    """One checkpoint directory (`RUN/checkpoints/gen_NNNNNN`), e.g. to export an earlier point of a run."""
+    directory = Path(directory)
     state = read_json(directory / "state.json", what="checkpoint state")
     if state.get("format") != FORMAT:
         raise ValueError(f"{directory} has checkpoint format {state.get('format')}, this essa reads {FORMAT}")

@@ -113,7 +113,6 @@ def run_generations(cfg: Config, run_dir: Path, pool, search: Search, val_indice
         search.generation = g + 1
         stopped = search.strategy.stop()  # converged: this generation is the last
         last = search.generation == total or bool(stopped)
-        # log
         record = generation_record(g, result, search, ask_tell, time.perf_counter() - started)
         # validate the mean every k generations and at the end; keep the best
         if search.generation % cfg.run.validate_every == 0 or last:
@@ -121,10 +120,10 @@ def run_generations(cfg: Config, run_dir: Path, pool, search: Search, val_indice
             if record["validation"] > search.best["validation"]:
                 search.best = {"generation": search.generation, "validation": record["validation"]}
                 search.best_z = search.strategy.mean
-        # checkpoint every k generations and at the end
+        # log first, then checkpoint: a kill in between redoes the generation, never loses its line
+        append_metrics(run_dir, record)
         if search.generation % cfg.run.checkpoint_every == 0 or last:
             save_checkpoint(run_dir, snapshot(search))
-        append_metrics(run_dir, record)
         bar.set_postfix(reward=f"{record['reward_mean']:.3f}", snr=record["snr"], sigma=f"{record['sigma']:.3g}",
                         best_val=_fmt(search.best["validation"]))
         bar.update(1)

@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import socket
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -104,10 +105,23 @@ def open_run(run_dir: Path) -> tuple[Config, SVDLoRA]:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
+    """The metrics lines; a torn last line (a kill mid-write) is dropped with a warning."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if number == len(lines):
+                print(f"[essa] warning: {path} ends in a torn line (the run was killed while writing it); "
+                      "dropping it: that generation is redone on resume", file=sys.stderr, flush=True)
+                break
+            raise ValueError(f"{path} line {number} is corrupt ({exc.msg}); restore the file or remove that "
+                             "line and the ones after it, then resume") from exc
+    return records
 
 
 def truncate_metrics(run_dir: Path, generations_done: int) -> None:
@@ -117,5 +131,8 @@ def truncate_metrics(run_dir: Path, generations_done: int) -> None:
 
 
 def append_metrics(run_dir: Path, record: dict) -> None:
+    """One line, flushed to disk before the call returns."""
     with open(run_dir / "metrics.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())

@@ -118,3 +118,18 @@ def test_resuming_a_finished_run_starts_no_pool(model_dir, tmp_path):
         raise AssertionError("a finished run must not start engines")
 
     assert (align(None, run, resume=True, pool_factory=no_pool) / "adapter_model.safetensors").is_file()
+
+
+def test_a_torn_last_metrics_line_is_dropped_and_the_run_resumes(model_dir, tmp_path, capsys):
+    straight, torn = tmp_path / "straight", tmp_path / "torn"
+    for run in (straight, torn):
+        align(config(model_dir, "search.sigma=0.5", "search.generations=4"), run, resume=False,
+              pool_factory=FakePool)
+    # a kill while writing the line of generation 3 (of 4), after the generation-2 checkpoint
+    lines = (torn / "metrics.jsonl").read_text().splitlines()
+    (torn / "metrics.jsonl").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:25])
+    (torn / "checkpoints" / "latest").write_text("gen_000002\n")
+    align(None, torn, resume=True, generations=4, pool_factory=FakePool)
+    assert "torn line" in capsys.readouterr().err
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
+    assert strip(metrics(torn)) == strip(metrics(straight))
