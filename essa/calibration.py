@@ -11,8 +11,16 @@ too large and candidates lose what the warm start knows. So a run with `search.s
    ascending order, plus the warm start itself, all scored on that batch.
 3. At each size, the between-candidate signal (`essa.stats`): snr = var(candidate effect) /
    noise variance of a candidate's mean reward at B prompts.
-4. The chosen sigma is the smallest size whose snr reaches `search.calibration_snr`; larger sizes
-   are not tried. If none reaches it, the size with the largest snr (the smaller on ties).
+4. A size is *harmful* when the candidates' mean reward falls below the warm start's by more
+   than 10% of |warm start| or two standard errors of that mean, whichever is larger: its spread
+   then comes from candidates that lost what the warm start knew, not from useful variation.
+   Measured (2026-12-01, grounded reward, principal start, λ 8, B 8): at σ = 4 the mean fell
+   0.56 → 0.16 while snr was the largest of the five sizes, and a search started there never
+   recovered (validation 0.55 → 0.12).
+5. The chosen sigma is the smallest harmless size whose snr reaches `search.calibration_snr`.
+   Sizes above the first harmful one are not tried, nor above the chosen one. If no harmless
+   size reaches the target, the harmless size with the largest snr (the smaller on ties); if
+   even the smallest is harmful, the smallest.
 
 Each size costs one population's evaluation. The result is logged and saved in
 RUN/calibration.json, which a resumed run reads instead of measuring again.
@@ -70,15 +78,24 @@ def calibrate_sigma(
             rewards = score(z)
         signal = measure_signal(rewards)
         means = rewards.mean(axis=1)
+        harmful = bool(means.mean() < start_reward - max(0.1 * abs(start_reward), 2 * means.std(ddof=1) / np.sqrt(len(means))))
         level = {"sigma": float(sigma), **signal.as_record(), "start_reward": round(start_reward, 6),
-                 "reward_mean": round(float(means.mean()), 6), "reward_max": round(float(means.max()), 6)}
+                 "reward_mean": round(float(means.mean()), 6), "reward_max": round(float(means.max()), 6),
+                 "harmful": harmful}
         levels.append(level)
         report(f"[essa] calibration: sigma {sigma:g}: snr {level['snr']}, candidates' mean reward "
-               f"{level['reward_mean']:.3f} (max {level['reward_max']:.3f}, warm start {start_reward:.3f})")
+               f"{level['reward_mean']:.3f} (max {level['reward_max']:.3f}, warm start {start_reward:.3f})"
+               + (": harmful" if harmful else ""))
+        if harmful:
+            break
         if signal.snr >= target_snr:
             return Calibration(float(sigma), f"smallest step with snr >= {target_snr:g}", prompts, levels)
-    best = max(levels, key=lambda lv: (_snr(lv), -lv["sigma"]))
-    return Calibration(best["sigma"], f"no step reached snr {target_snr:g}; the largest snr", prompts, levels)
+    safe = [lv for lv in levels if not lv["harmful"]]
+    if not safe:
+        return Calibration(levels[0]["sigma"], "every step tried was harmful; the smallest", prompts, levels)
+    best = max(safe, key=lambda lv: (_snr(lv), -lv["sigma"]))
+    return Calibration(best["sigma"], f"no harmless step reached snr {target_snr:g}; the largest snr", prompts,
+                       levels)
 
 
 def _snr(level: dict) -> float:

@@ -54,6 +54,7 @@ def main() -> int:
     for spec in args.group:
         name, pattern = spec.split("=", 1)
         runs = [read_run(Path(r)) for r in sorted(glob.glob(pattern)) if (Path(r) / "metrics.jsonl").is_file()]
+        runs = [r for r in runs if r["points"]]  # a run still before its first validation
         if not runs:
             sys.exit(f"no runs match {pattern}")
         groups[name] = runs

@@ -39,7 +39,7 @@ def test_without_enough_signal_it_takes_the_largest_snr():
     cal = calibrate_sigma(lambda z: np.zeros((len(z), B)), dim=3, popsize=4, sigmas=[0.5, 1.0, 2.0],
                           target_snr=1.0, seed=0, prompts=list(range(B)), report=lambda _: None)
     assert len(cal.levels) == 3 and cal.sigma == 0.5  # all flat: snr 0 everywhere, the smaller step
-    assert "no step reached" in cal.reason
+    assert "no harmless step reached" in cal.reason
 
 
 def test_same_seed_same_result_and_the_record_is_json():
@@ -56,3 +56,26 @@ def test_calibration_prompts_are_fixed_distinct_and_in_range(size, batch):
     a, b = calibration_prompts(size, batch, 0), calibration_prompts(size, batch, 0)
     assert a == b and len(set(a)) == len(a) == min(size, batch) and all(0 <= i < size for i in a)
     assert calibration_prompts(size, batch, 1) != a or size <= 1
+
+
+def test_a_step_that_wrecks_the_warm_start_is_not_chosen():
+    """Large steps: a wide spread (high snr) from candidates that lost most of their reward."""
+    noise = np.random.default_rng(2).normal(0, 0.05, size=(64, B))
+
+    def score(z):
+        size = np.abs(z).mean(axis=1, keepdims=True)  # ~0.8 sigma
+        damage = np.where(size > 2.0, 0.4 * size * np.abs(z[:, 1:2]), 0.0)
+        return 0.6 + 0.004 * z[:, :1] - damage + noise[: len(z)]
+
+    cal = calibrate_sigma(score, dim=6, popsize=16, sigmas=[0.5, 1.0, 4.0, 8.0], target_snr=1.0, seed=0,
+                          prompts=list(range(B)), report=lambda _: None)
+    assert cal.levels[-1]["sigma"] == 4.0 and cal.levels[-1]["harmful"]  # tried, found harmful, stopped there
+    assert float(cal.levels[-1]["snr"]) > max(float(lv["snr"]) for lv in cal.levels[:-1])
+    assert cal.sigma in (0.5, 1.0) and "no harmless step" in cal.reason
+
+
+def test_when_every_step_is_harmful_the_smallest_is_taken():
+    cal = calibrate_sigma(lambda z: np.where(np.any(z, axis=1, keepdims=True), 0.0, 1.0) * np.ones((len(z), B)),
+                          dim=3, popsize=4, sigmas=[0.5, 1.0], target_snr=1.0, seed=0, prompts=list(range(B)),
+                          report=lambda _: None)
+    assert cal.sigma == 0.5 and len(cal.levels) == 1 and "harmful" in cal.reason
