@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -92,14 +93,24 @@ def main(argv: list[str] | None = None) -> int:
         hint = ("; key=value overrides go together at the end, after every --flag"
                 if any("=" in e and not e.startswith("-") for e in extra) else "")
         parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+    previous = signal.signal(signal.SIGTERM, _terminated)  # as timeout, batch schedulers and containers stop us
     try:
         return {"align": cmd_align, "sft": cmd_sft, "export": cmd_export, "eval": cmd_eval}[args.command](args)
-    except KeyboardInterrupt:
-        print("\ninterrupted; the last checkpoint is intact (essa align --resume RUN_DIR continues)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+        print(f"\ninterrupted ({signal.Signals(signum).name}); engines stopped, the last checkpoint is intact "
+              "(essa align --resume RUN_DIR continues)", file=sys.stderr)
+        return 128 + signum
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
         print(f"essa: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminated(signum, frame):
+    """SIGTERM unwinds like Ctrl-C: every `finally` runs, so engines and Ray are shut down."""
+    raise KeyboardInterrupt(signum)
 
 
 def cmd_align(args) -> int:

@@ -1,0 +1,32 @@
+"""SIGTERM ends essa like Ctrl-C: cleanup runs and the exit code says which signal it was."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+CODE = """
+import sys, time
+import essa.cli as cli
+def slow(args):
+    try:
+        print('working', flush=True)
+        time.sleep(60)
+    finally:
+        print('cleaned up', flush=True)
+cli.cmd_eval = slow
+sys.exit(cli.main(['eval', '--task', 'gsm8k']))
+"""
+
+
+def test_sigterm_unwinds_and_exits_143():
+    proc = subprocess.Popen([sys.executable, "-c", CODE], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "working"
+    time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "cleaned up" in out and "interrupted (SIGTERM)" in err
