@@ -26,6 +26,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -457,10 +459,15 @@ def _init_ray(address: str | None) -> None:
 
     address = address or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
+        # Ray's driver installs a C-level SIGTERM handler that ends the process on the spot; keep the
+        # Python one (essa.cli's: unwind, shut engines down), which is restored when ray.init returns.
+        previous = signal.getsignal(signal.SIGTERM)
         if address:
             ray.init(address=address, log_to_driver=True)
         else:
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING)
+        if callable(previous) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _kill(actor) -> None:
