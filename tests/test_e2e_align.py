@@ -23,7 +23,8 @@ SMALL = ["--task", "gsm8k", "--gpus", "0", "--popsize", "4", "--batch-size", "4"
          "task.val_size=4", "run.validate_every=1", "run.checkpoint_every=1",
          # the default warm start, SFT, on 8 GSM8K pairs (2 steps); the second run finds it cached
          "sft.max_examples=8", "sft.batch_size=4",
-         "engine.enforce_eager=true"]  # eager starts in ~30 s instead of ~80 s; merge under compile is tested elsewhere
+         "engine.enforce_eager=true",  # eager starts in ~30 s instead of ~80 s; merge under compile is tested elsewhere
+         "search.sigma=0.5"]  # a set step: the step-size calibration is exercised by tests/test_e2e_learning.py
 
 
 def essa(*args: str) -> subprocess.CompletedProcess:
