@@ -72,7 +72,7 @@ def compare_to_base(cfg: Config, adapter: Path, split: str, limit: int) -> Paire
         rows = [pool.evaluate(v, split, indices, details=True) for v in (None, np.zeros((1, basis.dim)))]
     finally:
         pool.shutdown()
-    per_prompt = [r.details[task.headline][0] if task.headline else r.rewards[0] for r in rows]
+    per_prompt = [task.headline_scores(r.rewards, r.details)[0] for r in rows]
     return paired_difference(per_prompt[0], per_prompt[1])
 
 

@@ -23,7 +23,7 @@ def compare_heldout(pool, task, vectors: np.ndarray, split: str, size: int, run_
     """Score `vectors` = [before, after] on the first `size` prompts of `split`; print and save the result."""
     n = min(size, len(task.examples(split)))
     result = pool.evaluate(vectors, split, list(range(n)), details=True)
-    per_prompt = result.details[task.headline] if task.headline else result.rewards
+    per_prompt = task.headline_scores(result.rewards, result.details)
     metric = task.headline or "reward"
     diff = paired_difference(per_prompt[0], per_prompt[1])
     figures = {}

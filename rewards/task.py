@@ -39,6 +39,10 @@ class Task:
     sft_split: str = "train"  # where SFT pairs come from (references, or prompts for rejection sampling)
     headline: str | None = None  # the eval field that is the task's standard per-prompt metric; None: the reward
 
+    def headline_scores(self, rewards, details: dict):
+        """Per-prompt values of the task's standard metric from a pool result's rewards and details."""
+        return details[self.headline] if self.headline else rewards
+
     def examples(self, split: str) -> list[dict]:
         if split not in self.splits:
             raise ValueError(f"task {self.name} has no split {split!r}; it has {sorted(self.splits)}")
