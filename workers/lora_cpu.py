@@ -214,9 +214,35 @@ def _(y, x, a, b, indices, scale, slices, slot_ids) -> None:
     return None
 
 
+_PATCHED = ("_apply_shrink", "_apply_expand", "add_lora_linear", "update_metadata")
+_originals: dict[str, object] = {}  # vLLM's own PunicaWrapperCPU methods, kept by the first install()
+
+
+def use_kernel(kernel: str) -> None:
+    """Make this process's vLLM LoRA layers run `kernel`: essa's ops for "grouped" and "shared" (the
+    shared basis is registered per layer on top of them), vLLM's own for "vllm". Process-wide: engines
+    alive at the same time in one process share it."""
+    if kernel in ("grouped", "shared"):
+        install()
+    elif _originals:
+        from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+
+        for name, method in _originals.items():
+            if method is None:
+                delattr(PunicaWrapperCPU, name)
+            else:
+                setattr(PunicaWrapperCPU, name, method)
+        _originals.clear()
+
+
 def install() -> None:
     """Route vLLM's CPU punica wrapper (prefill and decode alike) through the grouped ops."""
     from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+
+    if _originals:
+        return  # installed already
+    # update_metadata may be inherited: restoring puts the inherited one back (a None entry is deleted).
+    _originals.update({name: PunicaWrapperCPU.__dict__.get(name) for name in _PATCHED})
 
     def _apply_shrink(self, y, x, w_t_all, scale):
         if self.is_prefill and self.no_lora:
@@ -250,6 +276,4 @@ def install() -> None:
     PunicaWrapperCPU._apply_shrink = _apply_shrink
     PunicaWrapperCPU._apply_expand = _apply_expand
     PunicaWrapperCPU.add_lora_linear = add_lora_linear
-    if not getattr(update_metadata, "_essa", False):
-        _update_metadata._essa = True
-        PunicaWrapperCPU.update_metadata = _update_metadata
+    PunicaWrapperCPU.update_metadata = _update_metadata

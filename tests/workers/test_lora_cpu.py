@@ -85,3 +85,24 @@ def test_fused_lora_linear_matches_vllms_shrink_then_expand_per_slice(indices, d
     assert torch.equal(ours[~has], base[~has])
     if has.any():
         assert not torch.equal(ours[has], base[has])  # the adapters did change the output
+
+
+def test_use_kernel_switches_vllms_cpu_lora_ops_both_ways():
+    """In-process engines (engine.deterministic) built one after another in one process may use
+    different kernels: use_kernel must install essa's ops and put vLLM's own back."""
+    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+
+    from essa.workers import lora_cpu
+
+    own = {name: getattr(PunicaWrapperCPU, name) for name in lora_cpu._PATCHED}
+    try:
+        lora_cpu.use_kernel("shared")
+        patched = {name: getattr(PunicaWrapperCPU, name) for name in lora_cpu._PATCHED}
+        assert all(patched[n] is not own[n] for n in own)
+        lora_cpu.use_kernel("grouped")  # the same ops: nothing wrapped twice
+        assert all(getattr(PunicaWrapperCPU, n) is patched[n] for n in own)
+        lora_cpu.use_kernel("vllm")
+        assert all(getattr(PunicaWrapperCPU, n) is own[n] for n in own)
+        assert "update_metadata" not in PunicaWrapperCPU.__dict__  # inherited again, not a copy
+    finally:
+        lora_cpu.use_kernel("vllm")

@@ -3,9 +3,12 @@
 One pool (one CPU actor, vLLM in merge mode, eager for a fast start) scores a few candidates
 fault-free; then the same candidates again while the actor's process is SIGKILLed halfway
 through. The pool must replace the actor, retry the item and return exactly the same rewards:
-greedy decoding is deterministic, and the reward below is a fingerprint of each completion's
-text, so equal rewards mean equal completions. The killed actor's vLLM processes (EngineCore)
-must not outlive it, nor may anything outlive `pool.shutdown()`.
+greedy decoding with vLLM's engine core in the actor's process (engine.deterministic, the default)
+batches the same way whatever the timing, and the reward below is a fingerprint of each
+completion's text, so equal rewards mean equal completions. (With the engine core in its own
+process, this failed on a loaded CI machine: the retried candidate's first call on the fresh actor
+batched differently and 2 of its 4 completions changed.) Nothing the killed actor started may
+outlive it, nor may anything outlive `pool.shutdown()`.
 """
 
 from __future__ import annotations
@@ -102,8 +105,7 @@ def test_real_engine_actor_killed_mid_generation_is_retried_with_identical_score
 
         victim = pool.actors[0]
         pid = pid_of(victim)
-        engine_pids = descendants(pid)
-        assert engine_pids, "the actor should have started vLLM's EngineCore process"
+        engine_pids = descendants(pid)  # none in-process; vLLM's EngineCore with engine.deterministic=false
         killed, lingered = [], []
 
         def kill() -> None:
@@ -124,10 +126,10 @@ def test_real_engine_actor_killed_mid_generation_is_retried_with_identical_score
         np.testing.assert_array_equal(faulty.tokens, clean.tokens)
 
         assert lingered[0] is not None, (
-            f"the killed actor's vLLM processes outlived it by 20 s: {describe(engine_pids)}"
+            f"the killed actor's child processes outlived it by 20 s: {describe(engine_pids)}"
         )
         print(f"clean {clean_s:.1f}s; killed at {killed[0] - started:.1f}s; faulty call {time.monotonic() - started:.1f}s "
-              f"with the restart; the killed actor's {len(engine_pids)} engine processes gone {lingered[0]:.1f}s "
+              f"with the restart; the killed actor's {len(engine_pids)} child processes gone {lingered[0]:.1f}s "
               "after the kill")
 
         survivor = pool.actors[0]
