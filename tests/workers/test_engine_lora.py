@@ -9,10 +9,14 @@ In float32 the two must agree to rounding (measured: 3e-6 to 7e-6 nats per token
 against 0.8 to 3 between candidates). In bf16 they round differently: vLLM rounds each adapter's
 A and B to bf16, the shared path rounds the basis' V_A and U_B, so they differ by bf16 noise
 (measured: 0.03 to 0.06 nats on average; vLLM's ops against essa's grouped ops, which read the
-same bf16 A and B: 0.01).
+same bf16 A and B: 0.01). The suite runs float32 only, the check to rounding (the bf16 case cost
+97 s more and holds the kernel to far less; bf16, the default dtype, runs the shared kernel in
+every lora-mode end-to-end test); ESSA_TEST_BF16_LORA=1 runs it too.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -43,7 +47,11 @@ def _scores(kernel: str, basis: SVDLoRA, vectors: np.ndarray, model_dir, dtype: 
         engine.close()
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("dtype", [
+    "float32",
+    pytest.param("bfloat16", marks=pytest.mark.skipif(not os.environ.get("ESSA_TEST_BF16_LORA"),
+                                                      reason="bf16 case: set ESSA_TEST_BF16_LORA=1 (97 s more)")),
+])
 def test_shared_basis_kernel_scores_every_candidate_like_vllms_lora_ops(dtype):
     model_dir = resolve_model("smollm2-135m-instruct")
     base = read_base_weights(model_dir, ["q_proj", "k_proj", "v_proj", "o_proj"])

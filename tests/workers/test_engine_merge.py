@@ -28,7 +28,9 @@ def engine():
     model_dir = resolve_model("smollm2-135m-instruct")
     base = read_base_weights(model_dir, ["q_proj", "k_proj", "v_proj", "o_proj"])
     basis = SVDLoRA.from_lora(principal_init(base, rank=8, scale=0.05), rank=8, lora_alpha=8)
-    eng = VLLMEngine(EngineOptions(model_dir=str(model_dir), mode="merge", kv_cache_gib=1), basis)
+    # Eager: a compiled start took 206 s of the suite's time on a 2-core machine; merge under torch.compile
+    # is left to scripts/bench_throughput.py (which compiles unless told --enforce-eager).
+    eng = VLLMEngine(EngineOptions(model_dir=str(model_dir), mode="merge", kv_cache_gib=1, enforce_eager=True), basis)
     yield eng
     eng.close()
 
