@@ -112,6 +112,7 @@ class RunConfig:
     run_dir: str | None = None  # None: runs/<task>-<timestamp>
     validate_every: int = 5
     checkpoint_every: int = 5
+    keep_checkpoints: int = 5  # the newest K checkpoints stay in RUN/checkpoints (0: all)
     heldout_size: int = 0  # at the end, warm start vs best on this many prompts of heldout_split (0: skip)
     heldout_split: str = "test"
 
@@ -228,6 +229,8 @@ def validate(cfg: Config) -> None:
         problems.append(f"search.calibration_snr={s.calibration_snr} must be >= 0")
     if s.generations < 0:
         problems.append(f"search.generations={s.generations} must be >= 0")
+    if r.keep_checkpoints < 0:
+        problems.append(f"run.keep_checkpoints={r.keep_checkpoints} must be >= 0 (0 keeps every checkpoint)")
     if r.heldout_size < 0:
         problems.append(f"run.heldout_size={r.heldout_size} must be >= 0 (0 skips the held-out comparison)")
     if t.batch_size < 1 or t.val_size < 1:

@@ -123,7 +123,7 @@ def run_generations(cfg: Config, run_dir: Path, pool, search: Search, val_indice
         # log first, then checkpoint: a kill in between redoes the generation, never loses its line
         append_metrics(run_dir, record)
         if search.generation % cfg.run.checkpoint_every == 0 or last:
-            save_checkpoint(run_dir, snapshot(search))
+            save_checkpoint(run_dir, snapshot(search), keep=cfg.run.keep_checkpoints)
         bar.set_postfix(reward=f"{record['reward_mean']:.3f}", snr=record["snr"], sigma=f"{record['sigma']:.3g}",
                         best_val=_fmt(search.best["validation"]))
         bar.update(1)

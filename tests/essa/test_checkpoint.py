@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 
@@ -155,6 +156,10 @@ def test_object_array_in_npz_is_refused(saved):
     buffer = io.BytesIO()
     np.savez(buffer, best_z=np.array([{"evil": 1}, None], dtype=object))
     (directory / "arrays.npz").write_bytes(buffer.getvalue())
+    # with a matching checksum, so that np.load(allow_pickle=False) is what refuses it
+    state = json.loads((directory / "state.json").read_text())
+    state["arrays_sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
+    (directory / "state.json").write_text(json.dumps(state))
     with pytest.raises(ValueError, match="corrupt") as info:
         load_latest(run_dir)
     assert str(directory) in str(info.value)
@@ -170,10 +175,13 @@ def test_wrong_format_version_is_refused(saved):
         load_latest(run_dir)
 
 
-def test_latest_naming_a_missing_directory_is_an_error(saved):
-    run_dir, _ = saved
+def test_latest_naming_a_missing_directory_with_nothing_to_fall_back_on_is_an_error(saved):
+    import shutil
+
+    run_dir, directory = saved
+    shutil.rmtree(directory)
     (checkpoint_root(run_dir) / "latest").write_text("gen_000999\n")
-    with pytest.raises(FileNotFoundError, match="gen_000999"):
+    with pytest.raises(ValueError, match="gen_000999"):
         load_latest(run_dir)
 
 
@@ -234,3 +242,59 @@ def test_load_state_for_other_data_or_seed_names_both(size, seed):
 def test_empty_split_is_refused():
     with pytest.raises(ValueError, match="empty"):
         PromptSampler(0, 4, seed=0)
+
+
+def test_a_bit_flip_in_the_arrays_is_caught_by_the_checksum(saved):
+    run_dir, directory = saved
+    data = bytearray((directory / "arrays.npz").read_bytes())
+    # Flip one bit inside the stored array data (past the zip headers): np.load alone reads it happily.
+    data[len(data) // 2] ^= 0x01
+    (directory / "arrays.npz").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="checksum|corrupt") as info:
+        load_latest(run_dir)
+    assert str(directory) in str(info.value)
+
+
+@pytest.mark.parametrize("damage", ["truncated-npz", "missing-dir", "garbage-pointer", "state-without-keys"])
+def test_a_damaged_latest_falls_back_to_the_previous_good_one_with_a_warning(tmp_path, capsys, damage):
+    for generation in (2, 4, 6):
+        save_checkpoint(tmp_path, make_checkpoint(generation)[2])
+    root = checkpoint_root(tmp_path)
+    newest = root / "gen_000006"
+    if damage == "truncated-npz":
+        data = (newest / "arrays.npz").read_bytes()
+        (newest / "arrays.npz").write_bytes(data[: len(data) // 3])
+    elif damage == "missing-dir":
+        import shutil
+
+        shutil.rmtree(newest)
+    elif damage == "garbage-pointer":
+        (root / "latest").write_bytes(b"\x00\xffnot a name")
+    else:
+        (newest / "state.json").write_text(json.dumps({"format": 1}))
+    loaded = load_latest(tmp_path)
+    # a garbage pointer names nothing, so the newest readable checkpoint is taken
+    assert loaded.generation == (6 if damage == "garbage-pointer" else 4)
+    warning = capsys.readouterr().err
+    assert "warning" in warning and "previous good checkpoint" in warning
+    if damage != "garbage-pointer":
+        assert "gen_000006" in warning and "gen_000004" in warning
+
+
+def test_when_no_checkpoint_reads_the_error_names_the_first_problem(tmp_path):
+    for generation in (2, 4):
+        save_checkpoint(tmp_path, make_checkpoint(generation)[2])
+    for directory in checkpoint_root(tmp_path).glob("gen_*"):
+        (directory / "arrays.npz").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="gen_000004.*no earlier checkpoint"):
+        load_latest(tmp_path)
+
+
+def test_keep_prunes_all_but_the_newest_checkpoints(tmp_path):
+    for generation in (1, 2, 3, 4, 5):
+        save_checkpoint(tmp_path, make_checkpoint(generation)[2], keep=2)
+    root = checkpoint_root(tmp_path)
+    assert sorted(p.name for p in root.iterdir()) == ["gen_000004", "gen_000005", "latest"]
+    assert load_latest(tmp_path).generation == 5
+    save_checkpoint(tmp_path, make_checkpoint(6)[2], keep=0)  # 0 keeps everything
+    assert sorted(p.name for p in root.glob("gen_*")) == ["gen_000004", "gen_000005", "gen_000006"]
