@@ -47,7 +47,7 @@ class WorkerSpec:
             engine_options=dict(
                 dtype=cfg.model.dtype,
                 max_model_len=cfg.model.max_model_len,
-                mode=resolve_mode(cfg.engine.mode, gpu, quantized=cfg.model.quantization != "none"),
+                mode=resolve_mode(cfg.engine.mode),
                 gpu=gpu,
                 kv_cache_gib=cfg.engine.kv_cache_gib,
                 gpu_memory_utilization=cfg.engine.gpu_memory_utilization,

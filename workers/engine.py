@@ -10,7 +10,8 @@
   computation for all of them (`workers/lora_shared_basis.py`), with per-adapter grouped matmuls
   (`workers/lora_cpu.py`) for adapters the basis cannot express; not vLLM's per-token gathers.
 
-Only this module imports vLLM; the coordinator talks to it through the Ray actor.
+The coordinator never imports vLLM: it talks to this engine through the Ray actor. Besides this
+module, only the worker extensions and the CPU LoRA kernels (loaded into vLLM) import it.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class EngineOptions:
     model_dir: str
     dtype: str = "bfloat16"
     max_model_len: int = 1024
-    mode: str = "merge"  # merge | lora (resolved, never "auto")
+    mode: str = "lora"  # lora | merge (resolved, never "auto"; see resolve_mode)
     gpu: bool = False
     kv_cache_gib: float = 2.0
     gpu_memory_utilization: float = 0.85
@@ -225,14 +226,11 @@ def _lora_rank_slot(rank: int) -> int:
     raise ValueError(f"LoRA rank {rank} is larger than vLLM supports (512)")
 
 
-def resolve_mode(mode: str, gpu: bool, quantized: bool = False) -> str:
+def resolve_mode(mode: str) -> str:
     """`auto` is lora on every device. On CPU, with essa's fused LoRA ops, an idle 2-core run gave
     population/base 0.80-0.87 for lora against 0.50-0.65 for merge (λ 4-32, B 8; docs/benchmarks.md):
-    merge decodes B sequences per call, lora all λ·B in one. On GPU merge is unmeasured.
-
-    A quantized base is always lora: its weights cannot take a merged update.
+    merge decodes B sequences per call, lora all λ·B in one. On GPU merge is unmeasured. (A
+    quantized base cannot take a merged update: the config refuses merge for one, and so does the
+    engine.)
     """
-    if mode == "auto":
-        return "lora"
-    return mode
-
+    return "lora" if mode == "auto" else mode

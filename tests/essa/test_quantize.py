@@ -160,9 +160,7 @@ def test_quantized_bases_resolve_to_lora_mode():
     from essa.workers.actor import WorkerSpec
     from essa.workers.engine import resolve_mode
 
-    assert resolve_mode("auto", gpu=False) == "lora" and resolve_mode("merge", gpu=False) == "merge"
-    assert resolve_mode("auto", gpu=False, quantized=True) == "lora"
-    assert resolve_mode("lora", gpu=False, quantized=True) == "lora"
+    assert resolve_mode("auto") == "lora" and resolve_mode("merge") == "merge" and resolve_mode("lora") == "lora"
     spec = WorkerSpec.from_config(load_config("gsm8k", overrides=["model.quantization=int4"]), None)
     assert spec.quantization == "int4" and spec.engine_options["mode"] == "lora"
     spec = WorkerSpec.from_config(load_config("gsm8k"), None)
