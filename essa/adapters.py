@@ -20,6 +20,7 @@ from essa.io import UMASK, atomic_write_json, atomic_write_safetensors, read_jso
 PEFT_PREFIX = "base_model.model."
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")  # torch.save / pickle formats: never loaded
 ESSA_MARKER = "essa.json"  # provenance; its "written_by": "essa" marks a folder essa may replace
 ESSA_FILES = {ADAPTER_CONFIG, ADAPTER_WEIGHTS, ESSA_MARKER, "README.md"}  # what an export holds
 
@@ -189,6 +190,14 @@ def read_peft_adapter(adapter_dir: str | Path) -> tuple[LoRA, dict]:
         raise ValueError(f"{adapter_dir} is a {config.get('peft_type')!r} adapter; essa needs a LoRA adapter")
     if config.get("use_rslora") or config.get("use_dora"):
         raise ValueError(f"{adapter_dir}: rsLoRA/DoRA adapters are not supported; use a plain LoRA")
+    if not (adapter_dir / ADAPTER_WEIGHTS).is_file():
+        pickled = sorted(p.name for p in adapter_dir.glob("*") if p.suffix in PICKLE_SUFFIXES)
+        if pickled:
+            raise ValueError(
+                f"{adapter_dir} holds its weights as {', '.join(pickled)}, a pickle file, which essa never loads "
+                f"(unpickling can run code); convert it to {ADAPTER_WEIGHTS} where you trust it, e.g. "
+                "PeftModel.from_pretrained(...).save_pretrained(folder, safe_serialization=True)"
+            )
     tensors, _ = read_safetensors(adapter_dir / ADAPTER_WEIGHTS, what="LoRA adapter weights")
     lora: dict[str, list] = {}
     for key, value in tensors.items():

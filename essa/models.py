@@ -47,6 +47,16 @@ def resolve_model(name: str) -> Path:
     if path.exists():
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"{path} has no config.json; point --model at a Hugging Face model folder")
+        if not any(path.glob("*.safetensors")):
+            from essa.adapters import PICKLE_SUFFIXES
+
+            pickled = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+            raise ModelNotFoundError(
+                f"{path} has no *.safetensors weights"
+                + (f", only {', '.join(pickled[:3])}: pickle files, which essa never loads (unpickling can run code)"
+                   if pickled else "")
+                + "; save the model with safetensors (save_pretrained(folder, safe_serialization=True)) where you trust it"
+            )
         return path.resolve()
     if name.count("/") == 1 and not name.startswith((".", "/")):
         return _download_from_hub(name)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from essa.config import Config, EngineConfig, TaskConfig
+from essa.io import atomic_write_safetensors
 from essa.rewards.task import load_task
 from essa.workers.pool import pool_from_config
 
@@ -33,6 +34,8 @@ def files(tmp_path_factory) -> Path:
     (root / "reward.py").write_text(REWARD)
     (root / "model").mkdir()
     (root / "model" / "config.json").write_text("{}")
+    # a model folder needs safetensors weights (essa refuses pickle-only folders); the fake engine reads none
+    atomic_write_safetensors(root / "model" / "model.safetensors", {"unused": np.zeros(1, dtype=np.float32)})
     return root
 
 
