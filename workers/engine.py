@@ -169,23 +169,28 @@ class VLLMEngine:
 
         start = time.perf_counter()
         requests, folders = [], []
-        for x in vectors:
-            lora_id = next(self._ids)
-            name = f"essa-{self._run}-{lora_id}"
-            folder = write_peft_adapter(
-                self._scratch / name, self.basis.factors(x), self.basis.rank, self.basis.lora_alpha, self.options.model_dir
+        try:
+            for x in vectors:
+                lora_id = next(self._ids)
+                name = f"essa-{self._run}-{lora_id}"
+                folders.append(self._scratch / name)
+                write_peft_adapter(folders[-1], self.basis.factors(x), self.basis.rank, self.basis.lora_alpha,
+                                   self.options.model_dir)
+                requests.append(LoRARequest(name, lora_id, str(folders[-1])))
+            timings["apply"] += time.perf_counter() - start
+            all_prompts = [p for _ in vectors for p in prompts]
+            all_requests = [r for r in requests for _ in prompts]
+            outputs = self._timed(
+                timings, "generate", self.llm.generate, all_prompts, params, lora_request=all_requests, use_tqdm=False
             )
-            folders.append(folder)
-            requests.append(LoRARequest(name, lora_id, str(folder)))
-        timings["apply"] += time.perf_counter() - start
-        all_prompts = [p for _ in vectors for p in prompts]
-        all_requests = [r for r in requests for _ in prompts]
-        outputs = self._timed(
-            timings, "generate", self.llm.generate, all_prompts, params, lora_request=all_requests, use_tqdm=False
-        )
-        for request, folder in zip(requests, folders):
-            self.llm.llm_engine.remove_lora(request.lora_int_id)
-            shutil.rmtree(folder, ignore_errors=True)
+        finally:  # the candidates' adapters leave RAM (/dev/shm) even when generation fails
+            for request in requests:
+                try:
+                    self.llm.llm_engine.remove_lora(request.lora_int_id)
+                except Exception:  # noqa: BLE001 - an adapter vLLM never loaded, or an engine already broken
+                    pass
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
         flat = _completions(outputs)
         n = len(prompts)
         return [flat[i * n : (i + 1) * n] for i in range(len(vectors))], timings
