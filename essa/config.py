@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 
@@ -133,6 +133,22 @@ class ConfigError(ValueError):
     """A configuration value or key is wrong; the message says which and how to fix it."""
 
 
+def _load_yaml(path: Path):
+    """A user's YAML file as an OmegaConf node; a syntax error names the file, line and column."""
+    import yaml
+
+    try:
+        node = OmegaConf.load(path)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path} is not valid YAML{where}: {problem}; fix that line (keys as in configs/gsm8k.yaml)") from None
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"{path} must hold a YAML mapping of sections (search:, task:, ...), not a list")
+    return node
+
+
 def valid_keys(node: Any = None, prefix: str = "") -> list[str]:
     node = OmegaConf.structured(Config) if node is None else node
     keys = []
@@ -168,7 +184,7 @@ def load_config(
         path = Path(config_file)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        layers.append(OmegaConf.load(path))
+        layers.append(_load_yaml(path))
     # Flags are typed by argparse already: merged as values, not re-parsed as YAML ("001" stays "001").
     nested: dict = {}
     for key, value in (flags or {}).items():
@@ -237,6 +253,8 @@ def validate(cfg: Config) -> None:
         problems.append(f"task.batch_size={t.batch_size} and task.val_size={t.val_size} must be >= 1")
     if a.rank < 1:
         problems.append(f"adapter.rank={a.rank} must be >= 1")
+    elif a.rank > 512:
+        problems.append(f"adapter.rank={a.rank} is above 512, the largest LoRA rank vLLM serves")
     if not 0 < a.alpha_fraction <= 1:
         problems.append(f"adapter.alpha_fraction={a.alpha_fraction} must be in (0, 1]")
     if not a.target_modules:

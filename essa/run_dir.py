@@ -59,6 +59,7 @@ def hold_run(run_dir: Path):
     The kernel drops the lock when the process ends in any way (even SIGKILL), so a crashed run
     never blocks its own resume. A second holder is refused with the first one's pid and host.
     """
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     handle = open(run_dir / LOCK_FILE, "a+")
     try:
@@ -76,6 +77,14 @@ def hold_run(run_dir: Path):
         yield
     finally:
         handle.close()  # releases the lock
+        if created and [p.name for p in run_dir.iterdir()] == [LOCK_FILE]:
+            # This process made the folder and the run never started (bad task, data, reward...):
+            # take the empty folder away again rather than leave it for the user to find.
+            (run_dir / LOCK_FILE).unlink(missing_ok=True)
+            try:
+                run_dir.rmdir()
+            except OSError:
+                pass
 
 
 def hub_name(model: str) -> str:

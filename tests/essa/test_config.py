@@ -210,3 +210,19 @@ def test_every_packaged_yaml_key_has_a_comment_above_it():
         assert previous.strip().startswith("#"), f"line {i + 1} ({line.strip()!r}) has no comment above it"
         checked.append(line.split(":")[0].strip())
     assert len(checked) == len(valid_keys())  # every config key appears, and each was checked
+
+
+def test_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("search:\n  popsize: [3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml is not valid YAML at line 3, column 1"):
+        load_config("gsm8k", bad)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- search\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config("gsm8k", listed)
+
+
+def test_a_lora_rank_above_vllms_limit_is_refused_before_anything_starts():
+    with pytest.raises(ConfigError, match="adapter.rank=1024 is above 512"):
+        load_config("gsm8k", overrides=["adapter.rank=1024"])

@@ -46,3 +46,24 @@ def test_default_run_directories_are_distinct(tmp_path, monkeypatch):
     cfg = load_config("gsm8k", None, {}, [])
     made = {new_run_dir(cfg) for _ in range(20)}  # the same second, twenty runs
     assert len(made) == 20 and all(p.is_dir() for p in made)
+
+
+def test_a_run_folder_made_for_a_run_that_never_started_is_taken_away(tmp_path):
+    from essa.run_dir import hold_run
+
+    fresh = tmp_path / "fresh"
+    with pytest.raises(RuntimeError):
+        with hold_run(fresh):
+            raise RuntimeError("bad task")  # setup failed before anything was written
+    assert not fresh.exists()
+
+    existing = tmp_path / "existing"  # a folder the user made stays, lock file or not
+    existing.mkdir()
+    with hold_run(existing):
+        pass
+    assert existing.is_dir()
+
+    started = tmp_path / "started"  # a run that wrote something keeps everything
+    with hold_run(started):
+        (started / "config.yaml").write_text("search: {}\n")
+    assert (started / "config.yaml").is_file()
