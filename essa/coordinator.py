@@ -216,7 +216,8 @@ def export_best(run_dir: Path, out_dir: Path) -> Path:
     z = ckpt.best_z if ckpt is not None else np.zeros(basis.dim)
     lora = basis.factors(z * basis.step_scales())
     best = ckpt.best if ckpt is not None else {"generation": 0, "validation": None}
-    provenance = {"run": str(run_dir), "task": cfg.task.name, "best": best}
+    # the run's folder name, not its path: an export is for sharing and must not carry local paths
+    provenance = {"run": Path(run_dir).resolve().name, "task": cfg.task.name, "best": best}
     return write_peft_adapter(out_dir, lora, basis.rank, basis.lora_alpha, hub_name(cfg.model.name), provenance)
 
 

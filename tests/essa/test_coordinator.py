@@ -66,6 +66,8 @@ def test_a_run_calibrates_learns_and_exports_its_best_point(model_dir, tmp_path,
     assert "held-out test" in capsys.readouterr().out
     lora, _ = read_peft_adapter(adapter)
     assert set(lora) == {f"model.layers.{i}.self_attn.q_proj" for i in range(2)}
+    provenance = json.loads((adapter / "essa.json").read_text())
+    assert provenance["run"] == "run" and str(tmp_path) not in json.dumps(provenance)  # no local paths to share
 
 
 def test_an_interrupted_run_resumes_to_the_same_result(model_dir, tmp_path):
