@@ -16,6 +16,7 @@ module, only the worker extensions and the CPU LoRA kernels (loaded into vLLM) i
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import shutil
@@ -32,8 +33,6 @@ from essa.quantize import is_quantized
 from essa.svd_lora import SVDLoRA
 
 EXTENSION = "essa.workers.vllm_extension.EssaWorkerExtension"
-# Quantized bases (essa/quantize.py): lora mode only, no merge calls (workers/quantized_extension.py).
-QUANTIZED_EXTENSION = "essa.workers.quantized_extension.QuantizedBaseExtension"
 
 
 @dataclass
@@ -111,7 +110,7 @@ class VLLMEngine:
             seed=options.seed,
             enforce_eager=options.enforce_eager,
             gpu_memory_utilization=options.gpu_memory_utilization if options.gpu else 0.9,
-            worker_extension_cls=QUANTIZED_EXTENSION if quantized else EXTENSION,
+            worker_extension_cls=EXTENSION,  # one class for every base: see workers/vllm_extension.py
             enable_lora=lora,
             max_loras=options.max_loras if lora else 1,
             max_lora_rank=_lora_rank_slot(basis.rank) if lora else 16,
@@ -209,6 +208,11 @@ class VLLMEngine:
             self.llm.llm_engine.engine_core.shutdown()
         finally:
             shutil.rmtree(self._scratch, ignore_errors=True)
+            if self.options.deterministic:
+                # In-process, the engine's memory goes with its objects; vLLM freezes the GC heap at
+                # each engine start, so collect this one's cycles before a later engine freezes them.
+                self.llm = None
+                gc.collect()
 
 
 def _completions(outputs) -> list[Completion]:

