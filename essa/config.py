@@ -44,7 +44,7 @@ class AdapterConfig:
     init: str = "sft"  # "sft" (trained once per model/task/rank/data, then cached), "principal" or a PEFT LoRA folder
     rank: int = 8
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    alpha_fraction: float = 1.0  # α: search the top ⌊α·r⌋ singular values of each factor
+    alpha_fraction: float = 0.25  # α: search the top ⌊α·r⌋ singular values of each factor (docs/results.md)
     principal_scale: float = 0.05  # principal init starts at B·A = scale · (top-r part of W)
 
 
