@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from essa.io import UMASK, atomic_write_json, atomic_write_safetensors, read_json, read_safetensors
+from essa.io import UMASK, atomic_write_json, atomic_write_safetensors, pickle_files, read_json, read_safetensors
 
 PEFT_PREFIX = "base_model.model."
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")  # torch.save / pickle formats: never loaded
 ESSA_MARKER = "essa.json"  # provenance; its "written_by": "essa" marks a folder essa may replace
 ESSA_FILES = {ADAPTER_CONFIG, ADAPTER_WEIGHTS, ESSA_MARKER, "README.md"}  # what an export holds
 
@@ -191,7 +190,7 @@ def read_peft_adapter(adapter_dir: str | Path) -> tuple[LoRA, dict]:
     if config.get("use_rslora") or config.get("use_dora"):
         raise ValueError(f"{adapter_dir}: rsLoRA/DoRA adapters are not supported; use a plain LoRA")
     if not (adapter_dir / ADAPTER_WEIGHTS).is_file():
-        pickled = sorted(p.name for p in adapter_dir.glob("*") if p.suffix in PICKLE_SUFFIXES)
+        pickled = pickle_files(adapter_dir) if adapter_dir.is_dir() else []
         if pickled:
             raise ValueError(
                 f"{adapter_dir} holds its weights as {', '.join(pickled)}, a pickle file, which essa never loads "

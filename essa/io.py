@@ -98,6 +98,14 @@ def read_safetensors(path: str | Path, what: str) -> tuple[dict[str, np.ndarray]
     return parse_safetensors(path.read_bytes(), what=f"{what} {path}")
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")  # torch.save / pickle formats: never loaded
+
+
+def pickle_files(folder: Path) -> list[str]:
+    """Names of the files in `folder` stored in a pickle format (unpickling one can run code)."""
+    return sorted(p.name for p in Path(folder).iterdir() if p.suffix in PICKLE_SUFFIXES)
+
+
 def ram_dir(prefix: str) -> Path:
     """A fresh private directory in RAM (/dev/shm) when available, else in the temp dir."""
     base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None

@@ -48,9 +48,9 @@ def resolve_model(name: str) -> Path:
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"{path} has no config.json; point --model at a Hugging Face model folder")
         if not any(path.glob("*.safetensors")):
-            from essa.adapters import PICKLE_SUFFIXES
+            from essa.io import pickle_files
 
-            pickled = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+            pickled = pickle_files(path)
             raise ModelNotFoundError(
                 f"{path} has no *.safetensors weights"
                 + (f", only {', '.join(pickled[:3])}: pickle files, which essa never loads (unpickling can run code)"

@@ -204,6 +204,8 @@ class VLLMEngine:
 
     def close(self) -> None:
         """Stop the engine's processes now rather than at interpreter exit, and drop scratch files."""
+        if self.llm is None:
+            return  # closed already
         try:
             self.llm.llm_engine.engine_core.shutdown()
         finally:
