@@ -67,6 +67,7 @@ class UserError(RuntimeError):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="gsm8k", help="gsm8k, ifeval or math500 (default gsm8k)")
+    p.add_argument("--reward", help="a reward in Python, FILE.py:FUNCTION, instead of the task's own (as essa align --reward)")
     p.add_argument("--model", help="embedded model name, local folder or hub id (default: the task config's)")
     p.add_argument("--data-dir", help="folder with local task data (default $ESSA_DATA_DIR, else ../shared/data)")
     p.add_argument("--budget-s", type=float, default=900.0, help="wall-clock seconds per side (default 900)")
@@ -320,7 +321,8 @@ def essa_command(args, cfg, warm: Path, run_dir: Path) -> list[str]:
     if cfg.task.reward:
         cmd += ["--reward", cfg.task.reward]
     # key=value overrides last, all together (argparse takes one run of them)
-    return cmd + ["run.checkpoint_every=1", "run.validate_every=1000000000", "task.val_size=1",
+    # every checkpoint kept (run.keep_checkpoints=0): the curve's points are picked from all of them
+    return cmd + ["run.checkpoint_every=1", "run.keep_checkpoints=0", "run.validate_every=1000000000", "task.val_size=1",
                   f"search.seed={args.seed}", "generation.temperature=0.0", *args.essa_arg]
 
 
