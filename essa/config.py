@@ -83,7 +83,7 @@ class GenerationConfig:
     temperature: float = 0.0  # greedy: candidates differ only by their weights
 
 
-LORA_KERNELS = ("shared", "grouped", "vllm")  # workers/lora_shared_basis.py, workers/lora_cpu.py, vLLM's own ops
+LORA_KERNELS = ("shared", "grouped", "vllm")  # workers/engine/: lora_shared_basis.py, lora_grouped.py; vLLM's own ops
 
 
 @dataclass

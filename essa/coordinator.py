@@ -1,7 +1,7 @@
 """The coordinator: ask → evaluate → tell → log → validate → checkpoint, then export the best.
 
 The strategy searches z in units of `SVDLoRA.step_scales()`; a candidate's singular-value offsets
-are x = z · scales, so one dimensionless sigma fits every factor.
+are x = basis.offsets(z), so one dimensionless sigma fits every factor.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from essa.adapters import write_peft_adapter
 class Search:
     """Everything that moves during a run, restorable from a checkpoint."""
 
-    scales: np.ndarray  # the basis's step scales: a candidate's offsets are z * scales
+    basis: SVDLoRA  # a point z of the search is the adapter with offsets basis.offsets(z)
     strategy: Strategy
     sampler: PromptSampler
     best: dict  # {"generation", "validation"}
@@ -58,7 +58,7 @@ def _align(cfg: Config | None, run_dir: Path, resume: bool, generations: int | N
     """Run (or continue) a search; returns the exported adapter folder.
 
     `pool_factory(cfg, basis)` builds the rollout pool (default: Ray actors with vLLM engines,
-    essa.workers.pool.pool_from_config); tests pass an in-process fake.
+    essa.rollout_pool.pool_from_config); tests pass an in-process fake.
     """
     if resume:
         cfg, basis = open_run(run_dir)
@@ -79,7 +79,7 @@ def _align(cfg: Config | None, run_dir: Path, resume: bool, generations: int | N
         task.examples(cfg.run.heldout_split)  # an unknown split fails now, not after the run
 
     if pool_factory is None:
-        from essa.workers.pool import pool_from_config as pool_factory
+        from essa.rollout_pool import pool_from_config as pool_factory
     pool = pool_factory(cfg, basis)
     try:
         sigma = initial_sigma(cfg, run_dir, pool, basis, len(task.examples("train")))
@@ -88,7 +88,7 @@ def _align(cfg: Config | None, run_dir: Path, resume: bool, generations: int | N
             search.best["validation"] = validate_start(pool, search, val_indices, run_dir)
         run_generations(cfg, run_dir, pool, search, val_indices)
         if cfg.run.heldout_size:
-            compare_heldout(pool, task, np.vstack([np.zeros(basis.dim), search.best_z]) * search.scales,
+            compare_heldout(pool, task, basis.offsets(np.vstack([np.zeros(basis.dim), search.best_z])),
                             cfg.run.heldout_split, cfg.run.heldout_size, run_dir)
     finally:
         pool.shutdown()
@@ -105,7 +105,7 @@ def run_generations(cfg: Config, run_dir: Path, pool, search: Search, val_indice
         z = search.strategy.ask()
         # evaluate: every candidate on the same mini-batch (common random numbers)
         batch = search.sampler.next()
-        result = pool.evaluate(z * search.scales, "train", batch, generation=g)
+        result = pool.evaluate(search.basis.offsets(z), "train", batch, generation=g)
         # tell: higher reward is better
         tell_started = time.perf_counter()
         search.strategy.tell(z, result.scores)
@@ -141,8 +141,7 @@ def initial_sigma(cfg: Config, run_dir: Path, pool, basis: SVDLoRA, train_size: 
     if saved.is_file():
         return float(read_json(saved, what="step-size calibration")["sigma"])
     prompts = calibration_prompts(train_size, cfg.task.batch_size, s.seed)
-    scales = basis.step_scales()
-    cal = calibrate_sigma(lambda z: pool.evaluate(z * scales, "train", prompts, generation=-2).rewards,
+    cal = calibrate_sigma(lambda z: pool.evaluate(basis.offsets(z), "train", prompts, generation=-2).rewards,
                           basis.dim, s.popsize, list(s.calibration_sigmas), s.calibration_snr, s.seed, prompts)
     print(f"[essa] calibration: sigma = {cal.sigma:g} ({cal.reason})", flush=True)
     atomic_write_json(saved, cal.as_dict())
@@ -154,7 +153,7 @@ def restore(cfg: Config, basis: SVDLoRA, task, run_dir: Path, sigma: float) -> S
     strategy = make_strategy(cfg.search.strategy, basis.dim, cfg.search.popsize, sigma, cfg.search.seed,
                              mean_lr=cfg.search.mean_lr)
     sampler = PromptSampler(len(task.examples("train")), cfg.task.batch_size, cfg.search.seed)
-    search = Search(basis.step_scales(), strategy, sampler, {"generation": 0, "validation": None},
+    search = Search(basis, strategy, sampler, {"generation": 0, "validation": None},
                     np.zeros(basis.dim), 0)
     ckpt = load_latest(run_dir)
     if ckpt is not None:
@@ -186,7 +185,7 @@ def validate_start(pool, search: Search, indices: list[int], run_dir: Path) -> f
 
 def validate(pool, search: Search, z: np.ndarray, indices: list[int]) -> float:
     """Mean reward of one point of the search on the fixed validation prompts."""
-    return float(pool.evaluate((z * search.scales)[None, :], "validation", indices).scores[0])
+    return float(pool.evaluate(search.basis.offsets(z)[None, :], "validation", indices).scores[0])
 
 
 def generation_record(g: int, result, search: Search, ask_tell: float, total: float) -> dict:
@@ -214,7 +213,7 @@ def export_best(run_dir: Path, out_dir: Path) -> Path:
     if ckpt is None:
         print(f"[essa] {run_dir} has no checkpoint yet: exporting its warm start", flush=True)
     z = ckpt.best_z if ckpt is not None else np.zeros(basis.dim)
-    lora = basis.factors(z * basis.step_scales())
+    lora = basis.factors(basis.offsets(z))
     best = ckpt.best if ckpt is not None else {"generation": 0, "validation": None}
     # the run's folder name, not its path: an export is for sharing and must not carry local paths
     provenance = {"run": Path(run_dir).resolve().name, "task": cfg.task.name, "best": best}

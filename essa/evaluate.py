@@ -21,7 +21,7 @@ CHUNK = 128  # prompts per work item: big enough to batch well, small enough to 
 
 
 def evaluate(cfg: Config, split: str, adapter: Path | None, limit: int | None) -> dict:
-    from essa.workers.pool import pool_from_config
+    from essa.rollout_pool import pool_from_config
 
     task = load_task(cfg.task)
     n = len(task.examples(split))
@@ -61,7 +61,7 @@ def evaluate(cfg: Config, split: str, adapter: Path | None, limit: int | None) -
 def compare_to_base(cfg: Config, adapter: Path, split: str, limit: int) -> PairedDifference:
     """The task's headline metric (essa.heldout) of the base model and of `adapter` on the same
     first `limit` prompts of `split`, as a paired difference (after = the adapter)."""
-    from essa.workers.pool import pool_from_config
+    from essa.rollout_pool import pool_from_config
 
     task = load_task(cfg.task)
     indices = list(range(min(limit, len(task.examples(split)))))

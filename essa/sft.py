@@ -100,7 +100,7 @@ def sft_pairs(cfg: Config, task: Task) -> tuple[list[Pair], str]:
 
 def rejection_sample(cfg: Config, task: Task) -> list[Pair]:
     """Responses of the base model that earn at least sft.min_reward, deduplicated per prompt."""
-    from essa.workers.pool import pool_from_config
+    from essa.rollout_pool import pool_from_config
 
     s = cfg.sft
     examples = task.examples(task.sft_split)

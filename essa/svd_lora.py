@@ -8,6 +8,10 @@ modules × 2 × k and x = 0 reproduces the adapter exactly:
     A' = U_A diag(s_A + [x_A, 0]) V_Aᵀ        B' = U_B diag(s_B + [x_B, 0]) V_Bᵀ
     ΔW = scaling · B' A'                     (scaling = lora_alpha / r, as in PEFT)
 
+`split` is the one description of that layout: the merge extension and the shared-basis LoRA ops
+(workers/engine/) take a vector's slices from it. The strategy draws points z in units of
+`step_scales()`; `offsets(z)` turns them into x.
+
 The basis travels to workers once as a safetensors file (`save` / `load`); afterwards a candidate
 is only its vector x.
 """
@@ -126,6 +130,14 @@ class SVDLoRA:
         fallback = _rms(per_factor[per_factor > 0]) if np.any(per_factor > 0) else 1.0
         per_factor[per_factor <= 0] = fallback
         return np.repeat(per_factor, k)
+
+    def offsets(self, z: np.ndarray) -> np.ndarray:
+        """The singular-value offsets x of search points z, which the strategy draws in units of the
+        step scales: x = z · step_scales(). z is one point (dim,) or a batch (n, dim)."""
+        z = np.asarray(z, dtype=np.float64)
+        if z.shape[-1:] != (self.dim,):
+            raise ValueError(f"search points have shape {z.shape}, expected (..., {self.dim})")
+        return z * self.step_scales()
 
     # ---- persistence: safetensors bytes, no pickle ----------------------------------------------
 

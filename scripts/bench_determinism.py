@@ -48,7 +48,7 @@ def main() -> None:
 
     model_dir = resolve_model(args.model)
     basis = SVDLoRA.from_lora(principal_init(read_base_weights(model_dir, ["q_proj", "k_proj", "v_proj", "o_proj"]), 8, 0.05), 8, 8)
-    x = np.random.default_rng(0).normal(size=(args.popsize, basis.dim)) * basis.step_scales() * args.sigma
+    x = basis.offsets(np.random.default_rng(0).normal(size=(args.popsize, basis.dim)) * args.sigma)
     prompts = list(range(args.prompts))
     speeds, firsts = {}, {}
     for setting in args.settings:

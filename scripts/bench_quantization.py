@@ -97,7 +97,7 @@ def bench(args, method: str, bf16: Path, basis) -> dict:
     for _ in range(args.rounds):
         base_tps.append(_tokens_per_s(engine, prompts, throughput, None))
         if args.candidates:
-            x = rng.normal(size=(args.candidates, basis.dim)) * basis.step_scales() * 0.5
+            x = basis.offsets(rng.normal(size=(args.candidates, basis.dim)) * 0.5)
             pop_tps.append(_tokens_per_s(engine, prompts, throughput, x))
     print(f"[{method}] base {max(base_tps):.1f} tok/s, essa {max(pop_tps, default=float('nan')):.1f} tok/s", flush=True)
 

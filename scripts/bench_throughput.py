@@ -91,7 +91,6 @@ def bench_mode(args, mode: str, kernel: str) -> list[dict]:
     worker = RolloutWorker(spec)
     print(f"[{label}] engine start: {time.perf_counter() - started:.1f}s  eager={args.enforce_eager}  {vllm_args}",
           flush=True)
-    scales = basis.step_scales()
     # warm-up: the first calls of an engine (and of the LoRA path) are slower
     warm = list(range(max(args.prompts)))
     worker.evaluate(WorkItem(-1, [0], None, "train", warm))
@@ -113,7 +112,7 @@ def bench_mode(args, mode: str, kernel: str) -> list[dict]:
                 t = time.perf_counter()
                 z = strategy.ask()
                 t_ask = time.perf_counter() - t
-                result = worker.evaluate(WorkItem(0, list(range(popsize)), z * scales, "train", batch))
+                result = worker.evaluate(WorkItem(0, list(range(popsize)), basis.offsets(z), "train", batch))
                 t_tell = time.perf_counter()
                 strategy.tell(z, result.rewards.mean(axis=1))
                 ask_tell = t_ask + time.perf_counter() - t_tell

@@ -484,7 +484,6 @@ def essa_points(run_dir: Path, t0: float, budget_s: float, k: int, export_root: 
     if not (run_dir / "config.yaml").is_file():
         return []
     cfg, basis = open_run(run_dir)
-    scales = basis.step_scales()
     found = []
     for directory in sorted(checkpoint_root(run_dir).glob("gen_*")):
         wall = (directory / "state.json").stat().st_mtime - t0
@@ -497,7 +496,7 @@ def essa_points(run_dir: Path, t0: float, budget_s: float, k: int, export_root: 
             raise UserError(f"{directory}: the strategy state holds no 'mean' (keys {sorted(ckpt.strategy)})")
         mean = np.asarray(ckpt.strategy["mean"], dtype=np.float64)  # in units of the step scales, like best_z
         folder = export_root / directory.name
-        write_peft_adapter(folder, basis.factors(mean * scales), basis.rank, basis.lora_alpha,
+        write_peft_adapter(folder, basis.factors(basis.offsets(mean)), basis.rank, basis.lora_alpha,
                            hub_name(cfg.model.name), {"run": str(run_dir), "generation": ckpt.generation, "point": "mean"})
         sigma = ckpt.strategy.get("sigma")
         points.append({"side": "essa", "label": f"generation {ckpt.generation}", "generation": ckpt.generation,
@@ -525,13 +524,14 @@ def score_adapters(cfg, warm: Path, points: list[dict], split: str, indices: lis
     """Sets point["reward"]: mean task reward of its adapter on `indices` of `split`, one engine for all."""
     from essa.adapters import read_peft_adapter
     from essa.svd_lora import SVDLoRA
-    from essa.workers.actor import RolloutWorker, WorkerSpec, WorkItem
+    from essa.rollout_pool import worker_spec
+    from essa.workers.actor import RolloutWorker, WorkItem
 
     def basis_of(folder) -> SVDLoRA:
         lora, config = read_peft_adapter(folder)
         return SVDLoRA.from_lora(lora, int(config["r"]), float(config.get("lora_alpha", config["r"])))
 
-    spec = WorkerSpec.from_config(cfg, basis_of(warm))
+    spec = worker_spec(cfg, basis_of(warm))
     spec = replace(spec, engine_options={**spec.engine_options, "max_loras": 1, "lora_kernel": kernel})
     print(f"[compare] scoring {len(points)} adapters on the first {len(indices)} {split} prompts "
           f"(one engine, greedy, {kernel} LoRA kernel)", flush=True)

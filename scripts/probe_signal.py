@@ -44,7 +44,7 @@ def main() -> int:
     from essa.warm_start import warm_start
     from essa.stats import measure_signal
     from essa.svd_lora import SVDLoRA
-    from essa.workers.pool import pool_from_config
+    from essa.rollout_pool import pool_from_config
 
     flags = {"adapter.init": args.init, "task.batch_size": args.batch_size, "search.popsize": args.popsize,
              "generation.max_new_tokens": args.max_new_tokens}
@@ -52,7 +52,6 @@ def main() -> int:
     task = load_task(cfg.task)
     lora, rank, alpha = warm_start(cfg, resolve_model(cfg.model.name))
     basis = SVDLoRA.from_lora(lora, rank, alpha, cfg.adapter.alpha_fraction)
-    scales = basis.step_scales()
     rng = np.random.default_rng([args.seed, 1])
     prompts = rng.permutation(len(task.examples("train")))[: args.batch_size].tolist()
     examples = [task.examples("train")[i] for i in prompts]
@@ -67,7 +66,7 @@ def main() -> int:
         warm_texts = start.texts[0]
         for sigma in args.sigmas:
             t0 = time.perf_counter()
-            res = pool.evaluate(sigma * directions * scales, "train", prompts, texts=True)
+            res = pool.evaluate(basis.offsets(sigma * directions), "train", prompts, texts=True)
             changed = float(np.mean([[a != b for a, b in zip(row, warm_texts)] for row in res.texts]))
             figures = {"task": (res.rewards, start.rewards[0])}
             for spec, fn in extra.items():

@@ -31,42 +31,6 @@ class WorkerSpec:
     env: dict[str, str] = field(default_factory=dict)  # extra environment of every actor (tests: PYTHONPATH)
     quantization: str = "none"  # none | int8 | int4: each worker loads (making once) that quantized copy of the model
 
-    @classmethod
-    def from_config(cls, cfg, basis: SVDLoRA | None) -> WorkerSpec:
-        """What every actor of a pool for `cfg` (essa.config.Config) is built from."""
-        from dataclasses import replace
-
-        from essa.rewards.data import data_dir
-        from essa.workers.engine import resolve_mode
-
-        gpu = cfg.engine.gpus > 0
-        return cls(
-            # Workers may not share this process's environment: pin the data folder it resolves to.
-            task=replace(cfg.task, data_dir=str(resolved) if (resolved := data_dir(cfg.task.data_dir)) else None),
-            model=cfg.model.name,
-            engine_options=dict(
-                dtype=cfg.model.dtype,
-                max_model_len=cfg.model.max_model_len,
-                mode=resolve_mode(cfg.engine.mode),
-                gpu=gpu,
-                kv_cache_gib=cfg.engine.kv_cache_gib,
-                gpu_memory_utilization=cfg.engine.gpu_memory_utilization,
-                enforce_eager=cfg.engine.enforce_eager,
-                deterministic=cfg.engine.deterministic,
-                tensor_parallel_size=cfg.engine.tensor_parallel_size,
-                max_loras=cfg.search.popsize,
-                lora_kernel=cfg.engine.lora_kernel,
-                seed=cfg.search.seed,
-            ),
-            sampling=dict(
-                temperature=cfg.generation.temperature,
-                max_tokens=cfg.generation.max_new_tokens,
-                seed=cfg.search.seed,
-            ),
-            basis_bytes=None if basis is None else basis.to_bytes(),
-            quantization=cfg.model.quantization,
-        )
-
 
 @dataclass
 class WorkItem:

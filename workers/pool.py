@@ -1,14 +1,9 @@
 """The rollout pool: starts the Ray actors and feeds them a queue of work items.
 
-Actors: `--gpus N` starts N actors with one GPU each; with `engine.tensor_parallel_size` t > 1
-it starts N/t actors, each in a placement group of t one-GPU bundles packed on one node
-(STRICT_PACK). Such an actor holds one CPU of bundle 0 and no GPU; vLLM, started inside it,
-finds the group and places its t Ray workers (one per GPU) in the bundles. The group belongs to
-the slot: a replacement actor reuses it, so the GPUs stay reserved through a restart.
-`--gpus 0` starts `engine.workers` CPU actors: one with every CPU, or K, each bound to its own
-contiguous share of this machine's cores (VLLM_CPU_OMP_THREADS_BIND) so that K engines do not
-fight over threads. Ray joins an existing cluster when `engine.ray_address` or $RAY_ADDRESS is
-set, otherwise starts a local one.
+Actors: placement.py decides what each actor slot gets (GPUs, a tensor-parallel placement group,
+a share of the cores) and checks that the engines fit; the pool starts one actor per slot. A
+slot keeps its options and its placement group, so a replacement actor lands where the old one
+was and the GPUs stay reserved through a restart.
 
 One `evaluate` call: the candidates are cut into work items (all of them in one item for one
 actor, else about two items per actor) and handed out one at a time to whichever actor is free,
@@ -23,20 +18,16 @@ any actor would repeat (the reward's, a ValueError, ...) stops the call at once,
 
 from __future__ import annotations
 
-import logging
 import math
-import os
-import signal
-import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from essa.rewards.plugins import RewardError
 from essa.workers.actor import RolloutWorker, WorkerSpec, WorkItem, WorkResult
+from essa.workers.placement import PoolError, plan_actors, reserve_gpu_groups
 
 # Errors that any actor would raise again on the same item: reported at once, never retried.
 # Everything else (RuntimeError from the engine, OSError, MemoryError, ...) is treated as the
@@ -56,10 +47,6 @@ class PoolResult:
     @property
     def scores(self) -> np.ndarray:
         return self.rewards.mean(axis=1)
-
-
-class PoolError(RuntimeError):
-    pass
 
 
 def chunk_size(candidates: int, actors: int) -> int:
@@ -127,94 +114,6 @@ class ResultCollector:
         return PoolResult(rewards, tokens, timings, sum(r.reward_errors for r in self.results.values()), details, texts)
 
 
-# RAM one CPU engine takes besides its KV cache and weights: the actor, vLLM's engine-core and
-# worker processes, torch. Measured RSS with SmolLM2-135M (0.26 GiB) and a 2 GiB KV cache, serving:
-# actor 0.8 + engine core 0.7 + worker 3.6 GiB (shared libraries counted in each), i.e. ~2.8 GiB beyond
-# KV and weights; 2.5 keeps the check from refusing a run that would fit.
-ENGINE_RUNTIME_GIB = 2.5
-
-
-def cpu_memory_problem(engines: int, kv_cache_gib: float, weights_gib: float, available_gib: float | None) -> str | None:
-    """Why `engines` CPU engines would not fit in this machine's free RAM, or None when they fit."""
-    need = engines * (kv_cache_gib + weights_gib + ENGINE_RUNTIME_GIB)
-    if available_gib is None or need <= available_gib:
-        return None
-    return (
-        f"{engines} CPU engine(s) need about {need:.1f} GiB of RAM ({kv_cache_gib:g} GiB KV cache "
-        f"(engine.kv_cache_gib) + {weights_gib:.1f} GiB weights + ~{ENGINE_RUNTIME_GIB:g} GiB runtime each), but only "
-        f"{available_gib:.1f} GiB is available; lower engine.workers or engine.kv_cache_gib, or free memory"
-    )
-
-
-def available_memory_gib() -> float | None:
-    """MemAvailable of this machine (Linux), None where unknown."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    return None
-
-
-def weights_gib(model: str) -> float:
-    from essa.models import resolve_model
-
-    return sum(f.stat().st_size for f in resolve_model(model).glob("*.safetensors")) / 2**30
-
-
-def split_cores(cores: list[int], parts: int) -> list[list[int]]:
-    """`cores` cut into `parts` contiguous, disjoint runs whose sizes differ by at most one."""
-    if parts > len(cores):
-        raise PoolError(
-            f"engine.workers={parts} CPU engines need at least one core each, but only {len(cores)} core(s) "
-            f"are available to this process and the Ray cluster; set engine.workers to {len(cores)} or less"
-        )
-    return [[int(c) for c in part] for part in np.array_split(np.array(sorted(cores)), parts)]
-
-
-def cpu_list(cores: list[int]) -> str:
-    """vLLM's core-list syntax: runs as ranges, e.g. [0, 1, 2, 3, 6] -> "0-3,6"."""
-    runs: list[list[int]] = []
-    for c in sorted(cores):
-        if runs and c == runs[-1][-1] + 1:
-            runs[-1].append(c)
-        else:
-            runs.append([c])
-    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
-
-
-SMALL_MACHINE_CORES = 4  # up to this many cores, one CPU engine binds them all (see actor_options)
-
-
-def actor_options(gpus: int, workers: int, cores: list[int], cpus: int, env: dict[str, str],
-                  tensor_parallel: int = 1) -> list[dict]:
-    """Ray options (resources, runtime_env) of every actor slot; a replacement reuses its slot's.
-
-    With tensor_parallel > 1 the GPUs are not the actor's but its placement group's (`gpu_bundles`).
-    """
-    if gpus > 0:
-        gpu = 1 if tensor_parallel == 1 else 0
-        return [dict(num_gpus=gpu, num_cpus=1, runtime_env={"env_vars": env}) for _ in range(gpus // tensor_parallel)]
-    if workers == 1:  # one engine, every CPU
-        if len(cores) <= SMALL_MACHINE_CORES and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
-            # vLLM's auto-binding keeps one core for its scheduler: half of a 2-core machine. All cores
-            # measured 1.5x the tokens/s here (docs/benchmarks.md); on larger machines one core is noise.
-            env = {**env, "VLLM_CPU_OMP_THREADS_BIND": cpu_list(cores)}
-        return [dict(num_cpus=max(1, cpus), runtime_env={"env_vars": env})]
-    options = []
-    for part in split_cores(cores, workers):
-        bind = {"VLLM_CPU_OMP_THREADS_BIND": cpu_list(part), "OMP_NUM_THREADS": str(len(part))}
-        options.append(dict(num_cpus=len(part), runtime_env={"env_vars": {**env, **bind}}))
-    return options
-
-
-def gpu_bundles(tensor_parallel: int) -> list[dict[str, float]]:
-    """One tensor-parallel engine's placement group: a GPU per bundle (vLLM takes at most one per
-    worker), plus in bundle 0 the CPU of the essa actor that drives the engine."""
-    return [{"GPU": 1.0, "CPU": 1.0}] + [{"GPU": 1.0} for _ in range(tensor_parallel - 1)]
-
-
 @dataclass
 class _Slot:
     """One actor position: its Ray options and the actor filling it now."""
@@ -247,30 +146,16 @@ class RolloutPool:
         self._call = 0  # nonce of the current evaluate() call
         self._flights: dict = {}  # ObjectRef -> _Flight; may outlive a failed call, then drained as stale
         self._starting: dict = {}  # ObjectRef of ready() -> (_Slot, deadline)
-        _init_ray(ray_address)
-        available = int(ray.cluster_resources().get("GPU", 0))
-        if gpus > available:
-            raise PoolError(
-                f"--gpus {gpus} asks for {gpus} GPUs but the Ray cluster has {available}; "
-                "use --gpus 0 to run on CPU, or join a cluster with GPUs (engine.ray_address / $RAY_ADDRESS)"
-            )
-        if gpus == 0 and not (ray_address or os.environ.get("RAY_ADDRESS")):  # the engines share this machine's RAM
-            problem = cpu_memory_problem(workers, float(spec.engine_options.get("kv_cache_gib", 2.0)),
-                                         weights_gib(spec.model), available_memory_gib())
-            if problem:
-                raise PoolError(problem)
-        # vLLM's warnings on these machines are about its own build (no Triton, a recompile), not the
-        # user's run: errors only, unless the user asks (VLLM_LOGGING_LEVEL=WARNING or INFO).
-        env = {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "ERROR"), **spec.env}
-        # Core ranges are this machine's: K > 1 CPU engines are meant for one machine.
-        cores = sorted(os.sched_getaffinity(0))[: int(ray.cluster_resources().get("CPU", 1))]
-        options = actor_options(gpus, workers, cores, int(ray.available_resources().get("CPU", 1)), env,
-                                tensor_parallel)
+        options = plan_actors(spec.model, float(spec.engine_options.get("kv_cache_gib", 2.0)), gpus, workers,
+                              tensor_parallel, ray_address, spec.env)
         self._remote = ray.remote(RolloutWorker)
         self.slots = [_Slot(i, o) for i, o in enumerate(options)]
         try:
             if gpus > 0 and tensor_parallel > 1:
-                self._reserve_groups(tensor_parallel)
+                groups = reserve_gpu_groups([slot.options for slot in self.slots], tensor_parallel,
+                                            self.start_timeout_s)
+                for slot, group in zip(self.slots, groups):
+                    slot.placement_group = group
             for slot in self.slots:
                 self._start(slot)
             while self._starting:  # any failure here is fatal: a bad model or task fails fast
@@ -282,28 +167,6 @@ class RolloutPool:
             self.shutdown()  # nobody else holds this pool: free its resources for the next one
             raise
 
-    def _reserve_groups(self, tensor_parallel: int) -> None:
-        """A placement group per slot; every one must be placed before any engine starts."""
-        import ray
-        from ray.util.placement_group import placement_group
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-        for slot in self.slots:
-            slot.placement_group = placement_group(gpu_bundles(tensor_parallel), strategy="STRICT_PACK",
-                                                   name=f"essa-engine-{slot.index}-{os.getpid()}")
-            slot.options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                slot.placement_group, placement_group_bundle_index=0, placement_group_capture_child_tasks=True
-            )
-        pending = [slot.placement_group.ready() for slot in self.slots]
-        ready, _ = ray.wait(pending, num_returns=len(pending), timeout=self.start_timeout_s)
-        if len(ready) < len(pending):
-            raise PoolError(
-                f"{len(pending) - len(ready)} of {len(pending)} engines could not reserve {tensor_parallel} GPUs on "
-                f"one node within engine.start_timeout_s={self.start_timeout_s:g}s: tensor parallelism needs "
-                f"{tensor_parallel} free GPUs on the same node for each engine. Lower "
-                "engine.tensor_parallel_size, or free GPUs (ray status shows what is taken)"
-            )
-
     @property
     def actors(self) -> list:
         return [slot.actor for slot in self.slots]
@@ -312,7 +175,7 @@ class RolloutPool:
                  details: bool = False, texts: bool = False) -> PoolResult:
         """Score every candidate (row of `vectors`; None: the base model) on the same prompts."""
         if not self.slots:
-            raise PoolError("the rollout pool was shut down; create a new one (pool_from_config)")
+            raise PoolError("the rollout pool was shut down; create a new one (essa.rollout_pool.pool_from_config)")
         self._call += 1
         items = cut_work(self._call, generation, vectors, split, [int(i) for i in indices], len(self.slots), details,
                          texts)
@@ -454,22 +317,6 @@ class RolloutPool:
         self.slots, self._flights, self._starting = [], {}, {}
 
 
-def _init_ray(address: str | None) -> None:
-    import ray
-
-    address = address or os.environ.get("RAY_ADDRESS")
-    if not ray.is_initialized():
-        # Ray's driver installs a C-level SIGTERM handler that ends the process on the spot; keep the
-        # Python one (essa.cli's: unwind, shut engines down), which is restored when ray.init returns.
-        previous = signal.getsignal(signal.SIGTERM)
-        if address:
-            ray.init(address=address, log_to_driver=True)
-        else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING)
-        if callable(previous) and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, previous)
-
-
 def _kill(actor) -> None:
     import ray
 
@@ -484,15 +331,3 @@ def _where(item: WorkItem) -> str:
     if item.generation >= 0:
         return f"generation {item.generation} ({item.split} split)"
     return f"an evaluation on the {item.split} split"
-
-
-def pool_from_config(cfg, basis, **spec_overrides) -> RolloutPool:
-    """A pool for `cfg` scoring candidates of `basis` (None: base model only).
-
-    `spec_overrides` replace WorkerSpec fields (tests: `engine_factory`, `env`).
-    """
-    e = cfg.engine  # validated by essa.config.validate
-    spec = replace(WorkerSpec.from_config(cfg, basis), **spec_overrides)
-    return RolloutPool(spec, gpus=e.gpus, ray_address=e.ray_address, timeout_s=e.timeout_s, workers=e.workers,
-                       max_retries=e.max_retries, start_timeout_s=e.start_timeout_s,
-                       tensor_parallel=e.tensor_parallel_size)

@@ -157,15 +157,15 @@ def test_a_failed_quantization_leaves_nothing_behind(tiny_model, cache, monkeypa
 
 def test_quantized_bases_resolve_to_lora_mode():
     from essa.config import load_config
-    from essa.workers.actor import WorkerSpec
+    from essa.rollout_pool import worker_spec
     from essa.workers.engine import resolve_mode
 
     assert resolve_mode("auto") == "lora" and resolve_mode("merge") == "merge" and resolve_mode("lora") == "lora"
-    spec = WorkerSpec.from_config(load_config("gsm8k", overrides=["model.quantization=int4"]), None)
+    spec = worker_spec(load_config("gsm8k", overrides=["model.quantization=int4"]), None)
     assert spec.quantization == "int4" and spec.engine_options["mode"] == "lora"
-    spec = WorkerSpec.from_config(load_config("gsm8k"), None)
+    spec = worker_spec(load_config("gsm8k"), None)
     assert spec.quantization == "none" and spec.engine_options["mode"] == "lora"
-    spec = WorkerSpec.from_config(load_config("gsm8k", overrides=["engine.mode=merge"]), None)
+    spec = worker_spec(load_config("gsm8k", overrides=["engine.mode=merge"]), None)
     assert spec.engine_options["mode"] == "merge"
 
 

@@ -146,7 +146,7 @@ class FakeSamplingPool:
 
 def test_rejection_sampling_keeps_full_reward_draws_and_stops_when_it_has_enough(monkeypatch):
     calls: list = []
-    monkeypatch.setattr("essa.workers.pool.pool_from_config", lambda cfg, basis, **kw: FakeSamplingPool(calls))
+    monkeypatch.setattr("essa.rollout_pool.pool_from_config", lambda cfg, basis, **kw: FakeSamplingPool(calls))
     cfg = load_config("ifeval", overrides=["sft.max_examples=3", "sft.samples_per_prompt=2"])
     task = load_task(cfg.task)
     pairs, source = sft.sft_pairs(cfg, task)
@@ -166,7 +166,7 @@ def test_rejection_sampling_that_keeps_nothing_names_the_fixes(monkeypatch):
             return result
 
     calls: list = []
-    monkeypatch.setattr("essa.workers.pool.pool_from_config", lambda cfg, basis, **kw: NothingPasses(calls))
+    monkeypatch.setattr("essa.rollout_pool.pool_from_config", lambda cfg, basis, **kw: NothingPasses(calls))
     cfg = load_config("ifeval", overrides=["sft.max_examples=50"])
     task = load_task(cfg.task)
     task.splits["train"] = task.splits["train"][:10]

@@ -37,9 +37,9 @@ def test_sigterm_unwinds_and_exits_143():
 RAY_CODE = """
 import signal, sys
 import essa.cli as cli
-from essa.workers.pool import _init_ray
+from essa.workers.placement import init_ray
 def after_ray(args):
-    _init_ray(None)
+    init_ray(None)
     try:
         print('ray up', flush=True)
         signal.pause()

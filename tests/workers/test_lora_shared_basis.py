@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from essa.workers import lora_cpu
-from essa.workers import lora_shared_basis as shared
+from essa.workers.engine import lora_grouped
+from essa.workers.engine import lora_shared_basis as shared
 
 IN, RANK, SCALING = 32, 4, 2.0
 
@@ -101,7 +101,7 @@ def test_shared_basis_matches_vllms_ops(sizes, present, max_rank, indices, dense
     base = torch.randn(len(indices), sum(sizes), generator=g).bfloat16()
 
     ours, theirs = base.clone(), base.clone()
-    lora_cpu.lora_linear(ours, x, list(layer.lora_a_stacked), list(layer.lora_b_stacked), idx, 1.0, list(sizes),
+    lora_grouped.lora_linear(ours, x, list(layer.lora_a_stacked), list(layer.lora_b_stacked), idx, 1.0, list(sizes),
                          torch.tensor([11, 12, 13, 0]))
     assert calls == [dense]  # the shared basis did the layer, on the expected path
     _vllm_reference(theirs, x, layer, idx)
@@ -133,7 +133,7 @@ def test_foreign_adapter_falls_back_until_its_slot_is_refilled():
 
     # the full op still gives vLLM's answer, through the grouped path
     ours, theirs = y.clone(), y.clone()
-    lora_cpu.lora_linear(ours, x, a, b, idx, 1.0, list(sizes), torch.tensor([5, 6, 0]))
+    lora_grouped.lora_linear(ours, x, a, b, idx, 1.0, list(sizes), torch.tensor([5, 6, 0]))
     _vllm_reference(theirs, x, layer, idx)
     torch.testing.assert_close(ours.float(), theirs.float(), rtol=2e-2, atol=5e-2)
 

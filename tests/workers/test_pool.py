@@ -21,16 +21,9 @@ import pytest
 from essa.config import Config, ConfigError, EngineConfig, TaskConfig
 from essa.rewards.task import load_task
 from essa.workers.actor import WorkItem, WorkResult
-from essa.workers.pool import (
-    PoolError,
-    ResultCollector,
-    actor_options,
-    chunk_size,
-    cpu_list,
-    cut_work,
-    pool_from_config,
-    split_cores,
-)
+from essa.rollout_pool import pool_from_config
+from essa.workers.placement import actor_options, cpu_list, split_cores
+from essa.workers.pool import PoolError, ResultCollector, chunk_size, cut_work
 
 pytestmark = pytest.mark.timeout(120)
 from pool_helpers import (  # noqa: F401  (files is a fixture)
@@ -271,7 +264,7 @@ def test_after_a_user_error_the_next_call_drops_the_failed_calls_leftovers(files
 
 
 def test_cpu_engines_that_do_not_fit_in_ram_are_refused_with_the_keys_to_change():
-    from essa.workers.pool import ENGINE_RUNTIME_GIB, available_memory_gib, cpu_memory_problem
+    from essa.workers.placement import ENGINE_RUNTIME_GIB, available_memory_gib, cpu_memory_problem
 
     per_engine = 2.0 + 0.25 + ENGINE_RUNTIME_GIB
     assert cpu_memory_problem(2, 2.0, 0.25, available_gib=2 * per_engine + 0.1) is None

