@@ -106,7 +106,13 @@ def pickle_files(folder: Path) -> list[str]:
     return sorted(p.name for p in Path(folder).iterdir() if p.suffix in PICKLE_SUFFIXES)
 
 
+def ram_root() -> Path:
+    """Where scratch files live: RAM (/dev/shm) when available, else the temp dir."""
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        return Path("/dev/shm")
+    return Path(tempfile.gettempdir())
+
+
 def ram_dir(prefix: str) -> Path:
-    """A fresh private directory in RAM (/dev/shm) when available, else in the temp dir."""
-    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    """A fresh private directory under ram_root()."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=ram_root()))

@@ -63,7 +63,7 @@ class WorkResult:
 class RolloutWorker:
     """Plain class; the pool wraps it with `ray.remote` and its resource options."""
 
-    def __init__(self, spec: WorkerSpec):
+    def __init__(self, spec: WorkerSpec, scratch_tag: str = ""):
         from essa.models import resolve_model
         from essa.quantize import quantized_model_dir
         from essa.rewards.plugins import SafeReward
@@ -75,7 +75,7 @@ class RolloutWorker:
         basis = SVDLoRA.from_bytes(spec.basis_bytes) if spec.basis_bytes else None
         # Candidates' adapters come from the bf16 weights (the basis); the engine may serve a quantized copy.
         model_dir = quantized_model_dir(resolve_model(spec.model), spec.quantization)
-        options = EngineOptions(model_dir=str(model_dir), **spec.engine_options)
+        options = EngineOptions(model_dir=str(model_dir), **spec.engine_options, scratch_tag=scratch_tag)
         module, name = spec.engine_factory.split(":")
         self.engine = getattr(importlib.import_module(module), name)(options, basis)
         self.sampling = spec.sampling

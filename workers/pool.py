@@ -19,6 +19,7 @@ any actor would repeat (the reward's, a ValueError, ...) stops the call at once,
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -146,6 +147,7 @@ class RolloutPool:
         self._call = 0  # nonce of the current evaluate() call
         self._flights: dict = {}  # ObjectRef -> _Flight; may outlive a failed call, then drained as stale
         self._starting: dict = {}  # ObjectRef of ready() -> (_Slot, deadline)
+        self._owner = f"{os.getpid()}x{id(self) % 10**6}"  # this pool's engines' scratch tags start with it
         options = plan_actors(spec.model, float(spec.engine_options.get("kv_cache_gib", 2.0)), gpus, workers,
                               tensor_parallel, ray_address, spec.env)
         self._remote = ray.remote(RolloutWorker)
@@ -268,7 +270,8 @@ class RolloutPool:
 
     def _start(self, slot: _Slot) -> None:
         """Create the slot's actor; it reports through its ready() ref (never blocks the others)."""
-        slot.actor = self._remote.options(**slot.options).remote(self.spec)
+        # The slot's scratch tag: the new actor's engine removes what a killed one of this slot left in RAM.
+        slot.actor = self._remote.options(**slot.options).remote(self.spec, f"{self._owner}-{slot.index}")
         slot.ready = False
         self._starting[slot.actor.ready.remote()] = (slot, time.monotonic() + self.start_timeout_s)
 
@@ -315,6 +318,9 @@ class RolloutPool:
             if slot.placement_group is not None:
                 ray.util.remove_placement_group(slot.placement_group)
         self.slots, self._flights, self._starting = [], {}, {}
+        from essa.workers.engine.vllm_engine import remove_scratch
+
+        remove_scratch(f"{self._owner}-")  # what killed actors on this machine left (other nodes: their replacements)
 
 
 def _kill(actor) -> None:

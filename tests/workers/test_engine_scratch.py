@@ -1,8 +1,12 @@
-"""The engine's candidate adapters leave RAM when generation fails (a fake LLM stands in for vLLM)."""
+"""The engine's scratch space in RAM: candidate adapters leave it when generation fails (a fake LLM
+stands in for vLLM), a replacement engine clears what a killed one of its slot left, and a full
+/dev/shm is a clear error before anything is written."""
 
 from __future__ import annotations
 
 import itertools
+import tempfile
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -35,6 +39,7 @@ def test_candidate_adapters_are_removed_when_generate_raises(tmp_path):
     engine = object.__new__(VLLMEngine)  # everything but vLLM itself
     engine.options, engine.basis = EngineOptions(model_dir=str(tmp_path), mode="lora"), basis
     engine._scratch, engine._ids, engine._run = ram_dir("essa-test-"), itertools.count(1), "test"
+    engine._adapter_bytes = 1024
     engine.llm = FailingLLM()
     try:
         with pytest.raises(RuntimeError, match="mid-generation"):
@@ -46,3 +51,28 @@ def test_candidate_adapters_are_removed_when_generate_raises(tmp_path):
         import shutil
 
         shutil.rmtree(engine._scratch, ignore_errors=True)
+
+
+def test_a_replacement_engine_removes_what_its_killed_predecessor_left(monkeypatch, tmp_path):
+    from essa.workers.engine import vllm_engine
+
+    monkeypatch.setattr(vllm_engine, "ram_root", lambda: tmp_path)
+    monkeypatch.setattr(vllm_engine, "ram_dir", lambda prefix: Path(tempfile.mkdtemp(prefix=prefix, dir=tmp_path)))
+    killed = vllm_engine.claim_scratch("4242x7-0")
+    (killed / "essa-abc-1").mkdir()  # an adapter the killed actor never removed
+    neighbour = vllm_engine.claim_scratch("4242x7-10")  # slot 10 of the same pool: not slot 1's
+    other_pool = vllm_engine.claim_scratch("99x1-0")
+    fresh = vllm_engine.claim_scratch("4242x7-0")
+    assert not killed.exists() and fresh.is_dir() and neighbour.is_dir() and other_pool.is_dir()
+    vllm_engine.remove_scratch("4242x7-")  # the pool's shutdown
+    assert not fresh.exists() and not neighbour.exists() and other_pool.is_dir()
+
+
+def test_too_little_scratch_space_is_a_clear_error_before_anything_is_written(monkeypatch, tmp_path):
+    from essa.workers.engine import vllm_engine
+
+    monkeypatch.setattr(vllm_engine.shutil, "disk_usage", lambda path: SimpleNamespace(free=80 * 2**20))
+    vllm_engine.check_scratch_space(tmp_path, 4, 2**20)  # 4 MiB + the margin fit in 80 MiB
+    with pytest.raises(vllm_engine.ScratchSpaceError, match=r"80 MiB free; the 32 candidate adapters .* need 32 MiB"):
+        vllm_engine.check_scratch_space(tmp_path, 32, 2**20)
+    assert issubclass(vllm_engine.ScratchSpaceError, ValueError)  # the pool stops at once, no retries

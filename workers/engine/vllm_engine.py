@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from essa.adapters import write_peft_adapter
-from essa.io import ram_dir
+from essa.io import ram_dir, ram_root
 from essa.quantize import is_quantized
 from essa.svd_lora import SVDLoRA
 
@@ -64,6 +64,9 @@ class EngineOptions:
     # lora_shared_basis.py), "grouped" (per-adapter matmuls, lora_grouped.py) or "vllm" (its torch ops)
     lora_kernel: str = "shared"
     vllm_args: dict = field(default_factory=dict)  # more LLM(...) arguments (benchmarks: max_num_seqs, ...)
+    # The pool's name for this engine's slot: an engine removes the scratch folders an earlier engine
+    # of the same slot left behind (a killed actor runs no cleanup). "" for engines outside a pool.
+    scratch_tag: str = ""
 
 
 class VLLMEngine:
@@ -94,7 +97,10 @@ class VLLMEngine:
 
         self.options = options
         self.basis = basis
-        self._scratch = ram_dir("essa-engine-")
+        self._scratch = claim_scratch(options.scratch_tag)
+        # a generation's candidate adapters in scratch: float32 A (r × in) and B (out × r) per module
+        self._adapter_bytes = 0 if basis is None else 4 * basis.rank * sum(
+            fa.Vt.shape[1] + fb.U.shape[0] for fa, fb in zip(basis.a, basis.b))
         self._ids = itertools.count(1)
         self._run = uuid.uuid4().hex[:8]
         self.llm = LLM(
@@ -165,6 +171,7 @@ class VLLMEngine:
         from vllm.lora.request import LoRARequest
 
         start = time.perf_counter()
+        check_scratch_space(self._scratch, len(vectors), self._adapter_bytes)
         requests, folders = [], []
         try:
             for x in vectors:
@@ -215,6 +222,42 @@ class VLLMEngine:
                 gc.collect()
 
 
+SCRATCH_PREFIX = "essa-engine-"
+SCRATCH_MARGIN = 64 * 2**20  # bytes left free besides the adapters (PEFT writes its config beside them)
+
+
+class ScratchSpaceError(ValueError):
+    """The engine's scratch folder (RAM) cannot hold a generation's candidate adapters. Every engine
+    on this machine would fail alike, so the pool stops the run at once instead of retrying."""
+
+
+def claim_scratch(tag: str) -> Path:
+    """A fresh scratch folder in RAM (essa.io.ram_root); with a tag, first remove the folders that an
+    earlier engine with the same tag (a killed predecessor in this pool slot) left behind."""
+    prefix = f"{SCRATCH_PREFIX}{tag}-" if tag else SCRATCH_PREFIX
+    if tag:
+        for stale in ram_root().glob(prefix + "*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    return ram_dir(prefix)
+
+
+def remove_scratch(owner_tag: str) -> None:
+    """Remove every scratch folder whose tag starts with `owner_tag` (a pool's, at its shutdown)."""
+    for folder in ram_root().glob(f"{SCRATCH_PREFIX}{owner_tag}*"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def check_scratch_space(folder: Path, candidates: int, adapter_bytes: int) -> None:
+    free = shutil.disk_usage(folder).free
+    need = candidates * adapter_bytes
+    if free < need + SCRATCH_MARGIN:
+        raise ScratchSpaceError(
+            f"{folder} has {free / 2**20:.0f} MiB free; the {candidates} candidate adapters of a generation need "
+            f"{need / 2**20:.0f} MiB (plus {SCRATCH_MARGIN // 2**20} MiB kept free). Free space in {folder.parent} "
+            "(old files of other programs in /dev/shm), or lower search.popsize"
+        )
+
+
 def _completions(outputs) -> list[Completion]:
     return [Completion(o.outputs[0].text, len(o.outputs[0].token_ids), o.num_cached_tokens or 0, _prompt_logprobs(o))
             for o in outputs]
@@ -236,10 +279,9 @@ def _lora_rank_slot(rank: int) -> int:
 
 
 def resolve_mode(mode: str) -> str:
-    """`auto` is lora on every device. On CPU, with essa's fused LoRA ops, an idle 2-core run gave
-    population/base 0.80-0.87 for lora against 0.50-0.65 for merge (λ 4-32, B 8; docs/benchmarks.md):
-    merge decodes B sequences per call, lora all λ·B in one. On GPU merge is unmeasured. (A
-    quantized base cannot take a merged update: the config refuses merge for one, and so does the
-    engine.)
+    """`auto` is lora on every device. On CPU lora measured faster than merge (docs/benchmarks.md,
+    "Idle machine, both cores, fused LoRA op"): merge decodes B sequences per call, lora all λ·B in
+    one. On GPU merge is unmeasured. (A quantized base cannot take a merged update: the config
+    refuses merge for one, and so does the engine.)
     """
     return "lora" if mode == "auto" else mode
