@@ -7,6 +7,7 @@ the format PEFT's `PeftModel.from_pretrained` and vLLM's `LoRARequest` both load
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -15,13 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from essa.io import UMASK, atomic_write_json, atomic_write_safetensors, pickle_files, read_json, read_safetensors
+from essa.io import (UMASK, atomic_write_bytes, atomic_write_json, atomic_write_safetensors, pickle_files, read_json,
+                     read_safetensors)
 
 PEFT_PREFIX = "base_model.model."
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ESSA_MARKER = "essa.json"  # provenance; its "written_by": "essa" marks a folder essa may replace
-ESSA_FILES = {ADAPTER_CONFIG, ADAPTER_WEIGHTS, ESSA_MARKER, "README.md"}  # what an export holds
+ESSA_FILES = {ADAPTER_CONFIG, ADAPTER_WEIGHTS, ESSA_MARKER}  # what every export holds
+# Besides, an export may hold files essa wrote with it (the model card README.md, reward.png): their
+# SHA-256 is in essa.json ("files"), so that a re-export replaces them only while unedited.
 
 LoRA = dict[str, tuple[np.ndarray, np.ndarray]]  # module -> (A: r × in, B: out × r)
 
@@ -88,13 +92,15 @@ def write_peft_adapter(
     lora_alpha: float,
     base_model: str,
     provenance: dict | None = None,
+    files: dict[str, bytes] | None = None,
 ) -> Path:
     """Write a PEFT LoRA folder; the folder appears complete or not at all.
 
     `out_dir` may be missing, empty, or an earlier essa export (which is replaced atomically);
     any other folder is refused (`ForeignFolderError`), so nothing a user made is deleted.
     Provenance goes to a separate `essa.json` (always written: it marks the folder as essa's), so
-    that adapter_config.json holds only keys PEFT and vLLM know.
+    that adapter_config.json holds only keys PEFT and vLLM know. `files` (name -> bytes: a model card,
+    a picture) are written beside them, their SHA-256 recorded in essa.json.
     """
     out_dir = Path(out_dir)
     check_replaceable(out_dir)
@@ -124,7 +130,14 @@ def write_peft_adapter(
             "target_modules": sorted({m.rsplit(".", 1)[-1] for m in lora}),
         }
         atomic_write_json(tmp / ADAPTER_CONFIG, config)
-        atomic_write_json(tmp / ESSA_MARKER, {**(provenance or {}), "written_by": "essa"})
+        recorded = {}
+        for name, data in (files or {}).items():
+            if Path(name).name != name or name in ESSA_FILES:
+                raise ValueError(f"an export's extra file must be a plain name other than {sorted(ESSA_FILES)}: {name!r}")
+            atomic_write_bytes(tmp / name, data)
+            recorded[name] = hashlib.sha256(data).hexdigest()
+        atomic_write_json(tmp / ESSA_MARKER, {**(provenance or {}), **({"files": recorded} if recorded else {}),
+                                             "written_by": "essa"})
         os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes it 0700; an export is for sharing
         replace_dir(tmp, out_dir)
     except BaseException:
@@ -146,12 +159,18 @@ def check_replaceable(out_dir: Path) -> None:
     entries = sorted(p.name for p in out_dir.iterdir())
     if not entries:
         return
-    foreign = [e for e in entries if e not in ESSA_FILES]
     marker = out_dir / ESSA_MARKER
     ours = marker.is_file() and _is_ours(marker)
-    if foreign or not ours:
-        what = f"holds {', '.join(foreign[:5])}{' …' if len(foreign) > 5 else ''}" if foreign else \
-            "is not an adapter folder written by essa (no essa.json)"
+    written = _written_files(out_dir, marker) if ours else {}
+    foreign = [e for e in entries if e not in ESSA_FILES and e not in written]
+    edited = [name for name, unchanged in written.items() if not unchanged]
+    if foreign or edited or not ours:
+        if foreign:
+            what = f"holds {', '.join(foreign[:5])}{' …' if len(foreign) > 5 else ''}"
+        elif edited:
+            what = f"holds {', '.join(edited)}, changed since essa wrote it"
+        else:
+            what = "is not an adapter folder written by essa (no essa.json)"
         raise ForeignFolderError(
             f"{out_dir} {what}; essa replaces only an empty folder or an earlier essa export. "
             "Choose a new or empty --out folder, or move those files away."
@@ -172,6 +191,20 @@ def replace_dir(new: Path, target: Path) -> None:
         raise
     finally:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _written_files(out_dir: Path, marker: Path) -> dict[str, bool]:
+    """The extra files essa.json records that are present, each with whether it is still as written."""
+    try:
+        recorded = json.loads(marker.read_text(encoding="utf-8")).get("files") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    present = {}
+    for name, digest in recorded.items():
+        path = out_dir / str(name)
+        if Path(str(name)).name == name and path.is_file():
+            present[name] = hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    return present
 
 
 def _is_ours(marker: Path) -> bool:

@@ -1,4 +1,4 @@
-"""The `essa` command: align, export, eval."""
+"""The `essa` command: align, sft, export, eval, status, plot."""
 
 from __future__ import annotations
 
@@ -32,7 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     align = sub.add_parser("align", help="search the singular values of a LoRA adapter with CMA-ES")
     align.add_argument("--task", help="task name (gsm8k, ifeval, math500, countdown)")
-    align.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
+    align.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue a run exactly where it stopped; --generations, --gpus, --workers and engine.* "
+                            "keys may change, nothing that changes the search")
+    align.add_argument("--allow-change", nargs="+", choices=["data", "reward", "model"], default=[],
+                       help="with --resume: continue although these inputs changed since the run started")
     align.add_argument("--config", help="YAML file merged over the task's defaults")
     align.add_argument("--gpus", type=int, help="engine slots: 0 runs on CPU (default 0)")
     align.add_argument("--workers", type=int, help="with --gpus 0: CPU engines, each on its own cores (default 1)")
@@ -68,6 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir")
     export.add_argument("--out", required=True)
     export.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the folder to the Hugging Face Hub")
+    export.add_argument("--public", action="store_true", help="with --push-to-hub: create the repository public "
+                                                              "(default private)")
+
+    status = sub.add_parser("status", help="where a run stands: generation, best validation, ETA, whether it runs")
+    status.add_argument("run_dir")
+    status.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+    plot = sub.add_parser("plot", help="PNG of reward against generation and search time, one or more runs")
+    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    plot.add_argument("--out", help="PNG file (default: RUN_DIR/reward.png for one run, reward.png for several)")
 
     ev = sub.add_parser("eval", help="score the base model or an adapter on a task split")
     ev.add_argument("--task", required=True)
@@ -95,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
     previous = signal.signal(signal.SIGTERM, _terminated)  # as timeout, batch schedulers and containers stop us
     try:
-        return {"align": cmd_align, "sft": cmd_sft, "export": cmd_export, "eval": cmd_eval}[args.command](args)
+        commands = {"align": cmd_align, "sft": cmd_sft, "export": cmd_export, "eval": cmd_eval, "status": cmd_status,
+                    "plot": cmd_plot}
+        return commands[args.command](args)
     except KeyboardInterrupt as exc:
         signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
         print(f"\ninterrupted ({signal.Signals(signum).name}); engines stopped, the last checkpoint is intact "
@@ -119,17 +135,21 @@ def cmd_align(args) -> int:
     from essa.run_dir import new_run_dir
 
     if args.resume:
-        ignored = [f for f in ALIGN_FLAGS if f != "generations" and getattr(args, f) is not None]
-        if args.task or args.config or args.overrides or ignored:
-            raise ValueError("--resume continues a run with its saved config; only --generations may change")
+        if args.task or args.config:
+            raise ValueError("--resume continues a run with its saved config: drop --task and --config (flags such "
+                             "as --generations, --gpus and --workers, and engine.* keys, may change)")
         run_dir = Path(args.resume)
-        adapter = align(None, run_dir, resume=True, generations=args.generations)
+        flags = {key: getattr(args, flag) for flag, key in ALIGN_FLAGS.items() if getattr(args, flag) is not None}
+        adapter = align(None, run_dir, resume=True, changes=flags, overrides=args.overrides,
+                        allow_change=tuple(args.allow_change))
     else:
         if args.data and args.task not in (None, "jsonl"):
             raise ValueError(f"--data brings your own prompts (task jsonl); it cannot be combined with --task {args.task}")
         args.task = args.task or ("jsonl" if args.data else None)
         if not args.task:
             raise ValueError("essa align needs --task (e.g. --task gsm8k), --data FILE.jsonl, or --resume RUN_DIR")
+        if args.allow_change:
+            raise ValueError("--allow-change goes with --resume RUN_DIR: a new run records its inputs")
         flags = {key: getattr(args, flag) for flag, key in ALIGN_FLAGS.items()}
         cfg = load_config(args.task, args.config, flags, args.overrides)
         run_dir = new_run_dir(cfg)
@@ -140,14 +160,34 @@ def cmd_align(args) -> int:
 
 
 def print_summary(run_dir: Path, adapter: Path) -> None:
+    """The end of a run as a small table: validation (base, warm start, final, best), held-out, files."""
+    import json
+
+    from essa.heldout import HELDOUT_FILE
     from essa.run_dir import read_metrics
 
-    validations = [(m["generation"], m["validation"]) for m in read_metrics(run_dir) if "validation" in m]
+    rows = read_metrics(run_dir)
+    start = next((r for r in rows if r.get("generation") == -1), {})
+    validations = [(r["generation"] + 1, r["validation"]) for r in rows if r.get("generation", -1) >= 0
+                   and r.get("validation") is not None]
+    table = []
+    if start:
+        table.append(("validation, base model", f"{start.get('validation_base', float('nan')):.3f}"))
+        table.append(("validation, warm start", f"{start['validation']:.3f}"))
     if validations:
         best = max(validations, key=lambda gv: gv[1])
-        print(f"[essa] validation reward: warm start {validations[0][1]:.3f}, "
-              f"final mean {validations[-1][1]:.3f}, best {best[1]:.3f} (after generation {best[0] + 1})")
-    print(f"[essa] best adapter: {adapter}", flush=True)
+        table.append(("validation, final mean", f"{validations[-1][1]:.3f} (after generation {validations[-1][0]})"))
+        table.append(("validation, best", f"{best[1]:.3f} (after generation {best[0]}): the exported point"))
+    heldout = run_dir / HELDOUT_FILE
+    if heldout.is_file():
+        h = json.loads(heldout.read_text())
+        table.append((f"held-out {h['split']} ({h['prompts']})",
+                      f"{h['before']:.3f} -> {h['after']:.3f}, {h['diff']:+.3f} [{h['low']:+.3f}, {h['high']:+.3f}]"))
+    table.append(("best adapter", str(adapter)))
+    if (run_dir / "reward.png").is_file():
+        table.append(("reward curve", str(run_dir / "reward.png")))
+    width = max(len(k) for k, _ in table)
+    print("[essa] summary\n" + "\n".join(f"  {k:<{width}}  {v}" for k, v in table), flush=True)
 
 
 def cmd_sft(args) -> int:
@@ -182,18 +222,40 @@ def cmd_sft(args) -> int:
 
 def cmd_export(args) -> int:
     from essa.coordinator import export_best
+    from essa.hub import check_repo_id
 
+    if args.push_to_hub:
+        check_repo_id(args.push_to_hub)  # before anything is written
     out = export_best(Path(args.run_dir), Path(args.out))
     print(f"[essa] exported {out}")
     if args.push_to_hub:
-        from huggingface_hub import upload_folder
+        from essa.hub import push_to_hub
 
-        try:
-            upload_folder(repo_id=args.push_to_hub, folder_path=str(out))
-        except Exception as exc:
-            raise RuntimeError(f"push to {args.push_to_hub} failed ({type(exc).__name__}: {exc}); "
-                               f"the adapter is saved at {out}") from exc
-        print(f"[essa] pushed to https://huggingface.co/{args.push_to_hub}")
+        print(f"[essa] pushed to {push_to_hub(out, args.push_to_hub, private=not args.public)}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    import json
+
+    from essa.status import format_status, run_status
+
+    status = run_status(Path(args.run_dir))
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from essa.plots import PLOT_FILE, plot_runs
+    from essa.run_dir import open_run
+
+    runs = [Path(r) for r in args.run_dirs]
+    for run in runs:
+        open_run(run)  # "not an essa run directory", named, before anything is drawn
+    out = Path(args.out) if args.out else (runs[0] / PLOT_FILE if len(runs) == 1 else Path(PLOT_FILE))
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out {out}: the figure is a PNG; name a .png file")
+    print(f"[essa] wrote {plot_runs(runs, out)}")
     return 0
 
 

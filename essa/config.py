@@ -74,6 +74,9 @@ class SearchConfig:
     calibration_sigmas: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
     calibration_snr: float = 1.0  # calibration picks the smallest step whose between-candidate snr reaches this
     mean_lr: float = 1.0  # c_m: each generation moves the mean by c_m * sigma * (weighted step of the best)
+    # When a validation of the mean falls below the best validated point, continue from that point
+    # with sigma multiplied by this; 0: never (the mean goes on from where it is).
+    backtrack: float = 0.0
     seed: int = 0
 
 
@@ -115,6 +118,7 @@ class RunConfig:
     keep_checkpoints: int = 5  # the newest K checkpoints stay in RUN/checkpoints (0: all)
     heldout_size: int = 0  # at the end, warm start vs best on this many prompts of heldout_split (0: skip)
     heldout_split: str = "test"
+    tensorboard: bool = True  # TensorBoard scalars in RUN/tensorboard/ beside metrics.jsonl (essa.run_log)
 
 
 @dataclass
@@ -221,6 +225,46 @@ def load_config(
     return cfg
 
 
+# What `essa align --resume` may change in a saved run: how long it goes, where and how its engines
+# run, how often it checkpoints. None of them changes which candidates are drawn or how a candidate is
+# scored (greedy decoding on the same engine kind gives the same rewards on any placement), so a
+# resumed run stays the run it was. Everything else (task, data, reward, model, adapter, search,
+# generation, engine.mode / lora_kernel / deterministic) is refused.
+RESUMABLE_KEYS = (
+    "search.generations",
+    "engine.gpus", "engine.workers", "engine.tensor_parallel_size", "engine.ray_address", "engine.timeout_s",
+    "engine.start_timeout_s", "engine.max_retries", "engine.kv_cache_gib", "engine.gpu_memory_utilization",
+    "run.checkpoint_every", "run.keep_checkpoints", "run.tensorboard",
+    # where the data lives may change; what it holds may not (RUN/inputs.json, essa.inputs)
+    "task.data_dir", "task.data_file",
+)
+
+
+def resume_config(saved: Config, flags: dict[str, Any] | None = None,
+                  overrides: list[str] | None = None) -> tuple[Config, dict[str, tuple[Any, Any]]]:
+    """The saved config with a resume's changes applied and validated, and what changed
+    ({key: (old, new)}); a change outside RESUMABLE_KEYS is refused, naming it."""
+    before = _flat(saved)
+    cfg = load_config(base=OmegaConf.to_container(OmegaConf.structured(saved)), flags=flags, overrides=overrides)
+    after = _flat(cfg)
+    changed = {key: (before.get(key), value) for key, value in after.items() if before.get(key) != value}
+    refused = [key for key in changed if key not in RESUMABLE_KEYS]
+    if refused:
+        listed = ", ".join(f"{key} ({changed[key][0]!r} -> {changed[key][1]!r})" for key in refused)
+        raise ConfigError(
+            f"--resume continues a run as it was saved; {listed} cannot change (it would change what is searched "
+            f"or how it is scored). A resume may change only: {', '.join(RESUMABLE_KEYS)}. Start a new run for the rest"
+        )
+    return cfg, changed
+
+
+def _flat(cfg: Config) -> dict[str, Any]:
+    """Every leaf of a config by its dotted key (the keys valid_keys lists)."""
+    node = OmegaConf.structured(cfg)
+    values = {key: OmegaConf.select(node, key) for key in valid_keys(node)}
+    return {key: OmegaConf.to_container(v) if OmegaConf.is_list(v) else v for key, v in values.items()}
+
+
 def to_yaml(cfg: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
@@ -239,6 +283,8 @@ def validate(cfg: Config) -> None:
         problems.append(f"search.sigma={s.sigma}: the initial step must be positive, or null to calibrate it")
     if not s.calibration_sigmas or any(not v > 0 for v in s.calibration_sigmas):
         problems.append(f"search.calibration_sigmas={list(s.calibration_sigmas)}: give one or more positive steps")
+    if not 0 <= s.backtrack < 1:
+        problems.append(f"search.backtrack={s.backtrack} must be in [0, 1) (the factor sigma shrinks by; 0: off)")
     if not 0 < s.mean_lr <= 1:
         problems.append(f"search.mean_lr={s.mean_lr} must be in (0, 1]")
     if not s.calibration_snr >= 0:

@@ -10,26 +10,30 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
-from tqdm import tqdm
 
 from essa.checkpoint import Checkpoint, load_latest, save_checkpoint
-from essa.config import Config, to_yaml
-from essa.config import validate as validate_config
+from essa.config import Config, resume_config, to_yaml
 from essa.heldout import compare_heldout
+from essa.inputs import check_inputs, fingerprint
 from essa.calibration import calibrate_sigma, calibration_prompts
 from essa.io import atomic_write_json, atomic_write_text, read_json
+from essa.model_card import model_card
 from essa.models import resolve_model
+from essa.plots import PLOT_FILE
+from essa.rewards.data import data_dir
 from essa.rewards.task import load_task
-from essa.run_dir import (CALIBRATION_FILE, append_metrics, create_run, hold_run, hub_name, open_run,
+from essa.run_dir import (CALIBRATION_FILE, create_run, hold_run, hub_name, open_run, refuse_existing_run,
                           truncate_metrics)
+from essa.run_log import Progress, RunLog
 from essa.sampler import PromptSampler
 from essa.stats import measure_signal
 from essa.search import Strategy, make_strategy
 from essa.svd_lora import SVDLoRA
-from essa.adapters import write_peft_adapter
+from essa.adapters import update_strength, write_peft_adapter
+from essa.warm_start import report_strength, warm_start
 
 
 @dataclass
@@ -44,61 +48,91 @@ class Search:
     generation: int  # generations completed
 
 
-def align(cfg: Config | None, run_dir: Path, resume: bool, generations: int | None = None,
-          pool_factory: Callable | None = None) -> Path:
-    """Run (or continue) a search while holding the run directory's lock; returns the exported adapter."""
+def align(cfg: Config | None, run_dir: Path, resume: bool, changes: dict[str, Any] | None = None,
+          overrides: list[str] | None = None, pool_factory: Callable | None = None,
+          allow_change: tuple[str, ...] = ()) -> Path:
+    """Run (or continue) a search while holding the run directory's lock; returns the exported adapter.
+
+    On resume, `changes` (dotted key -> value) and `overrides` (key=value) may change the saved
+    config's RESUMABLE_KEYS (generations, engine placement, checkpointing); anything else is refused.
+    The inputs recorded in RUN/inputs.json (data, reward, model) must be unchanged unless named in
+    `allow_change` (essa.inputs).
+    """
     if resume and not (run_dir / "config.yaml").is_file():
         open_run(run_dir)  # the clear "not an essa run directory" error, before anything is created
     with hold_run(run_dir):
-        return _align(cfg, run_dir, resume, generations, pool_factory)
+        return _align(cfg, run_dir, resume, changes, overrides, pool_factory, tuple(allow_change))
 
 
-def _align(cfg: Config | None, run_dir: Path, resume: bool, generations: int | None,
-           pool_factory: Callable | None) -> Path:
+def _align(cfg: Config | None, run_dir: Path, resume: bool, changes: dict[str, Any] | None,
+           overrides: list[str] | None, pool_factory: Callable | None, allow_change: tuple[str, ...]) -> Path:
     """Run (or continue) a search; returns the exported adapter folder.
 
     `pool_factory(cfg, basis)` builds the rollout pool (default: Ray actors with vLLM engines,
     essa.rollout_pool.pool_from_config); tests pass an in-process fake.
     """
     if resume:
-        cfg, basis = open_run(run_dir)
-        if generations is not None:  # extending a run: the saved config says so from now on
-            cfg.search.generations = generations
-            validate_config(cfg)  # before it is written: a bad value must not spoil the saved run
-            atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+        saved, basis = open_run(run_dir)
+        cfg, changed = resume_config(saved, changes, overrides)  # validated; saved once the inputs pass
         done = load_latest(run_dir)
         if done is not None and done.generation >= cfg.search.generations:
             print(f"[essa] {run_dir} already ran {done.generation} generations; exporting its best point",
                   flush=True)
             return export_best(run_dir, run_dir / "adapter")
     task = load_task(cfg.task)  # bad task/data fail first
-    if not resume:
-        basis = create_run(cfg, run_dir, resolve_model(cfg.model.name))
+    model_dir = resolve_model(cfg.model.name)
+    inputs = fingerprint(task, cfg.task.reward, model_dir)
+    if resume:
+        check_inputs(run_dir, inputs, allow_change)  # the same data, reward and model, or a clear refusal
+        if changed:  # the saved config says so from now on
+            atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+            print("[essa] resuming with " + ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items()),
+                  flush=True)
+    else:
+        if cfg.task.data_dir is None and (found := data_dir(None)) is not None:
+            cfg.task.data_dir = str(found.resolve())  # $ESSA_DATA_DIR as it is now, not as it is at resume
+        basis = start_run(cfg, run_dir, model_dir, inputs)
     val_indices = list(range(min(cfg.task.val_size, len(task.examples("validation")))))
     if cfg.run.heldout_size:
         task.examples(cfg.run.heldout_split)  # an unknown split fails now, not after the run
 
     if pool_factory is None:
         from essa.rollout_pool import pool_from_config as pool_factory
-    pool = pool_factory(cfg, basis)
+    try:
+        pool = pool_factory(cfg, basis)
+    except Exception:
+        print(f"[essa] the engines did not start; {run_dir} is kept. Once the cause is fixed, continue it with "
+              f"essa align --resume {run_dir} (engine flags such as --gpus and --workers, and engine.* keys, may "
+              "change on resume)", file=sys.stderr, flush=True)
+        raise
+    log = RunLog(run_dir, cfg.run.tensorboard)
     try:
         sigma = initial_sigma(cfg, run_dir, pool, basis, len(task.examples("train")))
         search = restore(cfg, basis, task, run_dir, sigma)
         if search.generation == 0 and search.best["validation"] is None:
-            search.best["validation"] = validate_start(pool, search, val_indices, run_dir)
-        run_generations(cfg, run_dir, pool, search, val_indices)
+            search.best["validation"] = validate_start(pool, search, val_indices, log)
+        run_generations(cfg, run_dir, pool, search, val_indices, log)
         if cfg.run.heldout_size:
             compare_heldout(pool, task, basis.offsets(np.vstack([np.zeros(basis.dim), search.best_z])),
                             cfg.run.heldout_split, cfg.run.heldout_size, run_dir)
     finally:
+        log.close()
         pool.shutdown()
+    write_plot(run_dir)
     return export_best(run_dir, run_dir / "adapter")
 
 
-def run_generations(cfg: Config, run_dir: Path, pool, search: Search, val_indices: list[int]) -> None:
+def start_run(cfg: Config, run_dir: Path, model_dir: Path, inputs: dict) -> SVDLoRA:
+    """A new run: its warm start built (maybe trained: essa.warm_start), then its folder laid out."""
+    refuse_existing_run(run_dir)  # before an SFT start trains for half an hour
+    lora, rank, lora_alpha = warm_start(cfg, model_dir)
+    report_strength(update_strength(lora, lora_alpha / rank, model_dir), cfg.adapter.init)
+    return create_run(cfg, run_dir, (lora, rank, lora_alpha), inputs)
+
+
+def run_generations(cfg: Config, run_dir: Path, pool, search: Search, val_indices: list[int], log: RunLog) -> None:
     total = cfg.search.generations
-    bar = tqdm(total=total, initial=search.generation, desc="essa align", unit="gen", dynamic_ncols=True)
-    bar.set_postfix(best_val=_fmt(search.best["validation"]))
+    progress = Progress(total, search.generation, search.best["validation"])
     while search.generation < total and not search.strategy.stop():
         g, started = search.generation, time.perf_counter()
         # ask: λ candidates, in units of the per-factor step scales
@@ -114,22 +148,18 @@ def run_generations(cfg: Config, run_dir: Path, pool, search: Search, val_indice
         stopped = search.strategy.stop()  # converged: this generation is the last
         last = search.generation == total or bool(stopped)
         record = generation_record(g, result, search, ask_tell, time.perf_counter() - started)
-        # validate the mean every k generations and at the end; keep the best
+        # validate the mean every k generations and at the end; keep the best (or go back to it)
         if search.generation % cfg.run.validate_every == 0 or last:
-            record["validation"] = validate(pool, search, search.strategy.mean, val_indices)
-            if record["validation"] > search.best["validation"]:
-                search.best = {"generation": search.generation, "validation": record["validation"]}
-                search.best_z = search.strategy.mean
+            validate_mean(cfg, pool, search, val_indices, record, last)
         # log first, then checkpoint: a kill in between redoes the generation, never loses its line
-        append_metrics(run_dir, record)
+        log.append(record)
         if search.generation % cfg.run.checkpoint_every == 0 or last:
             save_checkpoint(run_dir, snapshot(search), keep=cfg.run.keep_checkpoints)
-        bar.set_postfix(reward=f"{record['reward_mean']:.3f}", snr=record["snr"], sigma=f"{record['sigma']:.3g}",
-                        best_val=_fmt(search.best["validation"]))
-        bar.update(1)
+        progress.update(record, search.best["validation"])
         if stopped:
-            bar.write(f"[essa] the search converged after generation {search.generation} ({_reasons(stopped)}); stopping")
-    bar.close()
+            progress.write(f"[essa] the search converged after generation {search.generation} ({_reasons(stopped)}); "
+                           "stopping")
+    progress.close()
 
 
 def initial_sigma(cfg: Config, run_dir: Path, pool, basis: SVDLoRA, train_size: int) -> float:
@@ -170,17 +200,29 @@ def snapshot(search: Search) -> Checkpoint:
     )
 
 
-def validate_start(pool, search: Search, indices: list[int], run_dir: Path) -> float:
+def validate_start(pool, search: Search, indices: list[int], log: RunLog) -> float:
     """Validation reward of the warm start, beside the base model's; says so when the start is worse."""
     warm = validate(pool, search, search.best_z, indices)
     base = float(pool.evaluate(None, "validation", indices).scores[0])
-    append_metrics(run_dir, {"generation": -1, "validation": warm, "validation_base": base})
+    log.append({"generation": -1, "validation": warm, "validation_base": base})
     print(f"[essa] validation reward: base model {base:.3f}, warm start {warm:.3f}", flush=True)
     if warm < base:
         print(f"[essa] warning: the warm start validates below the base model ({warm:.3f} < {base:.3f}); the "
               "search starts from it and exports its best validated point, which may stay below the base",
               file=sys.stderr, flush=True)
     return warm
+
+
+def validate_mean(cfg: Config, pool, search: Search, indices: list[int], record: dict, last: bool) -> None:
+    """Validate the distribution mean into `record`; a new best is kept, and with search.backtrack a
+    fall below the best sends the search back to it with a smaller step."""
+    record["validation"] = validate(pool, search, search.strategy.mean, indices)
+    if record["validation"] > search.best["validation"]:
+        search.best = {"generation": search.generation, "validation": record["validation"]}
+        search.best_z = search.strategy.mean
+    elif cfg.search.backtrack and not last:
+        search.strategy.restart_at(search.best_z, search.strategy.sigma * cfg.search.backtrack)
+        record["backtracked_to"] = search.best["generation"]
 
 
 def validate(pool, search: Search, z: np.ndarray, indices: list[int]) -> float:
@@ -205,6 +247,18 @@ def generation_record(g: int, result, search: Search, ask_tell: float, total: fl
     }
 
 
+def write_plot(run_dir: Path) -> None:
+    """RUN/reward.png (essa.plots); a run without matplotlib still ends, with a warning."""
+    try:
+        from essa.plots import plot_runs
+
+        print(f"[essa] reward curve: {plot_runs([run_dir], run_dir / PLOT_FILE)}", flush=True)
+    except ImportError as exc:
+        print(f"[essa] warning: no reward curve ({exc}); pip install matplotlib", file=sys.stderr, flush=True)
+    except ValueError:
+        pass  # no generation logged (a run resumed when already finished): nothing to draw
+
+
 def export_best(run_dir: Path, out_dir: Path) -> Path:
     """Write the best point of a run (latest checkpoint) as a PEFT LoRA folder."""
     check_export_target(run_dir, out_dir)
@@ -217,7 +271,11 @@ def export_best(run_dir: Path, out_dir: Path) -> Path:
     best = ckpt.best if ckpt is not None else {"generation": 0, "validation": None}
     # the run's folder name, not its path: an export is for sharing and must not carry local paths
     provenance = {"run": Path(run_dir).resolve().name, "task": cfg.task.name, "best": best}
-    return write_peft_adapter(out_dir, lora, basis.rank, basis.lora_alpha, hub_name(cfg.model.name), provenance)
+    plot = run_dir / PLOT_FILE
+    files = {"README.md": model_card(run_dir, cfg, hub_name(cfg.model.name), best, plot.is_file()).encode()}
+    if plot.is_file():
+        files[PLOT_FILE] = plot.read_bytes()
+    return write_peft_adapter(out_dir, lora, basis.rank, basis.lora_alpha, hub_name(cfg.model.name), provenance, files)
 
 
 def check_export_target(run_dir: Path, out_dir: Path) -> None:
@@ -231,7 +289,3 @@ def check_export_target(run_dir: Path, out_dir: Path) -> None:
 
 def _reasons(stopped: dict) -> str:
     return ", ".join(f"{name} = {value:.3g}" for name, value in stopped.items())
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"

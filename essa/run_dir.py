@@ -3,10 +3,14 @@
     RUN/config.yaml            the resolved configuration (what --resume reads)
     RUN/warm_start/            the starting adapter, as a PEFT LoRA folder
     RUN/basis.safetensors      the frozen SVD basis of that adapter
+    RUN/command.txt            the command that started the run
+    RUN/inputs.json            what it ran on: data, reward and model fingerprints, versions (essa.inputs)
     RUN/calibration.json       the measured initial step size (when search.sigma is null)
     RUN/metrics.jsonl          one JSON line per generation
     RUN/checkpoints/           gen_NNNNNN/ directories and the `latest` pointer
-    RUN/adapter/               the exported best adapter, written at the end
+    RUN/tensorboard/           the metrics as TensorBoard scalars (essa.run_log)
+    RUN/reward.png             the reward curve, drawn at the end (essa.plots)
+    RUN/adapter/               the exported best adapter with its model card, written at the end
 """
 
 from __future__ import annotations
@@ -15,20 +19,22 @@ import fcntl
 import json
 import os
 import secrets
+import shlex
 import socket
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from essa.adapters import update_strength, write_peft_adapter
+from essa.adapters import write_peft_adapter
 from essa.config import Config, from_yaml_file, to_yaml
+from essa.inputs import record_inputs
 from essa.io import atomic_write_text
 from essa.models import EMBEDDED
 from essa.svd_lora import SVDLoRA
-from essa.warm_start import report_strength, warm_start
 
 CALIBRATION_FILE = "calibration.json"
+COMMAND_FILE = "command.txt"
 
 
 LOCK_FILE = ".lock"
@@ -93,18 +99,34 @@ def hub_name(model: str) -> str:
     return spec.hub_id if spec else model
 
 
-def create_run(cfg: Config, run_dir: Path, model_dir: Path) -> SVDLoRA:
-    """Write config, warm start and basis for a new run; refuses to overwrite an existing run."""
+def refuse_existing_run(run_dir: Path) -> None:
     if (run_dir / "config.yaml").exists():
         raise FileExistsError(f"{run_dir} already holds a run; continue it with: essa align --resume {run_dir}")
+
+
+def create_run(cfg: Config, run_dir: Path, warm: tuple[dict, int, float], inputs: dict | None = None) -> SVDLoRA:
+    """Lay out a new run around its warm start (lora, rank, lora_alpha; essa.warm_start): the start as a
+    PEFT folder, its SVD basis, the inputs' fingerprint (essa.inputs), then the config that marks the
+    run usable. Refuses to overwrite an existing run."""
+    refuse_existing_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    lora, rank, lora_alpha = warm_start(cfg, model_dir)
-    report_strength(update_strength(lora, lora_alpha / rank, model_dir), cfg.adapter.init)
+    lora, rank, lora_alpha = warm
     write_peft_adapter(run_dir / "warm_start", lora, rank, lora_alpha, hub_name(cfg.model.name))
     basis = SVDLoRA.from_lora(lora, rank, lora_alpha, cfg.adapter.alpha_fraction)
     basis.save(run_dir / "basis.safetensors")
+    if inputs is not None:
+        record_inputs(run_dir, inputs)
+    atomic_write_text(run_dir / COMMAND_FILE, command_line() + "\n")
     atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))  # last: its presence marks a usable run
     return basis
+
+
+def command_line() -> str:
+    """This process's command as a user would type it (`essa ...` for the CLI)."""
+    args = sys.argv[1:]
+    if Path(sys.argv[0]).name == "essa" or sys.argv[0].endswith(("essa/cli.py", "essa.cli")):
+        return shlex.join(["essa", *args])
+    return shlex.join([Path(sys.executable).name, *sys.argv])
 
 
 def open_run(run_dir: Path) -> tuple[Config, SVDLoRA]:

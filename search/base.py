@@ -44,6 +44,11 @@ class Strategy(Protocol):
         """Termination criteria that fired, name -> value; empty if none."""
         ...
 
+    def restart_at(self, mean: np.ndarray, sigma: float) -> None:
+        """Continue the search from `mean` with step `sigma` (essa backtracks to its best validated
+        point with it); what the strategy learned about the landscape may be kept."""
+        ...
+
     def state_dict(self) -> dict[str, Any]:
         """Plain state: np.ndarray values or JSON-serializable scalars/dicts."""
         ...

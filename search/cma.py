@@ -195,6 +195,19 @@ class CMAES:
         """Generations told with every score equal: they left the distribution unchanged."""
         return self._flat_generations
 
+    def restart_at(self, mean: np.ndarray, sigma: float) -> None:
+        """Continue from `mean` with step `sigma`: the evolution paths restart at zero, the covariance
+        is kept, a pending population is dropped (the next ask() samples around `mean`)."""
+        mean = np.array(mean, dtype=np.float64).reshape(-1)
+        if mean.shape != (self.dim,) or not np.all(np.isfinite(mean)):
+            raise ValueError(f"restart mean must be a finite vector of length {self.dim}")
+        if not (sigma > 0 and math.isfinite(sigma)):
+            raise ValueError(f"restart sigma must be positive and finite, got {sigma}")
+        self._mean, self._sigma = mean, float(sigma)
+        self._ps = np.zeros(self.dim)
+        self._pc = np.zeros(self.dim)
+        self._pending = None
+
     # -- ask / tell --------------------------------------------------------
     def ask(self) -> np.ndarray:
         """Sample popsize candidates from N(mean, sigma^2 C); idempotent until tell()."""

@@ -28,10 +28,9 @@ class PoolError(RuntimeError):
     """The pool cannot place, start or keep its engines, or a work item failed for good."""
 
 
-# RAM one CPU engine takes besides its KV cache and weights: the actor, vLLM's engine-core and
-# worker processes, torch. Measured RSS with SmolLM2-135M (0.26 GiB) and a 2 GiB KV cache, serving:
-# actor 0.8 + engine core 0.7 + worker 3.6 GiB (shared libraries counted in each), i.e. ~2.8 GiB beyond
-# KV and weights; 2.5 keeps the check from refusing a run that would fit.
+# RAM one CPU engine takes besides its KV cache and weights: the actor, vLLM's processes, torch
+# (measured in docs/benchmarks.md, "Setup and a caveat about this machine"); kept a little below
+# the measurement so that the check never refuses a run that would fit.
 ENGINE_RUNTIME_GIB = 2.5
 
 
@@ -100,7 +99,7 @@ def actor_options(gpus: int, workers: int, cores: list[int], cpus: int, env: dic
     if workers == 1:  # one engine, every CPU
         if len(cores) <= SMALL_MACHINE_CORES and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
             # vLLM's auto-binding keeps one core for its scheduler: half of a 2-core machine. All cores
-            # measured 1.5x the tokens/s here (docs/benchmarks.md); on larger machines one core is noise.
+            # measured faster here (docs/benchmarks.md); on larger machines one core is noise.
             env = {**env, "VLLM_CPU_OMP_THREADS_BIND": cpu_list(cores)}
         return [dict(num_cpus=max(1, cpus), runtime_env={"env_vars": env})]
     options = []

@@ -22,7 +22,7 @@ from essa.cli import main
         (["sft", "--task", "gsm8k", "--data", "{tmp}/p.jsonl"], "cannot be combined"),
         (["sft", "--task", "ifeval", "task.few_shot=2"], "ifeval has no reference solutions"),
         (["sft", "--task", "gsm8k", "sft.learning_rate=0"], "sft.learning_rate=0"),
-        (["align", "--resume", "{tmp}/missing", "--popsize", "8"], "only --generations may change"),
+        (["align", "--resume", "{tmp}/missing", "--task", "gsm8k"], "drop --task and --config"),
         (["align", "--task", "gsm8k", "--config", "{tmp}/nope.yaml"], "config file not found"),
         (["export", "{tmp}/missing", "--out", "{tmp}/out"], "not an essa run directory"),
         (["eval", "--task", "gsm8k", "--limit", "0"], "--limit 0"),

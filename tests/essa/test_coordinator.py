@@ -4,6 +4,7 @@ validation and best point, the held-out comparison, resume after an interruption
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -108,7 +109,7 @@ def test_resume_with_a_bad_generation_count_leaves_the_run_intact(model_dir, tmp
     align(config(model_dir, "search.sigma=0.5", "search.generations=2"), run, resume=False, pool_factory=FakePool)
     saved = (run / "config.yaml").read_text()
     with pytest.raises(ConfigError, match="search.generations=-5"):
-        align(None, run, resume=True, generations=-5, pool_factory=FakePool)
+        align(None, run, resume=True, changes={"search.generations": -5}, pool_factory=FakePool)
     assert (run / "config.yaml").read_text() == saved
 
 
@@ -131,7 +132,126 @@ def test_a_torn_last_metrics_line_is_dropped_and_the_run_resumes(model_dir, tmp_
     lines = (torn / "metrics.jsonl").read_text().splitlines()
     (torn / "metrics.jsonl").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:25])
     (torn / "checkpoints" / "latest").write_text("gen_000002\n")
-    align(None, torn, resume=True, generations=4, pool_factory=FakePool)
+    align(None, torn, resume=True, changes={"search.generations": 4}, pool_factory=FakePool)
     assert "torn line" in capsys.readouterr().err
     strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
     assert strip(metrics(torn)) == strip(metrics(straight))
+
+
+def test_resume_may_change_placement_and_length_but_not_the_search(model_dir, tmp_path, capsys):
+    from essa.config import ConfigError
+
+    run = tmp_path / "run"
+    align(config(model_dir, "search.sigma=0.5", "search.generations=2"), run, resume=False, pool_factory=FakePool)
+    saved = (run / "config.yaml").read_text()
+    for changes, overrides, refused in (({"search.popsize": 4}, [], "search.popsize (8 -> 4)"),
+                                        ({}, ["search.sigma=0.3"], "search.sigma (0.5 -> 0.3)"),
+                                        ({"engine.gpus": 1}, ["engine.lora_kernel=grouped"], "engine.lora_kernel")):
+        with pytest.raises(ConfigError, match=re.escape(refused)):
+            align(None, run, resume=True, changes=changes, overrides=overrides, pool_factory=FakePool)
+        assert (run / "config.yaml").read_text() == saved  # nothing written by a refused resume
+    seen = []
+    align(None, run, resume=True, changes={"search.generations": 3, "engine.workers": 2},
+          overrides=["engine.timeout_s=60"], pool_factory=lambda cfg, basis: seen.append(cfg) or FakePool(cfg, basis))
+    assert (seen[0].engine.workers, seen[0].engine.timeout_s) == (2, 60.0)  # the pool was built with the change
+    assert "engine.workers 1 -> 2" in capsys.readouterr().out
+    assert load_latest(run).generation == 3
+    assert "workers: 2" in (run / "config.yaml").read_text()  # and the run keeps it
+
+
+def test_a_run_whose_engines_fail_to_start_is_kept_and_resumes_with_corrected_flags(model_dir, tmp_path, capsys):
+    from essa.workers.placement import PoolError
+
+    def no_gpus(cfg, basis):
+        if cfg.engine.gpus:
+            raise PoolError(f"--gpus {cfg.engine.gpus} asks for {cfg.engine.gpus} GPUs but the Ray cluster has 0")
+        return FakePool(cfg, basis)
+
+    run = tmp_path / "run"
+    with pytest.raises(PoolError):
+        align(config(model_dir, "search.sigma=0.5", "search.generations=2", "engine.gpus=2"), run, resume=False,
+              pool_factory=no_gpus)
+    assert f"essa align --resume {run}" in capsys.readouterr().err
+    adapter = align(None, run, resume=True, changes={"engine.gpus": 0}, pool_factory=no_gpus)
+    assert load_latest(run).generation == 2 and (adapter / "adapter_model.safetensors").is_file()
+
+
+def test_resume_refuses_changed_data_or_reward_unless_allowed(model_dir, tmp_path, capsys):
+    import os
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(Path(os.environ["ESSA_DATA_DIR"]) / "gsm8k", data / "gsm8k")
+    reward = tmp_path / "reward.py"
+    reward.write_text("def score(completion, example):\n    return 1.0\n")
+    run = tmp_path / "run"
+    align(config(model_dir, "search.sigma=0.5", "search.generations=1", f"task.data_dir={data}",
+                 f"task.reward={reward}:score"), run, resume=False, pool_factory=FakePool)
+    recorded = json.loads((run / "inputs.json").read_text())
+    assert set(recorded) == {"data", "reward", "model", "versions"}
+    assert recorded["data"]["train"]["examples"] > 0 and recorded["reward"]["sha256"]
+
+    # the data moved, unchanged: fine (task.data_dir may change on resume)
+    moved = tmp_path / "moved"
+    shutil.copytree(data, moved)
+    align(None, run, resume=True, changes={"search.generations": 2, "task.data_dir": str(moved)},
+          pool_factory=FakePool)
+    # the reward file edited: refused, naming it and the way out
+    reward.write_text("def score(completion, example):\n    return 0.5\n")
+    saved = (run / "config.yaml").read_text()
+    with pytest.raises(ValueError, match=r"reward: sha256 .* --allow-change reward"):
+        align(None, run, resume=True, changes={"search.generations": 3}, pool_factory=FakePool)
+    assert load_latest(run).generation == 2 and (run / "config.yaml").read_text() == saved  # nothing written
+    # a test example changed: refused as data
+    lines = (moved / "gsm8k" / "test.jsonl").read_text().splitlines()
+    (moved / "gsm8k" / "test.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(ValueError, match=r"data: test.examples .* --allow-change data reward"):
+        align(None, run, resume=True, changes={"search.generations": 3}, pool_factory=FakePool)
+    capsys.readouterr()
+    align(None, run, resume=True, changes={"search.generations": 3}, allow_change=("data", "reward"),
+          pool_factory=FakePool)
+    assert "allowed by --allow-change" in capsys.readouterr().err
+    assert load_latest(run).generation == 3
+    assert json.loads((run / "inputs.json").read_text())["data"]["test"]["examples"] == len(lines) - 1
+
+
+def test_a_new_run_pins_the_data_folder_it_found(model_dir, tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setenv("ESSA_DATA_DIR", os.environ["ESSA_DATA_DIR"])
+    run = tmp_path / "run"
+    align(config(model_dir, "search.sigma=0.5", "search.generations=1"), run, resume=False, pool_factory=FakePool)
+    assert f"data_dir: {Path(os.environ['ESSA_DATA_DIR']).resolve()}" in (run / "config.yaml").read_text()
+
+
+class ScriptedValidationPool(FakePool):
+    """FakePool whose validation of the mean follows a script (one value per validation call)."""
+
+    def __init__(self, cfg, basis, script):
+        super().__init__(cfg, basis)
+        self.script = list(script)
+
+    def evaluate(self, vectors, split, indices, generation=-1, details=False, texts=False):
+        result = super().evaluate(vectors, split, indices, generation, details, texts)
+        if split == "validation" and vectors is not None and generation == -1:
+            result.rewards[:] = self.script.pop(0)
+        return result
+
+
+def test_backtracking_returns_to_the_best_validated_point_with_a_smaller_step(model_dir, tmp_path):
+    run = tmp_path / "run"
+    # validations: warm start 0.5, gen 2: 0.6 (best), gen 4: 0.4 (a fall: back to gen 2), gen 6 (last): 0.55
+    align(config(model_dir, "search.sigma=0.5", "search.generations=6", "search.backtrack=0.5",
+                 "run.checkpoint_every=1"), run, resume=False,
+          pool_factory=lambda cfg, basis: ScriptedValidationPool(cfg, basis, [0.5, 0.6, 0.4, 0.55]))
+    lines = {m["generation"]: m for m in metrics(run)}
+    assert lines[3]["backtracked_to"] == 2 and "backtracked_to" not in lines[1]
+    assert "backtracked_to" not in lines[5]  # the last validation never backtracks: the run ends there
+    sigma_before, sigma_after = lines[3]["sigma"], lines[4]["sigma"]
+    assert sigma_after < 0.6 * sigma_before  # halved, then one ordinary update
+    from essa.checkpoint import load_checkpoint
+
+    at_best = load_checkpoint(run / "checkpoints" / "gen_000002").strategy["mean"]
+    after_fall = load_checkpoint(run / "checkpoints" / "gen_000004").strategy["mean"]
+    np.testing.assert_array_equal(after_fall, at_best)  # generation 4 ended back at generation 2's mean
+    assert load_latest(run).best == {"generation": 2, "validation": pytest.approx(0.6)}

@@ -298,3 +298,24 @@ def test_mean_lr_scales_the_mean_step_and_nothing_else() -> None:
     np.testing.assert_array_equal(half.state_dict()["p_sigma"], full.state_dict()["p_sigma"])
     with pytest.raises(ValueError, match="mean_lr"):
         CMAES(4, 4, 0.5, seed=0, mean_lr=0.0)
+
+
+def test_restart_at_moves_the_search_and_keeps_what_it_learned():
+    es = CMAES(6, 8, 1.0, seed=3, variant="sep")
+    for _ in range(5):
+        X = es.ask()
+        es.tell(X, -np.sum((X - 2.0) ** 2, axis=1))
+    learned = es.state_dict()["C"].copy()
+    pending = es.ask()
+    es.restart_at(np.full(6, 0.5), 0.25)
+    assert np.array_equal(es.mean, np.full(6, 0.5)) and es.sigma == 0.25
+    state = es.state_dict()
+    assert not state["p_sigma"].any() and not state["p_c"].any()
+    np.testing.assert_array_equal(state["C"], learned)
+    fresh = es.ask()
+    assert not np.array_equal(fresh, pending)  # the population was drawn again, around the new mean
+    assert np.abs(fresh.mean(axis=0) - 0.5).max() < 2.0
+    with pytest.raises(ValueError, match="length 6"):
+        es.restart_at(np.zeros(5), 0.25)
+    with pytest.raises(ValueError, match="positive"):
+        es.restart_at(np.zeros(6), 0.0)

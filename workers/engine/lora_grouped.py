@@ -3,7 +3,8 @@
 vLLM's CPU punica ops (vllm/lora/ops/torch_ops) gather a full LoRA weight per token
 (`w[indices]`: tokens × out × rank) and contract it with an einsum, for every LoRA slice of
 every layer at every step. On 2 CPU cores that, not the LoRA arithmetic (<1% of the model's
-FLOPs at rank 8), made lora mode ~4× slower than the base model. Here the tokens of a step are
+FLOPs at rank 8), made lora mode several times slower than the base model (docs/benchmarks.md,
+"lora mode: vLLM's CPU LoRA ops were the bottleneck"). Here the tokens of a step are
 grouped by adapter once per step, and the groups do dense matmuls:
 h = scale · x_g A_gᵀ (float32, as vLLM's buffer) and y_g[:, slice] += h B_gᵀ (model dtype).
 When the groups are about equal in size (decode steps: B sequences per candidate) all of them
@@ -16,7 +17,7 @@ large groups) a loop of one matmul per group, where contiguous runs are plain sl
 the step's tokens are G equal contiguous runs, one per adapter (decode steps of essa's
 population: vLLM keeps each candidate's B requests together), no gather or scatter is needed at
 all: the tokens are a (G, m, in) view. That removed most of the per-call overhead that, with
-the per-slice ops, cost lora mode ~25% against the base (docs/benchmarks.md).
+the per-slice ops, the LoRA steps cost (docs/benchmarks.md).
 
 Layers with a registered SVD basis skip all of this: `lora_linear` hands them to the shared-basis
 path (lora_shared_basis.py), one computation for every candidate; what is here serves

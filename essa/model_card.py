@@ -1,0 +1,120 @@
+"""The model card of an exported adapter: README.md with Hugging Face metadata, from the run's files.
+
+What it states comes from the run folder alone: config.yaml (task, method, hyperparameters),
+metrics.jsonl (validation of the base model, the warm start and the best point), heldout.json
+(the held-out comparison, when the run made one), calibration.json (the measured initial step),
+command.txt (the command that started the run) and reward.png (the curve, copied beside it).
+Nothing is claimed that the run did not measure.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from essa.config import Config
+from essa.heldout import HELDOUT_FILE
+from essa.run_dir import CALIBRATION_FILE, COMMAND_FILE, read_metrics
+
+
+def model_card(run_dir: Path, cfg: Config, base_model: str, best: dict, has_plot: bool) -> str:
+    run_dir = Path(run_dir)
+    base_model = shareable(base_model)  # a local model folder is named by its folder name only
+    rows = read_metrics(run_dir)
+    start = next((r for r in rows if r.get("generation") == -1), {})
+    done = max((r["generation"] + 1 for r in rows if r.get("generation", -1) >= 0 and "reward_mean" in r), default=0)
+    sigma = _sigma(run_dir, cfg)
+    s, a = cfg.search, cfg.adapter
+    tags = ["essa", "lora", "peft", "evolution-strategies", "cma-es", cfg.task.name]
+    lines = [
+        "---",
+        f"base_model: {base_model}",
+        "library_name: peft",
+        "tags:",
+        *[f"- {t}" for t in tags],
+        "---",
+        "",
+        f"# {run_dir.resolve().name}",
+        "",
+        f"A LoRA adapter for `{base_model}`, aligned to the `{cfg.task.name}` task"
+        + (f" with the reward `{Path(cfg.task.reward).name if '/' in cfg.task.reward else cfg.task.reward}`"
+           if cfg.task.reward else "") + " by essa, without gradients: CMA-ES searched the",
+        "singular values of a LoRA adapter whose singular vectors stay fixed, scoring every candidate",
+        "with vLLM. This folder is the best point of the search on the validation prompts.",
+        "",
+        "## How it was made",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        f"| warm start (`adapter.init`) | {a.init} |",
+        f"| LoRA rank, target modules | {a.rank}, {', '.join(a.target_modules)} |",
+        f"| searched singular values per factor (`adapter.alpha_fraction`) | {a.alpha_fraction:g} of the rank |",
+        f"| strategy | {s.strategy}, λ = {s.popsize} candidates per generation |",
+        f"| prompts per candidate per generation (B) | {cfg.task.batch_size} |",
+        f"| generations run | {done} (of {s.generations} configured) |",
+        f"| initial step σ | {sigma} |",
+        f"| decoding | temperature {cfg.generation.temperature:g}, up to {cfg.generation.max_new_tokens} new tokens |",
+        f"| seed | {s.seed} |",
+        "",
+        "## Scores",
+        "",
+        *_scores(start, best, cfg),
+        *_heldout(run_dir),
+    ]
+    if has_plot:
+        lines += ["", "![reward against generation and search time](reward.png)"]
+    command = run_dir / COMMAND_FILE
+    if command.is_file():
+        lines += ["", "## Command", "", "(folders of local paths left out)", "", "```bash",
+                  shareable(command.read_text().strip()), "```"]
+    lines += [
+        "", "## Use", "", "```python",
+        "from peft import PeftModel",
+        "from transformers import AutoModelForCausalLM",
+        "",
+        f'model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{base_model}"), "PATH/TO/THIS/FOLDER")',
+        "```", "",
+        "vLLM: `LLM(model=..., enable_lora=True)` and `LoRARequest(\"essa\", 1, \"PATH/TO/THIS/FOLDER\")`.", "",
+    ]
+    return "\n".join(lines)
+
+
+def shareable(text: str) -> str:
+    """`text` without the folders of absolute or home paths (/home/me/runs/x -> x): a card is for sharing."""
+    return re.sub(r"(?<![\w.])(?:~|)/(?:[^\s/:=]+/)+", "", text)
+
+
+def _sigma(run_dir: Path, cfg: Config) -> str:
+    if cfg.search.sigma is not None:
+        return f"{cfg.search.sigma:g} (set), in units of each factor's RMS singular value"
+    path = run_dir / CALIBRATION_FILE
+    if path.is_file():
+        cal = json.loads(path.read_text())
+        return f"{cal['sigma']:g} (calibrated at the start: {cal.get('reason', '')})"
+    return "calibrated at the start"
+
+
+def _scores(start: dict, best: dict, cfg: Config) -> list[str]:
+    def num(value):
+        return "not measured" if value is None else f"{value:.4f}"
+
+    return [
+        f"Mean reward on the first {cfg.task.val_size} validation prompts (greedy), which the search never trained on:",
+        "",
+        "| | validation reward |",
+        "|---|---|",
+        f"| base model | {num(start.get('validation_base'))} |",
+        f"| warm start | {num(start.get('validation'))} |",
+        f"| this adapter (after generation {best.get('generation', 0)}) | {num(best.get('validation'))} |",
+    ]
+
+
+def _heldout(run_dir: Path) -> list[str]:
+    path = run_dir / HELDOUT_FILE
+    if not path.is_file():
+        return ["", "No held-out comparison was run (`run.heldout_size` was 0)."]
+    h = json.loads(path.read_text())
+    return ["", f"Held-out, the first {h['prompts']} prompts of the `{h['split']}` split ({h['metric']}), warm start "
+            f"against this adapter: {h['before']:.4f} -> {h['after']:.4f}, difference {h['diff']:+.4f} "
+            f"(paired 95% interval [{h['low']:+.4f}, {h['high']:+.4f}])."]

@@ -1,0 +1,100 @@
+"""`essa status RUN_DIR`: where a run stands, read from its folder alone (no engine, no Ray).
+
+Generation reached of the configured total, the best validation and when, the median time of the
+last generations and the ETA from it, whether a process holds the run now (its lock; the kernel
+drops it when the holder dies, so a crashed run shows as not running), and the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import statistics
+import time
+from pathlib import Path
+
+from essa.checkpoint import checkpoint_dirs
+from essa.run_dir import LOCK_FILE, open_run, read_metrics
+
+RECENT = 5  # generations the time per generation is the median of
+
+
+def run_status(run_dir: Path) -> dict:
+    cfg, _ = open_run(run_dir)
+    rows = read_metrics(run_dir)
+    gens = [r for r in rows if r.get("generation", -1) >= 0 and "reward_mean" in r]
+    done = gens[-1]["generation"] + 1 if gens else 0
+    validations = [(r["generation"] + 1, r["validation"]) for r in rows if r.get("validation") is not None]
+    best = max(validations, key=lambda gv: gv[1]) if validations else None
+    recent = [float(r["time"]["total"]) for r in gens[-RECENT:] if (r.get("time") or {}).get("total")]
+    per_gen = statistics.median(recent) if recent else None
+    left = max(0, cfg.search.generations - done)
+    checkpoints = checkpoint_dirs(run_dir)
+    last = checkpoints[-1] if checkpoints else None
+    return {
+        "run": str(run_dir),
+        "task": cfg.task.name,
+        "model": cfg.model.name,
+        "generation": done,
+        "generations": cfg.search.generations,
+        "reward_mean_last": gens[-1]["reward_mean"] if gens else None,
+        "validation_start": validations[0][1] if validations and validations[0][0] == 0 else None,
+        "validation_best": best[1] if best else None,
+        "validation_best_after": best[0] if best else None,
+        "seconds_per_generation": per_gen,
+        "eta_seconds": per_gen * left if per_gen is not None else None,
+        "held_by": lock_holder(run_dir),
+        "last_checkpoint": last.name if last else None,
+        "last_checkpoint_age_s": time.time() - (last / "state.json").stat().st_mtime if last else None,
+        "exported": (Path(run_dir) / "adapter" / "adapter_model.safetensors").is_file(),
+    }
+
+
+def lock_holder(run_dir: Path) -> str | None:
+    """Who holds the run's lock ("pid N on host H"), or None when no process does."""
+    path = Path(run_dir) / LOCK_FILE
+    if not path.is_file():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return path.read_text().strip() or "another process"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def format_status(s: dict) -> str:
+    def num(value, fmt=".3f"):
+        return "-" if value is None else format(value, fmt)
+
+    def duration(seconds):
+        if seconds is None:
+            return "-"
+        minutes, sec = divmod(int(round(seconds)), 60)
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{sec:02d}s"
+
+    finished = s["generation"] >= s["generations"]
+    running = (f"yes, {s['held_by']}" if s["held_by"] else
+               "no" if finished else f"no (continue it with: essa align --resume {s['run']})")
+    best = (f"{num(s['validation_best'])} after generation {s['validation_best_after']}"
+            if s["validation_best"] is not None else "-")
+    rows = [
+        ("run", s["run"]),
+        ("task / model", f"{s['task']} / {s['model']}"),
+        ("generation", f"{s['generation']} of {s['generations']}"),
+        ("train reward (last)", num(s["reward_mean_last"])),
+        ("validation", f"warm start {num(s['validation_start'])}, best {best}"),
+        ("time per generation", duration(s["seconds_per_generation"])),
+        ("ETA", "done" if finished else duration(s["eta_seconds"])),
+        ("running", running),
+        ("last checkpoint", f"{s['last_checkpoint']} ({duration(s['last_checkpoint_age_s'])} ago)"
+         if s["last_checkpoint"] else "none yet"),
+        ("exported adapter", "RUN_DIR/adapter" if s["exported"] else "not yet"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

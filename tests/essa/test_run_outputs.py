@@ -1,0 +1,155 @@
+"""What a run leaves for people: TensorBoard scalars, the reward curve, `essa status`, the model card,
+and the Hub push (against FakeHubApi, a stand-in for huggingface_hub.HfApi).
+
+The runs use the in-process FakePool (tests/essa/fake_pool.py): no engine, seconds per run.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from essa.adapters import ForeignFolderError
+from essa.cli import main
+from essa.config import load_config
+from essa.coordinator import align, export_best
+from essa.io import atomic_write_json, atomic_write_safetensors
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_pool import FakePool  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("outputs")
+    model = root / "model"
+    rng = np.random.default_rng(0)
+    atomic_write_json(model / "config.json", {"model_type": "tiny"})
+    atomic_write_safetensors(model / "model.safetensors", {
+        f"model.layers.{i}.self_attn.q_proj.weight": rng.standard_normal((12, 12)).astype(np.float32)
+        for i in range(2)})
+    cfg = load_config("gsm8k", None, {"model.name": str(model), "adapter.init": "principal", "search.popsize": 8},
+                      ["adapter.rank=2", "adapter.target_modules=[q_proj]", "task.batch_size=8", "task.val_size=16",
+                       "run.validate_every=2", "search.generations=6", "search.sigma=0.5", "run.heldout_size=16"])
+    run = root / "run"
+    align(cfg, run, resume=False, pool_factory=FakePool)
+    return run
+
+
+def _events(folder: Path) -> list:
+    """Every scalar (tag, step, value) in a folder of TensorBoard event files (TFRecord framing)."""
+    from tensorboardX.proto import event_pb2
+
+    found = []
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        at = 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at:at + 8])
+            event = event_pb2.Event.FromString(data[at + 12:at + 12 + length])
+            at += 12 + length + 4
+            found += [(v.tag, event.step, v.simple_value) for v in event.summary.value]
+    return found
+
+
+def test_tensorboard_holds_the_metrics_of_every_generation(finished_run):
+    lines = [json.loads(line) for line in (finished_run / "metrics.jsonl").read_text().splitlines()]
+    scalars = {(tag, step): value for tag, step, value in _events(finished_run / "tensorboard")}
+    for record in lines:
+        step = record["generation"] + 1
+        if "reward_mean" in record:
+            assert scalars[("train/reward_mean", step)] == pytest.approx(record["reward_mean"], rel=1e-6)
+            assert scalars[("search/sigma", step)] == pytest.approx(record["sigma"], rel=1e-6)
+            assert scalars[("train/snr", step)] == pytest.approx(record["snr"], rel=1e-6)
+            assert ("speed/tokens_per_s", step) in scalars and ("time/total_s", step) in scalars
+        if "validation" in record:
+            assert scalars[("validation/reward", step)] == pytest.approx(record["validation"], rel=1e-6)
+    assert ("validation/base_model", 0) in scalars
+
+
+def test_the_run_draws_its_reward_curve_and_essa_plot_compares_runs(finished_run, tmp_path, capsys):
+    png = finished_run / "reward.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = tmp_path / "two.png"
+    assert main(["plot", str(finished_run), str(finished_run), "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and str(out) in capsys.readouterr().out
+    assert main(["plot", str(tmp_path / "nothing")]) == 2
+    assert "not an essa run directory" in capsys.readouterr().err
+    assert main(["plot", str(finished_run), "--out", str(tmp_path / "x.jpg")]) == 2
+
+
+def test_status_reads_a_finished_run(finished_run, capsys):
+    from essa.status import run_status
+
+    status = run_status(finished_run)
+    assert (status["generation"], status["generations"], status["held_by"]) == (6, 6, None)
+    best = max(json.loads(line)["validation"] for line in (finished_run / "metrics.jsonl").read_text().splitlines()
+               if "validation" in json.loads(line))
+    assert status["validation_best"] == best and status["exported"] and status["last_checkpoint"] == "gen_000006"
+    assert main(["status", str(finished_run)]) == 0
+    text = capsys.readouterr().out
+    assert "6 of 6" in text and "ETA" in text and "done" in text
+
+
+def test_status_names_the_process_that_holds_a_run(finished_run):
+    from essa.run_dir import hold_run
+    from essa.status import run_status
+
+    with hold_run(finished_run):
+        assert "pid" in run_status(finished_run)["held_by"]
+    assert run_status(finished_run)["held_by"] is None
+
+
+def test_the_export_carries_a_model_card_from_the_run(finished_run, tmp_path):
+    out = export_best(finished_run, tmp_path / "export")
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nbase_model: ") and "library_name: peft" in card and "- gsm8k" in card
+    heldout = json.loads((finished_run / "heldout.json").read_text())
+    assert f"{heldout['diff']:+.4f}" in card and "λ = 8" in card and "![reward" in card
+    assert (out / "reward.png").read_bytes() == (finished_run / "reward.png").read_bytes()
+    recorded = json.loads((out / "essa.json").read_text())["files"]
+    assert set(recorded) == {"README.md", "reward.png"}
+    # an unedited card is essa's to replace; an edited one is the user's and stops the export
+    export_best(finished_run, out)
+    (out / "README.md").write_text(card + "\nmy notes\n")
+    with pytest.raises(ForeignFolderError, match="README.md, changed since essa wrote it"):
+        export_best(finished_run, out)
+    assert (out / "README.md").read_text().endswith("my notes\n")
+
+
+class FakeHubApi:
+    """Stands in for huggingface_hub.HfApi: records calls, fails where told."""
+
+    def __init__(self, fail_on: str | None = None):
+        self.calls, self.fail_on = [], fail_on
+
+    def create_repo(self, repo_id, private=None, exist_ok=False):
+        self.calls.append(("create_repo", repo_id, private, exist_ok))
+        if self.fail_on == "create_repo":
+            raise OSError("We couldn't connect to 'https://huggingface.co'\nmore detail")
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, repo_id, folder_path, commit_message=None):
+        self.calls.append(("upload_folder", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+
+
+def test_push_creates_the_repository_then_uploads_and_fails_clearly(finished_run, tmp_path):
+    from essa.hub import push_to_hub
+
+    out = export_best(finished_run, tmp_path / "export")
+    api = FakeHubApi()
+    assert push_to_hub(out, "me/adapter", api=api) == "https://huggingface.co/me/adapter"
+    assert api.calls[0] == ("create_repo", "me/adapter", True, True)
+    assert api.calls[1][0] == "upload_folder" and "adapter_model.safetensors" in api.calls[1][2]
+    with pytest.raises(RuntimeError, match=r"push to me/adapter failed \(OSError: We couldn't connect.*saved at"):
+        push_to_hub(out, "me/adapter", api=FakeHubApi(fail_on="create_repo"))
+    assert (out / "adapter_model.safetensors").is_file()  # the local export stays
+    with pytest.raises(ValueError, match="USER_OR_ORG/NAME"):
+        push_to_hub(out, "no-slash", api=api)
+    provenance = (out / "essa.json").read_text() + (out / "README.md").read_text()
+    assert str(tmp_path) not in provenance  # nothing local goes to the Hub
