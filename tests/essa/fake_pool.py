@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from essa.io import atomic_write_json, atomic_write_safetensors
 from essa.workers.pool import PoolResult
 
 GAIN = 0.6
@@ -46,3 +47,13 @@ class FakePool:
 
     def shutdown(self) -> None:
         self.closed = True
+
+
+def write_tiny_model(folder):
+    """A two-layer 'model' folder: q_proj weights and a config.json, enough for a principal start."""
+    rng = np.random.default_rng(0)
+    atomic_write_json(folder / "config.json", {"model_type": "tiny"})
+    atomic_write_safetensors(folder / "model.safetensors", {
+        f"model.layers.{i}.self_attn.q_proj.weight": rng.standard_normal((12, 12)).astype(np.float32)
+        for i in range(2)})
+    return folder

@@ -15,22 +15,14 @@ from essa.adapters import read_peft_adapter
 from essa.checkpoint import load_latest
 from essa.config import load_config
 from essa.coordinator import align
-from essa.io import atomic_write_json, atomic_write_safetensors
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_pool import FakePool  # noqa: E402
+from fake_pool import FakePool, write_tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    """A two-layer 'model' folder: q_proj weights and a config.json, enough for a principal start."""
-    folder = tmp_path_factory.mktemp("tiny-model")
-    rng = np.random.default_rng(0)
-    atomic_write_json(folder / "config.json", {"model_type": "tiny"})
-    atomic_write_safetensors(folder / "model.safetensors", {
-        f"model.layers.{i}.self_attn.q_proj.weight": rng.standard_normal((12, 12)).astype(np.float32)
-        for i in range(2)})
-    return folder
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
 def config(model_dir, *overrides):

@@ -11,28 +11,21 @@ import struct
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from essa.adapters import ForeignFolderError
 from essa.cli import main
 from essa.config import load_config
 from essa.coordinator import align, export_best
-from essa.io import atomic_write_json, atomic_write_safetensors
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_pool import FakePool  # noqa: E402
+from fake_pool import FakePool, write_tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("outputs")
-    model = root / "model"
-    rng = np.random.default_rng(0)
-    atomic_write_json(model / "config.json", {"model_type": "tiny"})
-    atomic_write_safetensors(model / "model.safetensors", {
-        f"model.layers.{i}.self_attn.q_proj.weight": rng.standard_normal((12, 12)).astype(np.float32)
-        for i in range(2)})
+    model = write_tiny_model(root / "model")
     cfg = load_config("gsm8k", None, {"model.name": str(model), "adapter.init": "principal", "search.popsize": 8},
                       ["adapter.rank=2", "adapter.target_modules=[q_proj]", "task.batch_size=8", "task.val_size=16",
                        "run.validate_every=2", "search.generations=6", "search.sigma=0.5", "run.heldout_size=16"])

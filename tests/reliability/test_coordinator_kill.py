@@ -22,24 +22,17 @@ import pytest
 
 from essa.checkpoint import load_latest
 from essa.coordinator import align
-from essa.io import atomic_write_json, atomic_write_safetensors
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "essa"))
 sys.path.insert(0, str(HERE))
 from coordinator_kill_driver import config  # noqa: E402
-from fake_pool import FakePool  # noqa: E402
+from fake_pool import FakePool, write_tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-model")
-    rng = np.random.default_rng(0)
-    atomic_write_json(folder / "config.json", {"model_type": "tiny"})
-    atomic_write_safetensors(folder / "model.safetensors", {
-        f"model.layers.{i}.self_attn.q_proj.weight": rng.standard_normal((12, 12)).astype(np.float32)
-        for i in range(2)})
-    return folder
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
 @pytest.fixture(scope="module")
