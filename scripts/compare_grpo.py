@@ -30,7 +30,7 @@ scoring is not counted in either side's training time.
 Output in --out: results.json (every point, the settings, peak RSS), curve.png, the logs of both
 runs (essa.log, grpo.log), the run folders, and a markdown table printed at the end.
 
-Usage (TRL and matplotlib: pip install -e .[compare]):
+Usage (TRL: pip install -e .[compare]):
 
     python scripts/compare_grpo.py --task gsm8k --budget-s 900 --init principal --rank 8 --val-size 64
 """
