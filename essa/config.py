@@ -74,8 +74,9 @@ class SearchConfig:
     calibration_sigmas: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
     calibration_snr: float = 1.0  # calibration picks the smallest step whose between-candidate snr reaches this
     mean_lr: float = 1.0  # c_m: each generation moves the mean by c_m * sigma * (weighted step of the best)
-    # When a validation of the mean falls below the best validated point, continue from that point
-    # with sigma multiplied by this; 0: never (the mean goes on from where it is).
+    # When the mean validates worse than the best validated point beyond noise (the paired 95%
+    # interval of the difference lies below 0), continue from that point with sigma multiplied by
+    # this; 0: never (the mean goes on from where it is).
     backtrack: float = 0.0
     seed: int = 0
 

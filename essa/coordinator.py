@@ -29,7 +29,7 @@ from essa.run_dir import (CALIBRATION_FILE, create_run, hold_run, hub_name, open
                           truncate_metrics)
 from essa.run_log import Progress, RunLog
 from essa.sampler import PromptSampler
-from essa.stats import measure_signal
+from essa.stats import measure_signal, paired_difference
 from essa.search import Strategy, make_strategy
 from essa.svd_lora import SVDLoRA
 from essa.adapters import update_strength, write_peft_adapter
@@ -110,7 +110,7 @@ def _align(cfg: Config | None, run_dir: Path, resume: bool, changes: dict[str, A
         sigma = initial_sigma(cfg, run_dir, pool, basis, len(task.examples("train")))
         search = restore(cfg, basis, task, run_dir, sigma)
         if search.generation == 0 and search.best["validation"] is None:
-            search.best["validation"] = validate_start(pool, search, val_indices, log)
+            validate_start(pool, search, val_indices, log)
         run_generations(cfg, run_dir, pool, search, val_indices, log)
         if cfg.run.heldout_size:
             compare_heldout(pool, task, basis.offsets(np.vstack([np.zeros(basis.dim), search.best_z])),
@@ -200,9 +200,12 @@ def snapshot(search: Search) -> Checkpoint:
     )
 
 
-def validate_start(pool, search: Search, indices: list[int], log: RunLog) -> float:
-    """Validation reward of the warm start, beside the base model's; says so when the start is worse."""
-    warm = validate(pool, search, search.best_z, indices)
+def validate_start(pool, search: Search, indices: list[int], log: RunLog) -> None:
+    """The warm start's validation, the first best point, beside the base model's; says so when the
+    start is worse."""
+    scores = validate_scores(pool, search, search.best_z, indices)
+    warm = float(scores.mean())
+    search.best.update(validation=warm, scores=scores.tolist())
     base = float(pool.evaluate(None, "validation", indices).scores[0])
     log.append({"generation": -1, "validation": warm, "validation_base": base})
     print(f"[essa] validation reward: base model {base:.3f}, warm start {warm:.3f}", flush=True)
@@ -210,24 +213,32 @@ def validate_start(pool, search: Search, indices: list[int], log: RunLog) -> flo
         print(f"[essa] warning: the warm start validates below the base model ({warm:.3f} < {base:.3f}); the "
               "search starts from it and exports its best validated point, which may stay below the base",
               file=sys.stderr, flush=True)
-    return warm
 
 
 def validate_mean(cfg: Config, pool, search: Search, indices: list[int], record: dict, last: bool) -> None:
-    """Validate the distribution mean into `record`; a new best is kept, and with search.backtrack a
-    fall below the best sends the search back to it with a smaller step."""
-    record["validation"] = validate(pool, search, search.strategy.mean, indices)
+    """Validate the distribution mean into `record`; a new best is kept. With search.backtrack, a mean
+    that validates worse than the best beyond noise (the paired 95% interval of its difference on the
+    validation prompts lies below 0) sends the search back to the best point with a smaller step."""
+    scores = validate_scores(pool, search, search.strategy.mean, indices)
+    record["validation"] = float(scores.mean())
     if record["validation"] > search.best["validation"]:
-        search.best = {"generation": search.generation, "validation": record["validation"]}
+        search.best = {"generation": search.generation, "validation": record["validation"], "scores": scores.tolist()}
         search.best_z = search.strategy.mean
-    elif cfg.search.backtrack and not last:
+    elif cfg.search.backtrack and not last and _worse_beyond_noise(search.best.get("scores"), scores):
         search.strategy.restart_at(search.best_z, search.strategy.sigma * cfg.search.backtrack)
         record["backtracked_to"] = search.best["generation"]
 
 
-def validate(pool, search: Search, z: np.ndarray, indices: list[int]) -> float:
-    """Mean reward of one point of the search on the fixed validation prompts."""
-    return float(pool.evaluate(search.basis.offsets(z)[None, :], "validation", indices).scores[0])
+def _worse_beyond_noise(best_scores: list[float] | None, scores: np.ndarray) -> bool:
+    if not best_scores or len(best_scores) != len(scores) or len(scores) < 2:
+        return False  # nothing to pair with (a checkpoint from before scores were kept): never backtrack
+    return paired_difference(np.asarray(best_scores), scores).high < 0
+
+
+def validate_scores(pool, search: Search, z: np.ndarray, indices: list[int]) -> np.ndarray:
+    """Per-prompt rewards of one point of the search on the fixed validation prompts."""
+    return pool.evaluate(search.basis.offsets(z)[None, :], "validation", indices).rewards[0]
+
 
 
 def generation_record(g: int, result, search: Search, ask_tell: float, total: float) -> dict:
@@ -269,6 +280,7 @@ def export_best(run_dir: Path, out_dir: Path) -> Path:
     z = ckpt.best_z if ckpt is not None else np.zeros(basis.dim)
     lora = basis.factors(basis.offsets(z))
     best = ckpt.best if ckpt is not None else {"generation": 0, "validation": None}
+    best = {"generation": best.get("generation"), "validation": best.get("validation")}  # not the per-prompt scores
     # the run's folder name, not its path: an export is for sharing and must not carry local paths
     provenance = {"run": Path(run_dir).resolve().name, "task": cfg.task.name, "best": best}
     plot = run_dir / PLOT_FILE

@@ -5,7 +5,7 @@ length and wall-clock budget; the untouched warm start is the baseline. They run
 other (never together: they would share the cores), each in its own subprocess, so that:
 
 - wall-clock time of a side counts from its subprocess start (engine / model loading included) to
-  the moment it wrote each checkpoint; at the budget it gets SIGINT (essa keeps its last
+  the moment it wrote each checkpoint; at the budget it gets SIGTERM (essa keeps its last
   checkpoint intact), then the process tree is stopped;
 - peak memory is the largest sum of resident set sizes over the side's whole process tree
   (essa: the CLI, Ray's processes, the actor, vLLM's engine core), sampled every 0.5 s. Shared
@@ -420,12 +420,16 @@ def run_side(name: str, cmd: list[str], log_path: Path, budget_s: float, count_p
 
 
 def stop_tree(proc: subprocess.Popen, monitor: TreeMonitor) -> int:
-    """SIGINT to the side's main process (essa and the GRPO child clean up on KeyboardInterrupt), then
-    SIGTERM/SIGKILL to its process group, then to any descendant seen while it ran that is still alive."""
+    """SIGTERM to the side's main process (essa and the GRPO child unwind on it as on Ctrl-C), then
+    SIGTERM/SIGKILL to its process group, then to any descendant seen while it ran that is still alive.
+
+    Not SIGINT: a comparison started in the background from a script (nohup, `&`) has SIGINT ignored
+    by job control, the sides inherit that, and SIGINT would not stop them (measured: 90 s, then the
+    fallback's SIGTERM)."""
     import psutil
 
     if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=90)
         except subprocess.TimeoutExpired:
@@ -764,6 +768,10 @@ def grpo_child(settings_path: Path) -> int:
                           processing_class=tokenizer, callbacks=[Saver()])
     print(f"[grpo] ready after {time.time() - t0:.1f}s: {len(prompts)} train prompts, {trainable} trainable "
           f"parameters, {p} prompts x {g} completions per step, lr {s['learning_rate']}", flush=True)
+    def _terminated(signum, frame):  # the budget's SIGTERM unwinds like Ctrl-C: the logs are closed
+        raise KeyboardInterrupt(signum)
+
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         trainer.train()
     except KeyboardInterrupt:

@@ -226,7 +226,7 @@ class ScriptedValidationPool(FakePool):
     def evaluate(self, vectors, split, indices, generation=-1, details=False, texts=False):
         result = super().evaluate(vectors, split, indices, generation, details, texts)
         if split == "validation" and vectors is not None and generation == -1:
-            result.rewards[:] = self.script.pop(0)
+            result.rewards[:] = self.script.pop(0)  # one value for every prompt, or one per prompt
         return result
 
 
@@ -246,4 +246,14 @@ def test_backtracking_returns_to_the_best_validated_point_with_a_smaller_step(mo
     at_best = load_checkpoint(run / "checkpoints" / "gen_000002").strategy["mean"]
     after_fall = load_checkpoint(run / "checkpoints" / "gen_000004").strategy["mean"]
     np.testing.assert_array_equal(after_fall, at_best)  # generation 4 ended back at generation 2's mean
-    assert load_latest(run).best == {"generation": 2, "validation": pytest.approx(0.6)}
+    best = load_latest(run).best
+    assert (best["generation"], best["validation"], best["scores"]) == (2, pytest.approx(0.6), [pytest.approx(0.6)] * 16)
+
+
+def test_a_fall_within_the_noise_of_validation_does_not_backtrack(model_dir, tmp_path):
+    run = tmp_path / "run"
+    noisy_best, noisy_lower = np.tile([0.9, 0.3], 8), np.tile([0.3, 0.86], 8)  # means 0.60 and 0.58
+    align(config(model_dir, "search.sigma=0.5", "search.generations=6", "search.backtrack=0.5"), run, resume=False,
+          pool_factory=lambda cfg, basis: ScriptedValidationPool(cfg, basis, [0.5, noisy_best, noisy_lower, 0.55]))
+    assert not any("backtracked_to" in m for m in metrics(run))
+    assert load_latest(run).best["generation"] == 2
