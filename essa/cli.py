@@ -164,19 +164,19 @@ def print_summary(run_dir: Path, adapter: Path) -> None:
     import json
 
     from essa.heldout import HELDOUT_FILE
+    from essa.plots import PLOT_FILE
     from essa.run_dir import read_metrics
+    from essa.status import validations
 
-    rows = read_metrics(run_dir)
-    start = next((r for r in rows if r.get("generation") == -1), {})
-    validations = [(r["generation"] + 1, r["validation"]) for r in rows if r.get("generation", -1) >= 0
-                   and r.get("validation") is not None]
+    v = validations(read_metrics(run_dir))
     table = []
-    if start:
-        table.append(("validation, base model", f"{start.get('validation_base', float('nan')):.3f}"))
-        table.append(("validation, warm start", f"{start['validation']:.3f}"))
-    if validations:
-        best = max(validations, key=lambda gv: gv[1])
-        table.append(("validation, final mean", f"{validations[-1][1]:.3f} (after generation {validations[-1][0]})"))
+    if v["start"] is not None:
+        base = v["base"] if v["base"] is not None else float("nan")
+        table.append(("validation, base model", f"{base:.3f}"))
+        table.append(("validation, warm start", f"{v['start']:.3f}"))
+    if v["mean"]:
+        best = max(v["mean"], key=lambda gv: gv[1])
+        table.append(("validation, final mean", f"{v['mean'][-1][1]:.3f} (after generation {v['mean'][-1][0]})"))
         table.append(("validation, best", f"{best[1]:.3f} (after generation {best[0]}): the exported point"))
     heldout = run_dir / HELDOUT_FILE
     if heldout.is_file():
@@ -184,8 +184,8 @@ def print_summary(run_dir: Path, adapter: Path) -> None:
         table.append((f"held-out {h['split']} ({h['prompts']})",
                       f"{h['before']:.3f} -> {h['after']:.3f}, {h['diff']:+.3f} [{h['low']:+.3f}, {h['high']:+.3f}]"))
     table.append(("best adapter", str(adapter)))
-    if (run_dir / "reward.png").is_file():
-        table.append(("reward curve", str(run_dir / "reward.png")))
+    if (run_dir / PLOT_FILE).is_file():
+        table.append(("reward curve", str(run_dir / PLOT_FILE)))
     width = max(len(k) for k, _ in table)
     print("[essa] summary\n" + "\n".join(f"  {k:<{width}}  {v}" for k, v in table), flush=True)
 

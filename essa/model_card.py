@@ -16,14 +16,14 @@ from pathlib import Path
 from essa.config import Config
 from essa.heldout import HELDOUT_FILE
 from essa.run_dir import CALIBRATION_FILE, COMMAND_FILE, read_metrics
+from essa.status import validations
 
 
 def model_card(run_dir: Path, cfg: Config, base_model: str, best: dict, has_plot: bool) -> str:
     run_dir = Path(run_dir)
     base_model = shareable(base_model)  # a local model folder is named by its folder name only
-    rows = read_metrics(run_dir)
-    start = next((r for r in rows if r.get("generation") == -1), {})
-    done = max((r["generation"] + 1 for r in rows if r.get("generation", -1) >= 0 and "reward_mean" in r), default=0)
+    v = validations(read_metrics(run_dir))
+    done = v["generations"][-1]["generation"] + 1 if v["generations"] else 0
     sigma = _sigma(run_dir, cfg)
     s, a = cfg.search, cfg.adapter
     tags = ["essa", "lora", "peft", "evolution-strategies", "cma-es", cfg.task.name]
@@ -59,7 +59,7 @@ def model_card(run_dir: Path, cfg: Config, base_model: str, best: dict, has_plot
         "",
         "## Scores",
         "",
-        *_scores(start, best, cfg),
+        *_scores(v, best, cfg),
         *_heldout(run_dir),
     ]
     if has_plot:
@@ -95,7 +95,7 @@ def _sigma(run_dir: Path, cfg: Config) -> str:
     return "calibrated at the start"
 
 
-def _scores(start: dict, best: dict, cfg: Config) -> list[str]:
+def _scores(v: dict, best: dict, cfg: Config) -> list[str]:
     def num(value):
         return "not measured" if value is None else f"{value:.4f}"
 
@@ -104,8 +104,8 @@ def _scores(start: dict, best: dict, cfg: Config) -> list[str]:
         "",
         "| | validation reward |",
         "|---|---|",
-        f"| base model | {num(start.get('validation_base'))} |",
-        f"| warm start | {num(start.get('validation'))} |",
+        f"| base model | {num(v['base'])} |",
+        f"| warm start | {num(v['start'])} |",
         f"| this adapter (after generation {best.get('generation', 0)}) | {num(best.get('validation'))} |",
     ]
 

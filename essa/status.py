@@ -19,13 +19,24 @@ from essa.run_dir import LOCK_FILE, open_run, read_metrics
 RECENT = 5  # generations the time per generation is the median of
 
 
+def validations(rows: list[dict]) -> dict:
+    """What metrics.jsonl says of validation: the base model's and the warm start's (the first line),
+    [(generations completed, reward)] of the mean, and the lines of the generations run."""
+    start = next((r for r in rows if r.get("generation") == -1), {})
+    gens = [r for r in rows if r.get("generation", -1) >= 0 and "reward_mean" in r]
+    return {"base": start.get("validation_base"), "start": start.get("validation"),
+            "mean": [(r["generation"] + 1, r["validation"]) for r in rows
+                     if r.get("generation", -1) >= 0 and r.get("validation") is not None],
+            "generations": gens}
+
+
 def run_status(run_dir: Path) -> dict:
     cfg, _ = open_run(run_dir)
-    rows = read_metrics(run_dir)
-    gens = [r for r in rows if r.get("generation", -1) >= 0 and "reward_mean" in r]
+    v = validations(read_metrics(run_dir))
+    gens = v["generations"]
     done = gens[-1]["generation"] + 1 if gens else 0
-    validations = [(r["generation"] + 1, r["validation"]) for r in rows if r.get("validation") is not None]
-    best = max(validations, key=lambda gv: gv[1]) if validations else None
+    points = ([(0, v["start"])] if v["start"] is not None else []) + v["mean"]
+    best = max(points, key=lambda gv: gv[1]) if points else None
     recent = [float(r["time"]["total"]) for r in gens[-RECENT:] if (r.get("time") or {}).get("total")]
     per_gen = statistics.median(recent) if recent else None
     left = max(0, cfg.search.generations - done)
@@ -38,7 +49,7 @@ def run_status(run_dir: Path) -> dict:
         "generation": done,
         "generations": cfg.search.generations,
         "reward_mean_last": gens[-1]["reward_mean"] if gens else None,
-        "validation_start": validations[0][1] if validations and validations[0][0] == 0 else None,
+        "validation_start": v["start"],
         "validation_best": best[1] if best else None,
         "validation_best_after": best[0] if best else None,
         "seconds_per_generation": per_gen,
