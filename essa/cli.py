@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 from pathlib import Path
@@ -120,8 +121,28 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
         print(f"essa: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a read-only or foreign folder: the fix is outside essa
+        print(f"essa: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for a failed read or write: what failed, where, and what to do."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = ("free space on that file system (or lower run.keep_checkpoints, or put the run elsewhere "
+               "with --run-dir)")
+    elif exc.errno == errno.EROFS:
+        fix = "the file system is read-only: choose a writable folder (--run-dir, --out)"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        fix = "essa may not write there: fix the folder's permissions or choose another (--run-dir, --out)"
+    else:
+        fix = "fix the cause named above"
+    return (f"{reason}{where}: {fix}. Every file essa finished before this is intact (writes are atomic); "
+            "an interrupted essa align continues with essa align --resume RUN_DIR")
 
 
 def _terminated(signum, frame):
