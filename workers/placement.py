@@ -115,6 +115,28 @@ def gpu_bundles(tensor_parallel: int) -> list[dict[str, float]]:
     return [{"GPU": 1.0, "CPU": 1.0}] + [{"GPU": 1.0} for _ in range(tensor_parallel - 1)]
 
 
+def local_gpu_problem(gpus: int, ray_address: str | None) -> str | None:
+    """Why ``--gpus`` cannot be met on this machine, or None; checked before a run folder is made.
+
+    Only for a local Ray (no address given): a cluster's GPUs are known once joined (plan_actors).
+    GPUs are counted as Ray counts them on a node it starts: those found, at most CUDA_VISIBLE_DEVICES.
+    """
+    if gpus <= 0 or ray_address or os.environ.get("RAY_ADDRESS"):
+        return None
+    try:
+        from ray._private.accelerators import NvidiaGPUAcceleratorManager as gpus_of_node
+        found = gpus_of_node.get_current_node_num_accelerators()
+        visible = gpus_of_node.get_current_process_visible_accelerator_ids()
+        found = found if visible is None else min(found, len(visible))
+    except Exception:  # a Ray without this (private) helper: plan_actors still checks after start-up
+        return None
+    if gpus <= found:
+        return None
+    return (f"--gpus {gpus} asks for {gpus} GPUs but this machine has {found}; use --gpus {found} "
+            f"{'(or --gpus 0 for CPU)' if found else 'to run on CPU'}, or join a cluster with GPUs "
+            "(engine.ray_address / $RAY_ADDRESS)")
+
+
 def plan_actors(model: str, kv_cache_gib: float, gpus: int, workers: int, tensor_parallel: int,
                 ray_address: str | None, env: dict[str, str]) -> list[dict]:
     """Start or join Ray, check that the engines fit (GPUs in the cluster, RAM on this machine) and

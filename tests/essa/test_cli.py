@@ -53,3 +53,19 @@ def test_eval_table_shows_rates_in_percent_and_every_key():
     lines = dict(line.split(None, 1) for line in table.splitlines())
     assert lines == {"task": "ifeval", "prompt_level_strict_acc": "26.00%", "accuracy": "35.50%", "stderr": "1.23%",
                      "adapter": "-", "mean_new_tokens": "211.5", "examples": "200"}
+
+
+def test_more_gpus_than_this_machine_has_is_refused_before_the_run_folder_exists(tmp_path, capsys, monkeypatch):
+    from ray._private.accelerators import NvidiaGPUAcceleratorManager
+
+    monkeypatch.setattr(NvidiaGPUAcceleratorManager, "get_current_node_num_accelerators", staticmethod(lambda: 2))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    run = tmp_path / "run"
+    assert main(["align", "--task", "gsm8k", "--gpus", "4", "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "--gpus 4 asks for 4 GPUs but this machine has 2; use --gpus 2" in err
+    assert not run.exists()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # Ray counts only the visible ones
+    assert main(["align", "--task", "gsm8k", "--gpus", "2", "--run-dir", str(run)]) == 2
+    assert "this machine has 1" in capsys.readouterr().err and not run.exists()

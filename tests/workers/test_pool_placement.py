@@ -89,3 +89,18 @@ def test_more_gpus_than_the_cluster_has_is_a_clear_error(files):  # noqa: F811
     with pytest.raises(PoolError, match=r"--gpus 8 asks for 8 GPUs but the Ray cluster has 4"):
         with open_pool(make_config(files, gpus=8, tensor_parallel_size=2, mode="lora")):
             pass
+
+
+def test_a_local_gpu_count_is_checked_only_without_a_cluster_address(monkeypatch):
+    from ray._private.accelerators import NvidiaGPUAcceleratorManager
+
+    from essa.workers.placement import local_gpu_problem
+
+    monkeypatch.setattr(NvidiaGPUAcceleratorManager, "get_current_node_num_accelerators", staticmethod(lambda: 2))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert local_gpu_problem(2, None) is None and local_gpu_problem(0, None) is None
+    assert "this machine has 2" in local_gpu_problem(3, None)
+    assert local_gpu_problem(8, "10.0.0.1:6379") is None  # a cluster's GPUs are counted once joined
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    assert local_gpu_problem(8, None) is None
