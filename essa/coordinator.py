@@ -25,7 +25,7 @@ from essa.models import resolve_model
 from essa.plots import PLOT_FILE
 from essa.rewards.data import data_dir
 from essa.rewards.task import load_task
-from essa.run_dir import (CALIBRATION_FILE, create_run, hold_run, hub_name, open_run, refuse_existing_run,
+from essa.run_dir import (CALIBRATION_FILE, create_run, hold_run, open_run, refuse_existing_run, shared_base_name,
                           truncate_metrics)
 from essa.run_log import Progress, RunLog
 from essa.sampler import PromptSampler
@@ -283,11 +283,11 @@ def export_best(run_dir: Path, out_dir: Path) -> Path:
     best = {"generation": best.get("generation"), "validation": best.get("validation")}  # not the per-prompt scores
     # the run's folder name, not its path: an export is for sharing and must not carry local paths
     provenance = {"run": Path(run_dir).resolve().name, "task": cfg.task.name, "best": best}
-    plot = run_dir / PLOT_FILE
-    files = {"README.md": model_card(run_dir, cfg, hub_name(cfg.model.name), best, plot.is_file()).encode()}
+    plot, base = run_dir / PLOT_FILE, shared_base_name(cfg.model.name)
+    files = {"README.md": model_card(run_dir, cfg, base, best, plot.is_file()).encode()}
     if plot.is_file():
         files[PLOT_FILE] = plot.read_bytes()
-    return write_peft_adapter(out_dir, lora, basis.rank, basis.lora_alpha, hub_name(cfg.model.name), provenance, files)
+    return write_peft_adapter(out_dir, lora, basis.rank, basis.lora_alpha, base, provenance, files)
 
 
 def check_export_target(run_dir: Path, out_dir: Path) -> None:

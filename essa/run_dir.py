@@ -94,9 +94,30 @@ def hold_run(run_dir: Path):
 
 
 def hub_name(model: str) -> str:
-    """What an exported adapter names as its base model: the hub id where one is known."""
+    """What the run's own adapters (warm_start/) name as their base model: the hub id of an embedded
+    model, else the model as given (a local folder's path, so that the folder loads here)."""
     spec = EMBEDDED.get(model)
     return spec.hub_id if spec else model
+
+
+def shared_base_name(model: str) -> str:
+    """What an export, which is for sharing, names as its base model: never a local path.
+
+    A local model folder is named by the hub id its config.json records (``_name_or_path``, as
+    transformers saves it) when that is one, else by the folder's own name.
+    """
+    name = hub_name(model)
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        return name  # a hub id
+    try:
+        recorded = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if isinstance(recorded, str) and recorded.count("/") == 1 and not recorded.startswith((".", "/", "~")) \
+            and not Path(recorded).expanduser().exists():
+        return recorded
+    return folder.resolve().name
 
 
 def refuse_existing_run(run_dir: Path) -> None:
