@@ -38,7 +38,8 @@ class FakePool:
             rng = np.random.default_rng([sum(map(ord, split)), index])
             b = rng.standard_normal(self.dim) / np.sqrt(self.dim)
             c = rng.normal(0, 0.5)
-            rewards[:, col] = 1 / (1 + np.exp(-(GAIN * z @ (self.direction + b) + c)))
+            with np.errstate(over="ignore"):  # far from the start exp overflows to inf: reward 0, as it should
+                rewards[:, col] = 1 / (1 + np.exp(-(GAIN * z @ (self.direction + b) + c)))
         if self.flat:
             rewards[:] = 0.0
         if vectors is None:
