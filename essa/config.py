@@ -78,6 +78,7 @@ class SearchConfig:
     # interval of the difference lies below 0), continue from that point with sigma multiplied by
     # this; 0: never (the mean goes on from where it is).
     backtrack: float = 0.0
+    mirrored: bool = False  # candidates in pairs mean +/- step; the better of each pair is kept
     seed: int = 0
 
 
@@ -286,6 +287,8 @@ def validate(cfg: Config) -> None:
         problems.append(f"search.calibration_sigmas={list(s.calibration_sigmas)}: give one or more positive steps")
     if not 0 <= s.backtrack < 1:
         problems.append(f"search.backtrack={s.backtrack} must be in [0, 1) (the factor sigma shrinks by; 0: off)")
+    if s.mirrored and (s.popsize % 2 or s.popsize < 4):
+        problems.append(f"search.mirrored=true needs an even search.popsize of at least 4, got {s.popsize}")
     if not 0 < s.mean_lr <= 1:
         problems.append(f"search.mean_lr={s.mean_lr} must be in (0, 1]")
     if not s.calibration_snr >= 0:

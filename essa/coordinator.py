@@ -181,7 +181,7 @@ def initial_sigma(cfg: Config, run_dir: Path, pool, basis: SVDLoRA, train_size: 
 def restore(cfg: Config, basis: SVDLoRA, task, run_dir: Path, sigma: float) -> Search:
     """A fresh search at generation 0, or the state of the latest checkpoint."""
     strategy = make_strategy(cfg.search.strategy, basis.dim, cfg.search.popsize, sigma, cfg.search.seed,
-                             mean_lr=cfg.search.mean_lr)
+                             mean_lr=cfg.search.mean_lr, mirrored=cfg.search.mirrored)
     sampler = PromptSampler(len(task.examples("train")), cfg.task.batch_size, cfg.search.seed)
     search = Search(basis, strategy, sampler, {"generation": 0, "validation": None},
                     np.zeros(basis.dim), 0)

@@ -38,6 +38,17 @@ ties usually mean the task is too hard at this batch, and larger steps would
 damage the warm start; essa's step-size calibration (essa/calibration.py)
 sets sigma where candidates do differ.
 
+Mirrored sampling (``mirrored=True``; Brockhoff, Auger, Hansen et al., "Mirrored sampling and
+sequential selection for evolution strategies", PPSN 2010). ask() draws popsize / 2 steps s and
+returns m + σs and m − σs (candidate j and j + popsize / 2 are a pair). Both halves of a pair
+are scored on the same prompts, so whatever the step does not change cancels in their
+difference: tell() keeps the better of each pair (pairwise selection) and recombines those
+winners as a population of popsize / 2 (weights, learning rates and damping are those of
+popsize / 2). A winner's step is ±s with the sign chosen by the reward, so under random selection
+it is still N(0, C): CSA stays unbiased, which plain weighted recombination of mirrored pairs is
+not (a pair both selected cancels and shrinks σ). A pair that ties carries no information and
+is left out; a generation in which every pair ties is flat.
+
 ``ask()`` is idempotent until ``tell()``: a second call returns the already
 sampled population (copy), so a driver resumed from a checkpoint taken
 between ask and tell evaluates exactly the same candidates.
@@ -116,6 +127,16 @@ def rank_weights(scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return w
 
 
+def pair_winners(X: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The better candidate of each mirrored pair (j, j + len/2) and its score; tied pairs left out."""
+    half = len(scores) // 2
+    first, second = scores[:half], scores[half:]
+    keep = first != second
+    take_first = first > second
+    winners = np.where(take_first[:, None], X[:half], X[half:])[keep]
+    return winners, np.maximum(first, second)[keep]
+
+
 class CMAES:
     """CMA-ES maximizer (see module docstring). Implements ``Strategy``."""
 
@@ -128,6 +149,7 @@ class CMAES:
         variant: str = "full",
         mean0: np.ndarray | None = None,
         mean_lr: float = 1.0,
+        mirrored: bool = False,
     ) -> None:
         if not 0 < mean_lr <= 1:
             raise ValueError(f"mean_lr must be in (0, 1], got {mean_lr}")
@@ -137,11 +159,16 @@ class CMAES:
             raise ValueError(f"dim must be >= 1, got {dim}")
         if int(popsize) < 2:
             raise ValueError(f"popsize must be >= 2, got {popsize}")
+        if mirrored and (int(popsize) % 2 or int(popsize) < 4):
+            raise ValueError(f"mirrored sampling needs an even popsize of at least 4, got {popsize}")
         if not (math.isfinite(sigma0) and sigma0 > 0):
             raise ValueError(f"sigma0 must be a positive finite number, got {sigma0}")
         self.variant = variant
         self.mean_lr = float(mean_lr)  # c_m: the mean moves c_m * sigma * y_w (paths still use y_w)
-        self.params = CMAParams.create(int(dim), int(popsize), variant)
+        self.mirrored = bool(mirrored)
+        # mirrored: the update sees one winner per pair, a population of popsize / 2
+        self.params = CMAParams.create(int(dim), int(popsize) // (2 if self.mirrored else 1), variant)
+        self._popsize = int(popsize)
         self.sigma0 = float(sigma0)
         self.seed = int(seed)
         n = self.params.dim
@@ -184,7 +211,7 @@ class CMAES:
 
     @property
     def popsize(self) -> int:
-        return self.params.popsize
+        return self._popsize
 
     @property
     def counteval(self) -> int:
@@ -212,7 +239,9 @@ class CMAES:
     def ask(self) -> np.ndarray:
         """Sample popsize candidates from N(mean, sigma^2 C); idempotent until tell()."""
         if self._pending is None:
-            z = self._rng.standard_normal((self.popsize, self.dim))
+            z = self._rng.standard_normal((self.popsize // 2 if self.mirrored else self.popsize, self.dim))
+            if self.mirrored:
+                z = np.vstack([z, -z])
             if self._B is None:
                 steps = z * self._D
             else:
@@ -229,13 +258,13 @@ class CMAES:
         """
         if self._pending is None:
             raise RuntimeError("tell() called without a pending population; call ask() first")
-        p = self.params
+        p, lam = self.params, self.popsize
         X = np.asarray(X, dtype=np.float64)
         scores = np.asarray(scores, dtype=np.float64)
-        if X.shape != (p.popsize, p.dim):
-            raise ValueError(f"X has shape {X.shape}, expected {(p.popsize, p.dim)} (the population from ask())")
-        if scores.shape != (p.popsize,):
-            raise ValueError(f"scores has shape {scores.shape}, expected {(p.popsize,)}")
+        if X.shape != (lam, p.dim):
+            raise ValueError(f"X has shape {X.shape}, expected {(lam, p.dim)} (the population from ask())")
+        if scores.shape != (lam,):
+            raise ValueError(f"scores has shape {scores.shape}, expected {(lam,)}")
         bad = np.flatnonzero(~np.isfinite(scores))
         if bad.size:
             raise ValueError(f"non-finite scores for candidates {bad.tolist()}: {scores[bad].tolist()}")
@@ -243,9 +272,11 @@ class CMAES:
         if bad.size:
             raise ValueError(f"non-finite values in candidates {bad.tolist()} of X")
 
-        self._counteval += p.popsize
+        self._counteval += lam
         self._generation += 1
-        if np.ptp(scores) == 0.0:
+        if self.mirrored:
+            X, scores = pair_winners(X, scores)
+        if len(scores) == 0 or np.ptp(scores) == 0.0 and not self.mirrored:
             # A flat generation (every candidate scored the same) says nothing about any
             # direction: the distribution stays as it is, and a fresh population is drawn.
             self._flat_generations += 1
@@ -253,7 +284,8 @@ class CMAES:
             return
         # Recombination weights by rank; tied candidates share the mean weight of the ranks
         # they span, so ties never rank by candidate index (which would be a random step).
-        w = rank_weights(scores, p.weights)
+        weights = p.weights if len(scores) >= p.mu else p.weights[: len(scores)] / p.weights[: len(scores)].sum()
+        w = rank_weights(scores, weights)
         old_mean = self._mean
         Y = (X - old_mean) / self._sigma  # every candidate's step in sigma units
         y_w = w @ Y
@@ -335,6 +367,7 @@ class CMAES:
             "sigma0": self.sigma0,
             "seed": self.seed,
             "mean_lr": self.mean_lr,
+            "mirrored": self.mirrored,
             "mean": self._mean.copy(),
             "sigma": float(self._sigma),
             "p_sigma": self._ps.copy(),
@@ -357,12 +390,11 @@ class CMAES:
         for key in ("variant", "dim", "popsize"):
             if key not in state:
                 raise ValueError(f"CMA-ES state has no {key!r}; not a CMAES.state_dict()")
-        mine = (self.variant, self.dim, self.popsize)
-        theirs = (str(state["variant"]), int(state["dim"]), int(state["popsize"]))
+        mine = (self.variant, self.dim, self.popsize, self.mirrored)
+        theirs = (str(state["variant"]), int(state["dim"]), int(state["popsize"]), bool(state.get("mirrored", False)))
         if mine != theirs:
-            raise ValueError(
-                f"incompatible CMA-ES state: (variant, dim, popsize) = {theirs}, this strategy has {mine}"
-            )
+            raise ValueError(f"incompatible CMA-ES state: (variant, dim, popsize, mirrored) = {theirs}, "
+                             f"this strategy has {mine}")
         needed = {*self._ARRAYS, "sigma", "counteval", "generation", "eigen_generation", "rng_state"}
         if self._B is not None:
             needed.add("B")

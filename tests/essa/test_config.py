@@ -153,11 +153,13 @@ def test_wrong_type_names_the_key(override, key):
         ("run.checkpoint_every=0", "run.checkpoint_every=0"),
         ("generation.max_new_tokens=0", "generation.max_new_tokens=0"),
         ("adapter.target_modules=[]", "adapter.target_modules is empty"),
+        ("search.mirrored=true", "search.mirrored=true needs an even search.popsize of at least 4, got 3"),
     ],
 )
 def test_cross_field_errors_name_the_value(override, fragment):
+    extra = ["search.popsize=3"] if override.startswith("search.mirrored") else []
     with pytest.raises(ConfigError, match=re.escape(fragment)):
-        load_config("gsm8k", overrides=[override])
+        load_config("gsm8k", overrides=[override, *extra])
 
 
 def test_several_problems_are_reported_together():

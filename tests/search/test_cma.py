@@ -319,3 +319,64 @@ def test_restart_at_moves_the_search_and_keeps_what_it_learned():
         es.restart_at(np.zeros(5), 0.25)
     with pytest.raises(ValueError, match="positive"):
         es.restart_at(np.zeros(6), 0.0)
+
+
+# -- mirrored sampling ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_mirrored_candidates_come_in_pairs_about_the_mean(variant: str) -> None:
+    es = CMAES(12, 8, 0.4, seed=3, variant=variant, mirrored=True, mean0=np.full(12, 0.5))
+    steps = es.ask() - es.mean
+    np.testing.assert_allclose(steps[:4], -steps[4:])
+    assert not np.allclose(steps[0], steps[1])  # pairs differ from each other
+
+
+def test_mirrored_keeps_the_better_of_each_pair_and_drops_tied_pairs() -> None:
+    es = CMAES(6, 8, 0.5, seed=1, variant="sep", mirrored=True)
+    X = es.ask()
+    scores = np.zeros(8)
+    scores[6] = 1.0  # pair (2, 6): the minus side wins; the other three pairs tie
+    es.tell(X, scores)
+    np.testing.assert_allclose(es.mean, X[6])  # the one winner alone moves the mean, all the way
+
+    flat = CMAES(6, 8, 0.5, seed=1, variant="sep", mirrored=True)
+    X = flat.ask()
+    flat.tell(X, np.array([1.0, 0, 2, 3, 1, 0, 2, 3]))  # every pair ties
+    assert flat.flat_generations == 1 and np.all(flat.mean == 0)
+
+
+def test_mirrored_sigma_is_unbiased_under_random_selection() -> None:
+    # Pairwise selection keeps each winner's step N(0, C) when rewards are random; plain weighted
+    # recombination of mirrored pairs would not (measured on seeds 0-5, 100 generations, 200-d:
+    # sigma 0.34-0.40 from 0.5, as without mirroring: 0.34-0.43).
+    final = []
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        es = CMAES(200, 16, 0.5, seed=seed, variant="sep", mirrored=True)
+        _run(es, lambda X: rng.standard_normal(len(X)), 100)
+        final.append(es.sigma)
+    assert 0.3 < min(final) and max(final) < 0.5
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_mirrored_mean_improves_on_500d_sphere(variant: str) -> None:
+    # Measured on seeds 0-5: 0.77-0.86 of the start distance after 50 generations (without
+    # mirroring 0.68-0.75: on a noiseless sphere pairwise selection keeps half the information).
+    es = CMAES(500, 16, 0.3, seed=0, variant=variant, mirrored=True)
+    d0 = np.linalg.norm(es.mean - 1.0)
+    _run(es, _sphere_reward, 50)
+    assert np.linalg.norm(es.mean - 1.0) / d0 < 0.9
+
+
+def test_mirrored_state_round_trips_and_is_not_loaded_into_a_plain_strategy() -> None:
+    es = CMAES(10, 8, 0.5, seed=0, variant="sep", mirrored=True)
+    _run(es, _sphere_reward, 3)
+    X = es.ask()
+    copy = CMAES(10, 8, 0.5, seed=0, variant="sep", mirrored=True)
+    copy.load_state_dict(es.state_dict())
+    np.testing.assert_array_equal(copy.ask(), X)
+    with pytest.raises(ValueError, match="mirrored"):
+        CMAES(10, 8, 0.5, seed=0, variant="sep").load_state_dict(es.state_dict())
+    with pytest.raises(ValueError, match="even popsize"):
+        CMAES(10, 7, 0.5, seed=0, mirrored=True)
