@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         return commands[args.command](args)
     except KeyboardInterrupt as exc:
         signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
-        print(f"\ninterrupted ({signal.Signals(signum).name}); engines stopped, the last checkpoint is intact "
-              "(essa align --resume RUN_DIR continues)", file=sys.stderr)
+        print(f"\ninterrupted ({signal.Signals(signum).name}); {AFTER_INTERRUPT.get(args.command, 'stopped')}",
+              file=sys.stderr)
         return 128 + signum
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
         print(f"essa: error: {exc}", file=sys.stderr)
@@ -128,8 +128,18 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+AFTER_INTERRUPT = {  # what an interrupted command leaves (every write is atomic)
+    "align": "engines stopped, the last checkpoint is intact (essa align --resume RUN_DIR continues)",
+    "sft": "stopped before the adapter was cached: nothing was written (a rerun trains it again)",
+    "eval": "engines stopped; no metrics were written",
+    "export": "stopped; an earlier export in --out, if any, is unchanged",
+}
+
+
 def describe_os_error(exc: OSError) -> str:
     """One line for a failed read or write: what failed, where, and what to do."""
+    if exc.errno is None:  # not a file-system error: a connection (Ray, the Hub), told as it came
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'}"
     where = f" ({exc.filename})" if exc.filename else ""
     reason = exc.strerror or str(exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):

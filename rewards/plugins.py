@@ -128,6 +128,7 @@ class SafeReward:
                 return [0.0] * n
             raise RewardError(
                 f"reward {self.name!r} failed on {where} ({type(exc).__name__}: {exc}); completion starts "
-                f"{completion[:80]!r}. Fix the reward, or set task.reward_errors=zero to score such cases 0 "
-                "and count them. Checkpoints written so far are intact: essa align --resume continues."
+                f"{completion[:80]!r}. Checkpoints written so far are intact: fix the reward and continue with "
+                "essa align --resume RUN_DIR (--allow-change reward once its file changed), or start a new run "
+                "with task.reward_errors=zero to score such cases 0 and count them."
             ) from exc

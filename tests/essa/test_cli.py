@@ -69,3 +69,11 @@ def test_more_gpus_than_this_machine_has_is_refused_before_the_run_folder_exists
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # Ray counts only the visible ones
     assert main(["align", "--task", "gsm8k", "--gpus", "2", "--run-dir", str(run)]) == 2
     assert "this machine has 1" in capsys.readouterr().err and not run.exists()
+
+
+def test_a_connection_error_is_not_described_as_a_disk_problem():
+    from essa.cli import describe_os_error
+
+    text = describe_os_error(ConnectionError("Could not find any running Ray instance.\nmore"))
+    assert text == "ConnectionError: Could not find any running Ray instance."
+    assert "atomic" in describe_os_error(OSError(28, "No space left on device", "/runs/x/metrics.jsonl"))

@@ -254,7 +254,7 @@ def check_scratch_space(folder: Path, candidates: int, adapter_bytes: int) -> No
         raise ScratchSpaceError(
             f"{folder} has {free / 2**20:.0f} MiB free; the {candidates} candidate adapters of a generation need "
             f"{need / 2**20:.0f} MiB (plus {SCRATCH_MARGIN // 2**20} MiB kept free). Free space in {folder.parent} "
-            "(old files of other programs in /dev/shm), or lower search.popsize"
+            "(old files of other programs in /dev/shm), or start a new run with a lower search.popsize"
         )
 
 
