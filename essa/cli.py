@@ -163,7 +163,7 @@ def _terminated(signum, frame):
 def cmd_align(args) -> int:
     from essa.config import load_config
     from essa.coordinator import align
-    from essa.run_dir import new_run_dir
+    from essa.run_dir import new_run_dir, remove_unstarted
     from essa.workers.placement import local_gpu_problem
 
     if args.resume:
@@ -188,7 +188,12 @@ def cmd_align(args) -> int:
             raise ValueError(problem)  # before the run folder exists: nothing to clean up or resume
         run_dir = new_run_dir(cfg)
         print(f"[essa] run directory: {run_dir}", flush=True)
-        adapter = align(cfg, run_dir, resume=False)
+        try:
+            adapter = align(cfg, run_dir, resume=False)
+        except BaseException:
+            if not cfg.run.run_dir:  # the folder new_run_dir made for this run: gone if the run never began
+                remove_unstarted(run_dir)
+            raise
     print_summary(run_dir, adapter)
     return 0
 

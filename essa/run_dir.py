@@ -83,14 +83,19 @@ def hold_run(run_dir: Path):
         yield
     finally:
         handle.close()  # releases the lock
-        if created and [p.name for p in run_dir.iterdir()] == [LOCK_FILE]:
-            # This process made the folder and the run never started (bad task, data, reward...):
-            # take the empty folder away again rather than leave it for the user to find.
+        if created:
+            remove_unstarted(run_dir)
+
+
+def remove_unstarted(run_dir: Path) -> None:
+    """Remove a run folder that essa made and no run started in (nothing in it but the lock file):
+    a start that failed on a bad task, data or reward leaves nothing for the user to find."""
+    try:
+        if {p.name for p in run_dir.iterdir()} <= {LOCK_FILE}:
             (run_dir / LOCK_FILE).unlink(missing_ok=True)
-            try:
-                run_dir.rmdir()
-            except OSError:
-                pass
+            run_dir.rmdir()
+    except OSError:
+        pass  # gone already, or another process put something there: leave it
 
 
 def hub_name(model: str) -> str:

@@ -77,3 +77,10 @@ def test_a_connection_error_is_not_described_as_a_disk_problem():
     text = describe_os_error(ConnectionError("Could not find any running Ray instance.\nmore"))
     assert text == "ConnectionError: Could not find any running Ray instance."
     assert "atomic" in describe_os_error(OSError(28, "No space left on device", "/runs/x/metrics.jsonl"))
+
+
+def test_a_failed_start_leaves_no_default_run_folder_behind(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["align", "--task", "gsm8k", "--reward", "missing.py:score"]) == 2
+    assert "file not found" in capsys.readouterr().err
+    assert list((tmp_path / "runs").iterdir()) == []  # the runs/gsm8k-... folder made for it is gone
