@@ -220,8 +220,11 @@ def print_summary(run_dir: Path, adapter: Path) -> None:
     heldout = run_dir / HELDOUT_FILE
     if heldout.is_file():
         h = json.loads(heldout.read_text())
-        table.append((f"held-out {h['split']} ({h['prompts']})",
+        table.append((f"held-out {h['split']} ({h['prompts']}), warm start -> best",
                       f"{h['before']:.3f} -> {h['after']:.3f}, {h['diff']:+.3f} [{h['low']:+.3f}, {h['high']:+.3f}]"))
+        if b := h.get("from_base"):  # absent in runs made before it was recorded
+            table.append((f"held-out {h['split']} ({h['prompts']}), base model -> best",
+                          f"{b['before']:.3f} -> {b['after']:.3f}, {b['diff']:+.3f} [{b['low']:+.3f}, {b['high']:+.3f}]"))
     table.append(("best adapter", str(adapter)))
     if (run_dir / PLOT_FILE).is_file():
         table.append(("reward curve", str(run_dir / PLOT_FILE)))

@@ -1,6 +1,8 @@
 """Before and after on prompts the search never saw: the warm start against the exported point.
 
-Both are scored in one pool call on the same prompts, so every difference is the adapter's. The
+Both are scored in one pool call on the same prompts, so every difference is the adapter's; the
+base model is scored on the same prompts too, so that the gain of the whole pipeline (warm start
+and search) is shown beside the search's own (``"from_base"`` in heldout.json). The
 headline is the task's standard per-prompt metric (GSM8K and MATH-500: the answer is right;
 IFEval: every instruction of the prompt followed, strict; Countdown: the equation is right; a
 custom reward: the reward itself), with a paired 95% interval (essa.stats); the task's other
@@ -24,18 +26,22 @@ def compare_heldout(pool, task, vectors: np.ndarray, split: str, size: int, run_
     n = min(size, len(task.examples(split)))
     result = pool.evaluate(vectors, split, list(range(n)), details=True)
     per_prompt = task.headline_scores(result.rewards, result.details)
+    base = pool.evaluate(None, split, list(range(n)), details=True)
+    base_per_prompt = task.headline_scores(base.rewards, base.details)[0]
     metric = task.headline or "reward"
     diff = paired_difference(per_prompt[0], per_prompt[1])
+    from_base = paired_difference(base_per_prompt, per_prompt[1])
     figures = {}
     if task.aggregate is not None and result.details:
         for label, row in (("before", 0), ("after", 1)):
             figures[label] = task.aggregate({k: v[row].tolist() for k, v in result.details.items()})
     record = {"split": split, "prompts": n, "metric": metric, **diff.as_record(),
               "reward_before": float(result.rewards[0].mean()), "reward_after": float(result.rewards[1].mean()),
-              "standard": figures}
+              "standard": figures, "from_base": {**from_base.as_record(), "reward_base": float(base.rewards[0].mean())}}
     atomic_write_json(run_dir / HELDOUT_FILE, record)
-    rate = set(np.unique(per_prompt).tolist()) <= {0.0, 1.0}
+    rate = set(np.unique(np.concatenate([per_prompt.ravel(), base_per_prompt])).tolist()) <= {0.0, 1.0}
     print(f"[essa] held-out {split} ({metric}), warm start -> best: {diff.describe(percent=rate)}", flush=True)
+    print(f"[essa] held-out {split} ({metric}), base model -> best: {from_base.describe(percent=rate)}", flush=True)
     for key in figures.get("before", {}):
         print(f"[essa]   {key}: {figures['before'][key]:.4f} -> {figures['after'][key]:.4f}", flush=True)
     return record

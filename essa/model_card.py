@@ -117,4 +117,6 @@ def _heldout(run_dir: Path) -> list[str]:
     h = json.loads(path.read_text())
     return ["", f"Held-out, the first {h['prompts']} prompts of the `{h['split']}` split ({h['metric']}), warm start "
             f"against this adapter: {h['before']:.4f} -> {h['after']:.4f}, difference {h['diff']:+.4f} "
-            f"(paired 95% interval [{h['low']:+.4f}, {h['high']:+.4f}])."]
+            f"(paired 95% interval [{h['low']:+.4f}, {h['high']:+.4f}])."
+            + (f" The base model on the same prompts: {b['before']:.4f} (this adapter {b['diff']:+.4f}, "
+               f"[{b['low']:+.4f}, {b['high']:+.4f}])." if (b := h.get("from_base")) else "")]

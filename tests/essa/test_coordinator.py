@@ -56,7 +56,10 @@ def test_a_run_calibrates_learns_and_exports_its_best_point(model_dir, tmp_path,
     assert ckpt.best["validation"] == best
     heldout = json.loads((run / "heldout.json").read_text())
     assert heldout["prompts"] == 32 and heldout["split"] == "test" and heldout["low"] > 0
-    assert "held-out test" in capsys.readouterr().out
+    base = heldout["from_base"]  # the fake base model scores 0.01 below the warm start on every prompt
+    assert base["after"] == heldout["after"] and abs(base["before"] - (heldout["before"] - 0.01)) < 1e-6
+    out = capsys.readouterr().out
+    assert "held-out test" in out and "base model -> best" in out
     lora, _ = read_peft_adapter(adapter)
     assert set(lora) == {f"model.layers.{i}.self_attn.q_proj" for i in range(2)}
     provenance = json.loads((adapter / "essa.json").read_text())

@@ -104,6 +104,7 @@ def test_the_export_carries_a_model_card_from_the_run(finished_run, tmp_path):
     assert card.startswith("---\nbase_model: ") and "library_name: peft" in card and "- gsm8k" in card
     heldout = json.loads((finished_run / "heldout.json").read_text())
     assert f"{heldout['diff']:+.4f}" in card and "λ = 8" in card and "![reward" in card
+    assert f"The base model on the same prompts: {heldout['from_base']['before']:.4f}" in card
     assert (out / "reward.png").read_bytes() == (finished_run / "reward.png").read_bytes()
     recorded = json.loads((out / "essa.json").read_text())["files"]
     assert set(recorded) == {"README.md", "reward.png"}
