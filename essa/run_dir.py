@@ -182,8 +182,9 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def truncate_metrics(run_dir: Path, generations_done: int) -> None:
-    """Drop log lines of generations after the checkpoint being resumed: they will be redone."""
-    kept = [r for r in read_metrics(run_dir) if r.get("generation", -1) < generations_done]
+    """Drop log lines of generations after the checkpoint being resumed: they will be redone. With no
+    checkpoint (0 done) the start's validation line goes too, since the start is validated again."""
+    kept = [r for r in read_metrics(run_dir) if r.get("generation", -1) < generations_done] if generations_done else []
     atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
 
 

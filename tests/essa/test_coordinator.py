@@ -86,6 +86,18 @@ def test_an_interrupted_run_resumes_to_the_same_result(model_dir, tmp_path):
         (straight / "adapter" / "adapter_model.safetensors").read_bytes()
 
 
+def test_a_run_stopped_before_its_first_checkpoint_resumes_with_one_start_line(model_dir, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    align(config(model_dir), straight, resume=False, pool_factory=FakePool)
+    with pytest.raises(KeyboardInterrupt):  # after the start's validation line, before any checkpoint
+        align(config(model_dir), resumed, resume=False,
+              pool_factory=lambda cfg, basis: FakePool(cfg, basis, fail_at_generation=0))
+    assert load_latest(resumed) is None and [m["generation"] for m in metrics(resumed)] == [-1]
+    align(None, resumed, resume=True, pool_factory=FakePool)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
+    assert strip(metrics(resumed)) == strip(metrics(straight))  # one generation -1 line, as uninterrupted
+
+
 def test_flat_rewards_leave_the_warm_start_in_place(model_dir, tmp_path):
     run = tmp_path / "flat"
     align(config(model_dir, "search.sigma=0.5", "search.generations=4"), run, resume=False,
