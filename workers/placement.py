@@ -34,6 +34,12 @@ class PoolError(RuntimeError):
 ENGINE_RUNTIME_GIB = 2.5
 
 
+def cpu_kv_cache_gib(requested: float) -> int:
+    """The KV cache a CPU engine reserves for engine.kv_cache_gib: vLLM's VLLM_CPU_KVCACHE_SPACE
+    takes whole GiB, so the request is rounded, and at least 1."""
+    return max(1, round(requested))
+
+
 def cpu_memory_problem(engines: int, kv_cache_gib: float, weights_gib: float, available_gib: float | None) -> str | None:
     """Why `engines` CPU engines would not fit in this machine's free RAM, or None when they fit."""
     need = engines * (kv_cache_gib + weights_gib + ENGINE_RUNTIME_GIB)
@@ -151,7 +157,8 @@ def plan_actors(model: str, kv_cache_gib: float, gpus: int, workers: int, tensor
             "use --gpus 0 to run on CPU, or join a cluster with GPUs (engine.ray_address / $RAY_ADDRESS)"
         )
     if gpus == 0 and not (ray_address or os.environ.get("RAY_ADDRESS")):  # the engines share this machine's RAM
-        problem = cpu_memory_problem(workers, kv_cache_gib, weights_gib(model), available_memory_gib())
+        problem = cpu_memory_problem(workers, cpu_kv_cache_gib(kv_cache_gib), weights_gib(model),
+                                     available_memory_gib())
         if problem:
             raise PoolError(problem)
     # vLLM's warnings on these machines are about its own build (no Triton, a recompile), not the

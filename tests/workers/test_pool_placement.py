@@ -104,3 +104,9 @@ def test_a_local_gpu_count_is_checked_only_without_a_cluster_address(monkeypatch
     assert local_gpu_problem(8, "10.0.0.1:6379") is None  # a cluster's GPUs are counted once joined
     monkeypatch.setenv("RAY_ADDRESS", "auto")
     assert local_gpu_problem(8, None) is None
+
+
+def test_the_ram_check_counts_the_kv_cache_a_cpu_engine_really_reserves():
+    from essa.workers.placement import cpu_kv_cache_gib
+
+    assert [cpu_kv_cache_gib(g) for g in (0.25, 0.5, 1.4, 2.0, 2.6)] == [1, 1, 1, 2, 3]  # whole GiB, at least 1

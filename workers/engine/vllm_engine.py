@@ -32,6 +32,7 @@ from essa.adapters import write_peft_adapter
 from essa.io import ram_dir, ram_root
 from essa.quantize import is_quantized
 from essa.svd_lora import SVDLoRA
+from essa.workers.placement import cpu_kv_cache_gib
 
 EXTENSION = "essa.workers.engine.extension.EssaWorkerExtension"
 
@@ -86,7 +87,7 @@ class VLLMEngine:
             parallel = dict(tensor_parallel_size=options.tensor_parallel_size, distributed_executor_backend="ray")
         if not options.gpu:
             # vLLM on CPU reserves KV cache from RAM; its default fraction fails on small machines.
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(options.kv_cache_gib))))
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kv_cache_gib(options.kv_cache_gib)))
         lora = options.mode == "lora" and basis is not None
         # In-process, the engine core steps only once generate() has queued every request; in its own
         # process it starts on the first arrival, so a loaded machine batches (and rounds) differently.
