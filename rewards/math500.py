@@ -423,7 +423,7 @@ VALIDATION_SIZE = 100
 
 def load_splits(data_dir: Path | None) -> dict[str, list[dict]]:
     if data_dir is not None:
-        rows = read_jsonl(data_dir / "math500" / "test.jsonl", required=("problem", "answer"))
+        rows = read_jsonl(data_dir / "math500" / "test.jsonl", required=("problem", "answer", "unique_id"))
     else:
         rows = load_hub_split(HUB_ID, None, "test")
     ordered = stable_order(rows, key="unique_id")

@@ -198,3 +198,12 @@ def test_unknown_task_lists_known_tasks(name):
     assert f"unknown task {name!r}" in message
     for known in TASKS:
         assert known in message
+
+
+def test_a_math500_file_without_unique_id_is_named_not_a_traceback(tmp_path):
+    from essa.rewards.math500 import load_splits
+
+    (tmp_path / "math500").mkdir()
+    (tmp_path / "math500" / "test.jsonl").write_text('{"problem": "1+1?", "answer": "2"}\n')
+    with pytest.raises(DataError, match=r"test.jsonl:1: .*unique_id"):
+        load_splits(tmp_path)
