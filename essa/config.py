@@ -8,6 +8,7 @@ ones; cross-field problems fail with the values involved and the fix.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -121,6 +122,7 @@ class RunConfig:
     heldout_size: int = 0  # at the end, warm start vs best on this many prompts of heldout_split (0: skip)
     heldout_split: str = "test"
     tensorboard: bool = True  # TensorBoard scalars in RUN/tensorboard/ beside metrics.jsonl (essa.run_log)
+    wandb_project: str | None = None  # also log the scalars to this Weights & Biases project (needs wandb)
 
 
 @dataclass
@@ -236,7 +238,7 @@ RESUMABLE_KEYS = (
     "search.generations",
     "engine.gpus", "engine.workers", "engine.tensor_parallel_size", "engine.ray_address", "engine.timeout_s",
     "engine.start_timeout_s", "engine.max_retries", "engine.kv_cache_gib", "engine.gpu_memory_utilization",
-    "run.checkpoint_every", "run.keep_checkpoints", "run.tensorboard",
+    "run.checkpoint_every", "run.keep_checkpoints", "run.tensorboard", "run.wandb_project",
     # where the data lives may change; what it holds may not (RUN/inputs.json, essa.inputs)
     "task.data_dir", "task.data_file",
 )
@@ -295,6 +297,9 @@ def validate(cfg: Config) -> None:
         problems.append(f"search.calibration_snr={s.calibration_snr} must be >= 0")
     if s.generations < 0:
         problems.append(f"search.generations={s.generations} must be >= 0")
+    if r.wandb_project is not None and importlib.util.find_spec("wandb") is None:
+        problems.append(f"run.wandb_project={r.wandb_project!r} needs the wandb package: pip install wandb "
+                        "(or drop run.wandb_project; TensorBoard logs are written either way)")
     if r.keep_checkpoints < 0:
         problems.append(f"run.keep_checkpoints={r.keep_checkpoints} must be >= 0 (0 keeps every checkpoint)")
     if r.heldout_size < 0:

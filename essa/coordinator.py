@@ -6,6 +6,7 @@ are x = basis.offsets(z), so one dimensionless sigma fits every factor.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -105,7 +106,7 @@ def _align(cfg: Config | None, run_dir: Path, resume: bool, changes: dict[str, A
               f"essa align --resume {run_dir} (engine flags such as --gpus and --workers, and engine.* keys, may "
               "change on resume)", file=sys.stderr, flush=True)
         raise
-    log = RunLog(run_dir, cfg.run.tensorboard)
+    log = RunLog(run_dir, cfg.run.tensorboard, cfg.run.wandb_project, config=dataclasses.asdict(cfg))
     try:
         sigma = initial_sigma(cfg, run_dir, pool, basis, len(task.examples("train")))
         search = restore(cfg, basis, task, run_dir, sigma)

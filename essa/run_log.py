@@ -11,6 +11,11 @@ TensorBoard tags, per generation (step = generations completed):
     validation/reward            when the generation validated (step 0: the warm start)
     validation/base_model        step 0 only
 
+With `run.wandb_project`, the same scalars (same tags, same steps) also go to that Weights & Biases
+project, as one W&B run per run directory (a resumed run continues it), its files in RUN/wandb/;
+wandb's own settings apply (WANDB_MODE=offline, WANDB_API_KEY, WANDB_ENTITY), and W&B does not
+capture the console.
+
 `Progress` shows the generations: a tqdm bar on a terminal, one plain line per generation
 otherwise (CI, nohup, a batch scheduler's log), where bar redraws would be noise.
 
@@ -20,6 +25,8 @@ values, and TensorBoard shows the newest.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import sys
 from pathlib import Path
 
@@ -29,9 +36,11 @@ TENSORBOARD_DIR = "tensorboard"
 
 
 class RunLog:
-    def __init__(self, run_dir: Path, tensorboard: bool = True):
+    def __init__(self, run_dir: Path, tensorboard: bool = True, wandb_project: str | None = None,
+                 config: dict | None = None):
         self.run_dir = Path(run_dir)
         self.writer = None
+        self.wandb = start_wandb(self.run_dir, wandb_project, config) if wandb_project else None
         if tensorboard:
             try:
                 from tensorboardX import SummaryWriter
@@ -47,11 +56,30 @@ class RunLog:
         if self.writer is not None:
             for tag, value in scalars(record).items():
                 self.writer.add_scalar(tag, value, record["generation"] + 1)
+        if self.wandb is not None and (values := scalars(record)):
+            self.wandb.log(values, step=record["generation"] + 1)
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+        if self.wandb is not None:
+            self.wandb.finish()
+            self.wandb = None
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """One W&B run id per run directory, the same on every resume: its name and a hash of its path."""
+    path = str(Path(run_dir).resolve())
+    name = re.sub(r"[^A-Za-z0-9_-]", "-", Path(path).name)[:48]
+    return f"{name}-{hashlib.sha256(path.encode()).hexdigest()[:8]}"
+
+
+def start_wandb(run_dir: Path, project: str, config: dict | None):
+    import wandb  # checked by essa.config.validate: run.wandb_project needs it
+
+    return wandb.init(project=project, id=wandb_run_id(run_dir), name=run_dir.name, dir=str(run_dir),
+                      config=config or {}, resume="allow", settings=wandb.Settings(console="off"))
 
 
 def scalars(record: dict) -> dict[str, float]:
