@@ -202,6 +202,7 @@ def print_summary(run_dir: Path, adapter: Path) -> None:
     """The end of a run as a small table: validation (base, warm start, final, best), held-out, files."""
     import json
 
+    from essa.forgetting import FORGETTING_FILE
     from essa.heldout import HELDOUT_FILE
     from essa.plots import PLOT_FILE
     from essa.run_dir import read_metrics
@@ -217,13 +218,14 @@ def print_summary(run_dir: Path, adapter: Path) -> None:
         best = max(v["mean"], key=lambda gv: gv[1])
         table.append(("validation, final mean", f"{v['mean'][-1][1]:.3f} (after generation {v['mean'][-1][0]})"))
         table.append(("validation, best", f"{best[1]:.3f} (after generation {best[0]}): the exported point"))
-    heldout = run_dir / HELDOUT_FILE
-    if heldout.is_file():
-        h = json.loads(heldout.read_text())
-        table.append((f"held-out {h['split']} ({h['prompts']}), warm start -> best",
+    for file, label in ((HELDOUT_FILE, "held-out"), (FORGETTING_FILE, "forgetting check")):
+        if not (run_dir / file).is_file():
+            continue
+        h = json.loads((run_dir / file).read_text())
+        table.append((f"{label} {h['split']} ({h['prompts']}), warm start -> best",
                       f"{h['before']:.3f} -> {h['after']:.3f}, {h['diff']:+.3f} [{h['low']:+.3f}, {h['high']:+.3f}]"))
         if b := h.get("from_base"):  # absent in runs made before it was recorded
-            table.append((f"held-out {h['split']} ({h['prompts']}), base model -> best",
+            table.append((f"{label} {h['split']} ({h['prompts']}), base model -> best",
                           f"{b['before']:.3f} -> {b['after']:.3f}, {b['diff']:+.3f} [{b['low']:+.3f}, {b['high']:+.3f}]"))
     table.append(("best adapter", str(adapter)))
     if (run_dir / PLOT_FILE).is_file():

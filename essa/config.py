@@ -89,6 +89,7 @@ class GenerationConfig:
     temperature: float = 0.0  # greedy: candidates differ only by their weights
 
 
+FORGETTING_TASKS = ("gsm8k", "ifeval", "math500", "countdown")  # built-in tasks with a test split
 LORA_KERNELS = ("shared", "grouped", "vllm")  # workers/engine/: lora_shared_basis.py, lora_grouped.py; vLLM's own ops
 
 
@@ -123,6 +124,8 @@ class RunConfig:
     heldout_split: str = "test"
     tensorboard: bool = True  # TensorBoard scalars in RUN/tensorboard/ beside metrics.jsonl (essa.run_log)
     wandb_project: str | None = None  # also log the scalars to this Weights & Biases project (needs wandb)
+    forgetting_task: str | None = None  # at the end, also compare warm start, best and base on this task's test split
+    forgetting_size: int = 100  # prompts of that split
 
 
 @dataclass
@@ -300,6 +303,10 @@ def validate(cfg: Config) -> None:
     if r.wandb_project is not None and importlib.util.find_spec("wandb") is None:
         problems.append(f"run.wandb_project={r.wandb_project!r} needs the wandb package: pip install wandb "
                         "(or drop run.wandb_project; TensorBoard logs are written either way)")
+    if r.forgetting_task is not None and r.forgetting_task not in FORGETTING_TASKS:
+        problems.append(f"run.forgetting_task={r.forgetting_task!r}: choose one of {', '.join(FORGETTING_TASKS)}")
+    if r.forgetting_size < 2:
+        problems.append(f"run.forgetting_size={r.forgetting_size} must be >= 2 (a paired interval needs two prompts)")
     if r.keep_checkpoints < 0:
         problems.append(f"run.keep_checkpoints={r.keep_checkpoints} must be >= 0 (0 keeps every checkpoint)")
     if r.heldout_size < 0:

@@ -17,6 +17,7 @@ import numpy as np
 
 from essa.checkpoint import Checkpoint, load_latest, save_checkpoint
 from essa.config import Config, resume_config, to_yaml
+from essa.forgetting import check_forgetting, check_task
 from essa.heldout import compare_heldout
 from essa.inputs import check_inputs, fingerprint
 from essa.calibration import calibrate_sigma, calibration_prompts
@@ -96,6 +97,8 @@ def _align(cfg: Config | None, run_dir: Path, resume: bool, changes: dict[str, A
     val_indices = list(range(min(cfg.task.val_size, len(task.examples("validation")))))
     if cfg.run.heldout_size:
         task.examples(cfg.run.heldout_split)  # an unknown split fails now, not after the run
+    if cfg.run.forgetting_task:
+        check_task(cfg)  # likewise the forgetting task and its data
 
     if pool_factory is None:
         from essa.rollout_pool import pool_from_config as pool_factory
@@ -119,6 +122,8 @@ def _align(cfg: Config | None, run_dir: Path, resume: bool, changes: dict[str, A
     finally:
         log.close()
         pool.shutdown()
+    if cfg.run.forgetting_task:
+        check_forgetting(cfg, basis, search.best_z, run_dir, pool_factory)
     write_plot(run_dir)
     return export_best(run_dir, run_dir / "adapter")
 

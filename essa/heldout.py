@@ -21,8 +21,10 @@ from essa.stats import paired_difference
 HELDOUT_FILE = "heldout.json"
 
 
-def compare_heldout(pool, task, vectors: np.ndarray, split: str, size: int, run_dir: Path) -> dict:
-    """Score `vectors` = [before, after] on the first `size` prompts of `split`; print and save the result."""
+def compare_heldout(pool, task, vectors: np.ndarray, split: str, size: int, run_dir: Path,
+                    file: str = HELDOUT_FILE, label: str = "held-out") -> dict:
+    """Score `vectors` = [before, after] on the first `size` prompts of `split`; print and save the result
+    (RUN/`file`; the forgetting check, essa.forgetting, uses its own file and label)."""
     n = min(size, len(task.examples(split)))
     result = pool.evaluate(vectors, split, list(range(n)), details=True)
     per_prompt = task.headline_scores(result.rewards, result.details)
@@ -38,10 +40,10 @@ def compare_heldout(pool, task, vectors: np.ndarray, split: str, size: int, run_
     record = {"split": split, "prompts": n, "metric": metric, **diff.as_record(),
               "reward_before": float(result.rewards[0].mean()), "reward_after": float(result.rewards[1].mean()),
               "standard": figures, "from_base": {**from_base.as_record(), "reward_base": float(base.rewards[0].mean())}}
-    atomic_write_json(run_dir / HELDOUT_FILE, record)
+    atomic_write_json(run_dir / file, record)
     rate = set(np.unique(np.concatenate([per_prompt.ravel(), base_per_prompt])).tolist()) <= {0.0, 1.0}
-    print(f"[essa] held-out {split} ({metric}), warm start -> best: {diff.describe(percent=rate)}", flush=True)
-    print(f"[essa] held-out {split} ({metric}), base model -> best: {from_base.describe(percent=rate)}", flush=True)
+    print(f"[essa] {label} {split} ({metric}), warm start -> best: {diff.describe(percent=rate)}", flush=True)
+    print(f"[essa] {label} {split} ({metric}), base model -> best: {from_base.describe(percent=rate)}", flush=True)
     for key in figures.get("before", {}):
         print(f"[essa]   {key}: {figures['before'][key]:.4f} -> {figures['after'][key]:.4f}", flush=True)
     return record

@@ -2,7 +2,7 @@
 
 What it states comes from the run folder alone: config.yaml (task, method, hyperparameters),
 metrics.jsonl (validation of the base model, the warm start and the best point), heldout.json
-(the held-out comparison, when the run made one), calibration.json (the measured initial step),
+(the held-out comparison, when the run made one), forgetting.json (the forgetting check, likewise), calibration.json (the measured initial step),
 command.txt (the command that started the run) and reward.png (the curve, copied beside it).
 Nothing is claimed that the run did not measure.
 """
@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from essa.config import Config
+from essa.forgetting import FORGETTING_FILE
 from essa.heldout import HELDOUT_FILE
 from essa.run_dir import CALIBRATION_FILE, COMMAND_FILE, read_metrics
 from essa.status import validations
@@ -61,6 +62,7 @@ def model_card(run_dir: Path, cfg: Config, base_model: str, best: dict, has_plot
         "",
         *_scores(v, best, cfg),
         *_heldout(run_dir),
+        *_forgetting(run_dir),
     ]
     if has_plot:
         lines += ["", "![reward against generation and search time](reward.png)"]
@@ -108,6 +110,18 @@ def _scores(v: dict, best: dict, cfg: Config) -> list[str]:
         f"| warm start | {num(v['start'])} |",
         f"| this adapter (after generation {best.get('generation', 0)}) | {num(best.get('validation'))} |",
     ]
+
+
+def _forgetting(run_dir: Path) -> list[str]:
+    path = run_dir / FORGETTING_FILE
+    if not path.is_file():
+        return []
+    h = json.loads(path.read_text())
+    b = h["from_base"]
+    return ["", f"Forgetting check, another task: the first {h['prompts']} prompts of its `{h['split']}` split "
+            f"({h['metric']}), warm start against this adapter: {h['before']:.4f} -> {h['after']:.4f}, difference "
+            f"{h['diff']:+.4f} (paired 95% interval [{h['low']:+.4f}, {h['high']:+.4f}]); the base model "
+            f"{b['before']:.4f}."]
 
 
 def _heldout(run_dir: Path) -> list[str]:

@@ -147,3 +147,36 @@ def test_push_creates_the_repository_then_uploads_and_fails_clearly(finished_run
         push_to_hub(out, "no-slash", api=api)
     provenance = (out / "essa.json").read_text() + (out / "README.md").read_text()
     assert str(tmp_path) not in provenance  # nothing local goes to the Hub
+
+
+def test_the_forgetting_check_scores_another_task_after_the_run(tmp_path, capsys):
+    from essa.cli import print_summary
+
+    model = write_tiny_model(tmp_path / "model")
+    seen = []
+
+    def pools(cfg, basis):  # the run's pool, then the forgetting check's
+        seen.append((cfg.task.name, cfg.generation.max_new_tokens))
+        return FakePool(cfg, basis)
+
+    cfg = load_config("gsm8k", None, {"model.name": str(model), "adapter.init": "principal", "search.popsize": 8},
+                      ["adapter.rank=2", "adapter.target_modules=[q_proj]", "task.batch_size=8", "task.val_size=16",
+                       "search.generations=2", "search.sigma=0.5", "run.forgetting_task=math500",
+                       "run.forgetting_size=20"])
+    run = tmp_path / "run"
+    adapter = align(cfg, run, resume=False, pool_factory=pools)
+    math500 = load_config("math500")
+    assert seen == [("gsm8k", cfg.generation.max_new_tokens), ("math500", math500.generation.max_new_tokens)]
+    check = json.loads((run / "forgetting.json").read_text())
+    assert check["split"] == "test" and check["prompts"] == 20 and check["from_base"]["after"] == check["after"]
+    assert "forgetting check, math500 test" in capsys.readouterr().out
+    print_summary(run, adapter)
+    assert "forgetting check test (20), warm start -> best" in capsys.readouterr().out
+    assert "Forgetting check, another task: the first 20 prompts" in (adapter / "README.md").read_text()
+
+
+def test_an_unknown_forgetting_task_is_refused_with_the_choices():
+    from essa.config import ConfigError
+
+    with pytest.raises(ConfigError, match="run.forgetting_task='mmlu': choose one of gsm8k, ifeval, math500, countdown"):
+        load_config("gsm8k", overrides=["run.forgetting_task=mmlu"])
