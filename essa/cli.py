@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write a run's best adapter as a PEFT LoRA folder")
     export.add_argument("run_dir")
     export.add_argument("--out", required=True)
+    export.add_argument("--merge", action="store_true", help="write the base model with the adapter merged in "
+                        "(a full model folder for transformers and vLLM) instead of the adapter")
     export.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the folder to the Hugging Face Hub")
     export.add_argument("--public", action="store_true", help="with --push-to-hub: create the repository public "
                                                               "(default private)")
@@ -270,7 +272,7 @@ def cmd_export(args) -> int:
 
     if args.push_to_hub:
         check_repo_id(args.push_to_hub)  # before anything is written
-    out = export_best(Path(args.run_dir), Path(args.out))
+    out = export_best(Path(args.run_dir), Path(args.out), merge=args.merge)
     print(f"[essa] exported {out}")
     if args.push_to_hub:
         from essa.hub import push_to_hub

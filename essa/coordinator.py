@@ -7,6 +7,7 @@ are x = basis.offsets(z), so one dimensionless sigma fits every factor.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from essa.inputs import check_inputs, fingerprint
 from essa.calibration import calibrate_sigma, calibration_prompts
 from essa.io import atomic_write_json, atomic_write_text, read_json
 from essa.model_card import model_card
+from essa.merge import check_merge_target, write_merged_model
 from essa.models import resolve_model
 from essa.plots import PLOT_FILE
 from essa.rewards.data import data_dir
@@ -34,7 +36,7 @@ from essa.sampler import PromptSampler
 from essa.stats import measure_signal, paired_difference
 from essa.search import Strategy, make_strategy
 from essa.svd_lora import SVDLoRA
-from essa.adapters import update_strength, write_peft_adapter
+from essa.adapters import ESSA_MARKER, update_strength, write_peft_adapter
 from essa.warm_start import report_strength, warm_start
 
 
@@ -276,9 +278,13 @@ def write_plot(run_dir: Path) -> None:
         pass  # no generation logged (a run resumed when already finished): nothing to draw
 
 
-def export_best(run_dir: Path, out_dir: Path) -> Path:
-    """Write the best point of a run (latest checkpoint) as a PEFT LoRA folder."""
+def export_best(run_dir: Path, out_dir: Path, merge: bool = False) -> Path:
+    """Write the best point of a run (latest checkpoint) as a PEFT LoRA folder, or with `merge` as a full
+    model folder: the base model with the adapter merged in (essa.merge; the bf16 base, whatever
+    quantization the engines used)."""
     check_export_target(run_dir, out_dir)
+    if merge:
+        check_merge_target(out_dir)
     cfg, basis = open_run(run_dir)
     ckpt = load_latest(run_dir)
     if ckpt is None:
@@ -290,9 +296,12 @@ def export_best(run_dir: Path, out_dir: Path) -> Path:
     # the run's folder name, not its path: an export is for sharing and must not carry local paths
     provenance = {"run": Path(run_dir).resolve().name, "task": cfg.task.name, "best": best}
     plot, base = run_dir / PLOT_FILE, shared_base_name(cfg.model.name)
-    files = {"README.md": model_card(run_dir, cfg, base, best, plot.is_file()).encode()}
+    files = {"README.md": model_card(run_dir, cfg, base, best, plot.is_file(), merged=merge).encode()}
     if plot.is_file():
         files[PLOT_FILE] = plot.read_bytes()
+    if merge:
+        files[ESSA_MARKER] = (json.dumps({**provenance, "merged": True, "written_by": "essa"}, indent=2) + "\n").encode()
+        return write_merged_model(out_dir, resolve_model(cfg.model.name), lora, basis.lora_alpha / basis.rank, files)
     return write_peft_adapter(out_dir, lora, basis.rank, basis.lora_alpha, base, provenance, files)
 
 

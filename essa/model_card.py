@@ -20,7 +20,9 @@ from essa.run_dir import CALIBRATION_FILE, COMMAND_FILE, read_metrics
 from essa.status import validations
 
 
-def model_card(run_dir: Path, cfg: Config, base_model: str, best: dict, has_plot: bool) -> str:
+def model_card(run_dir: Path, cfg: Config, base_model: str, best: dict, has_plot: bool,
+               merged: bool = False) -> str:
+    """The card's text; `merged`: the folder is the base model with the adapter merged in (essa.merge)."""
     run_dir = Path(run_dir)
     base_model = shareable(base_model)  # a local model folder is named by its folder name only
     v = validations(read_metrics(run_dir))
@@ -31,14 +33,15 @@ def model_card(run_dir: Path, cfg: Config, base_model: str, best: dict, has_plot
     lines = [
         "---",
         f"base_model: {base_model}",
-        "library_name: peft",
+        *(["base_model_relation: finetune", "library_name: transformers"] if merged else ["library_name: peft"]),
         "tags:",
         *[f"- {t}" for t in tags],
         "---",
         "",
         f"# {run_dir.resolve().name}",
         "",
-        f"A LoRA adapter for `{base_model}`, aligned to the `{cfg.task.name}` task"
+        ("`" + base_model + "` with a LoRA adapter merged into its weights" if merged else
+         f"A LoRA adapter for `{base_model}`") + f", aligned to the `{cfg.task.name}` task"
         + (f" with the reward `{Path(cfg.task.reward).name if '/' in cfg.task.reward else cfg.task.reward}`"
            if cfg.task.reward else "") + " by essa, without gradients: CMA-ES searched the",
         "singular values of a LoRA adapter whose singular vectors stay fixed, scoring every candidate",
@@ -70,6 +73,11 @@ def model_card(run_dir: Path, cfg: Config, base_model: str, best: dict, has_plot
     if command.is_file():
         lines += ["", "## Command", "", "(folders of local paths left out)", "", "```bash",
                   shareable(command.read_text().strip()), "```"]
+    if merged:
+        return "\n".join(lines + [
+            "", "## Use", "", "```python", "from transformers import AutoModelForCausalLM", "",
+            'model = AutoModelForCausalLM.from_pretrained("PATH/TO/THIS/FOLDER")', "```", "",
+            "vLLM: `LLM(model=\"PATH/TO/THIS/FOLDER\")`.", ""])
     lines += [
         "", "## Use", "", "```python",
         "from peft import PeftModel",
