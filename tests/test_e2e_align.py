@@ -76,6 +76,33 @@ def test_resume_matches_an_uninterrupted_run(runs):
         assert np.array_equal(a[key], b[key]), key
 
 
+def test_sigkill_in_the_middle_of_a_generation_then_resume_equals_the_uninterrupted_run(runs):
+    """The real-engine case of the coordinator kill tests (tests/reliability/test_coordinator_kill.py):
+    the whole process group (coordinator, Ray, the engine) is SIGKILLed once generation 1 is
+    checkpointed, that is inside generation 2; --resume must then give the straight run's log and adapter."""
+    import signal
+    import time
+
+    run = runs["root"] / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "essa.cli", "align", *SMALL, "--generations", "2", "--run-dir",
+                             str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    latest, deadline = run / "checkpoints" / "latest", time.monotonic() + 900
+    while proc.poll() is None and time.monotonic() < deadline:
+        if latest.is_file() and latest.read_text().strip() == "gen_000001":
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "adapter").exists()  # it died before the end
+
+    essa("align", "--resume", str(run))
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "time"} for r in rs]  # noqa: E731
+    assert strip(metrics(run)) == strip(metrics(runs["straight"]))
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        assert (run / "adapter" / name).read_bytes() == (runs["straight"] / "adapter" / name).read_bytes(), name
+
+
 def test_exported_adapter_loads_in_peft_and_generates(runs):
     import torch
     from peft import PeftModel
