@@ -259,8 +259,8 @@ def cmd_sft(args) -> int:
     if cfg.task.val_size and not args.no_eval:
         from essa.evaluate import compare_to_base
 
-        diff = compare_to_base(cfg, adapter, "validation", cfg.task.val_size)
-        print(f"[essa] validation, base model -> SFT adapter: {diff.describe()}")
+        diff, metric = compare_to_base(cfg, adapter, "validation", cfg.task.val_size)
+        print(f"[essa] validation ({metric}), base model -> SFT adapter: {diff.describe(percent=metric != 'reward')}")
         if diff.high < 0:
             print("[essa] warning: this SFT adapter is worse than the base model on validation", file=sys.stderr)
     return 0

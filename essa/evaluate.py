@@ -58,9 +58,9 @@ def evaluate(cfg: Config, split: str, adapter: Path | None, limit: int | None) -
     }
 
 
-def compare_to_base(cfg: Config, adapter: Path, split: str, limit: int) -> PairedDifference:
+def compare_to_base(cfg: Config, adapter: Path, split: str, limit: int) -> tuple[PairedDifference, str]:
     """The task's headline metric (essa.heldout) of the base model and of `adapter` on the same
-    first `limit` prompts of `split`, as a paired difference (after = the adapter)."""
+    first `limit` prompts of `split`, as a paired difference (after = the adapter), and its name."""
     from essa.rollout_pool import pool_from_config
 
     task = load_task(cfg.task)
@@ -73,7 +73,7 @@ def compare_to_base(cfg: Config, adapter: Path, split: str, limit: int) -> Paire
     finally:
         pool.shutdown()
     per_prompt = [task.headline_scores(r.rewards, r.details)[0] for r in rows]
-    return paired_difference(per_prompt[0], per_prompt[1])
+    return paired_difference(per_prompt[0], per_prompt[1]), task.headline or "reward"
 
 
 def format_table(metrics: dict) -> str:
