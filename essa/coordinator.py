@@ -18,8 +18,8 @@ import numpy as np
 
 from essa.checkpoint import Checkpoint, load_latest, save_checkpoint
 from essa.config import Config, resume_config, to_yaml
-from essa.forgetting import check_forgetting, check_task
-from essa.heldout import compare_heldout
+from essa.forgetting import FORGETTING_FILE, check_forgetting, check_task
+from essa.heldout import HELDOUT_FILE, compare_heldout
 from essa.inputs import check_inputs, fingerprint
 from essa.calibration import calibrate_sigma, calibration_prompts
 from essa.io import atomic_write_json, atomic_write_text, read_json
@@ -79,9 +79,10 @@ def _align(cfg: Config | None, run_dir: Path, resume: bool, changes: dict[str, A
         saved, basis = open_run(run_dir)
         cfg, changed = resume_config(saved, changes, overrides)  # validated; saved once the inputs pass
         done = load_latest(run_dir)
-        if done is not None and done.generation >= cfg.search.generations:
+        if done is not None and done.generation >= cfg.search.generations and not final_checks_due(cfg, run_dir):
             print(f"[essa] {run_dir} already ran {done.generation} generations; exporting its best point",
                   flush=True)
+            write_plot(run_dir)
             return export_best(run_dir, run_dir / "adapter")
     task = load_task(cfg.task)  # bad task/data fail first
     model_dir = resolve_model(cfg.model.name)
@@ -117,17 +118,25 @@ def _align(cfg: Config | None, run_dir: Path, resume: bool, changes: dict[str, A
         search = restore(cfg, basis, task, run_dir, sigma)
         if search.generation == 0 and search.best["validation"] is None:
             validate_start(pool, search, val_indices, log)
+        resumed_at = search.generation
         run_generations(cfg, run_dir, pool, search, val_indices, log)
-        if cfg.run.heldout_size:
+        ran = search.generation > resumed_at  # else a finished run resumed for the final checks it owes
+        if cfg.run.heldout_size and (ran or not (run_dir / HELDOUT_FILE).is_file()):
             compare_heldout(pool, task, basis.offsets(np.vstack([np.zeros(basis.dim), search.best_z])),
                             cfg.run.heldout_split, cfg.run.heldout_size, run_dir)
     finally:
         log.close()
         pool.shutdown()
-    if cfg.run.forgetting_task:
+    if cfg.run.forgetting_task and (ran or not (run_dir / FORGETTING_FILE).is_file()):
         check_forgetting(cfg, basis, search.best_z, run_dir, pool_factory)
     write_plot(run_dir)
     return export_best(run_dir, run_dir / "adapter")
+
+
+def final_checks_due(cfg: Config, run_dir: Path) -> bool:
+    """A finished run still owes its held-out comparison or forgetting check (stopped during them)."""
+    return bool((cfg.run.heldout_size and not (run_dir / HELDOUT_FILE).is_file())
+                or (cfg.run.forgetting_task and not (run_dir / FORGETTING_FILE).is_file()))
 
 
 def start_run(cfg: Config, run_dir: Path, model_dir: Path, inputs: dict) -> SVDLoRA:

@@ -98,6 +98,27 @@ def test_a_run_stopped_before_its_first_checkpoint_resumes_with_one_start_line(m
     assert strip(metrics(resumed)) == strip(metrics(straight))  # one generation -1 line, as uninterrupted
 
 
+def test_a_run_stopped_in_its_final_held_out_comparison_does_it_on_resume(model_dir, tmp_path):
+    class StopsInHeldout(FakePool):
+        def evaluate(self, vectors, split, indices, generation=-1, **kw):
+            if split == "test":
+                raise KeyboardInterrupt  # the run is stopped after its last generation
+            return super().evaluate(vectors, split, indices, generation, **kw)
+
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    cfg = config(model_dir, "search.generations=4", "run.heldout_size=16")
+    align(cfg, straight, resume=False, pool_factory=FakePool)
+    with pytest.raises(KeyboardInterrupt):
+        align(cfg, stopped, resume=False, pool_factory=StopsInHeldout)
+    assert load_latest(stopped).generation == 4 and not (stopped / "heldout.json").exists()
+    pools = []
+    align(None, stopped, resume=True, pool_factory=lambda c, b: pools.append(FakePool(c, b)) or pools[-1])
+    assert json.loads((stopped / "heldout.json").read_text()) == json.loads((straight / "heldout.json").read_text())
+    assert {split for split, _, _ in pools[0].calls} == {"test"}  # no generation redone, no validation
+    assert (stopped / "reward.png").is_file()
+    align(None, stopped, resume=True, pool_factory=lambda c, b: pytest.fail("nothing left to do: no engines"))
+
+
 def test_flat_rewards_leave_the_warm_start_in_place(model_dir, tmp_path):
     run = tmp_path / "flat"
     align(config(model_dir, "search.sigma=0.5", "search.generations=4"), run, resume=False,
