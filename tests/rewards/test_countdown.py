@@ -325,7 +325,7 @@ def test_packaged_config_and_sft_pairs(task) -> None:
     cfg = load_config("countdown")
     assert cfg.task.name == "countdown" and cfg.generation.max_new_tokens == 128
     pairs, source = sft.sft_pairs(cfg, task)
-    assert source == "reference" and len(pairs) == cfg.sft.max_examples == 1024
+    assert source == "reference" and len(pairs) == cfg.sft.max_examples == 512  # configs/countdown.yaml
     first = task.examples("sft")[0]
     assert pairs[0] == (task.build_messages(first), countdown.reference_response(first))
     assert all(score(response, row) == 1.0 for (_, response), row in zip(pairs, task.examples("sft")))
@@ -340,4 +340,4 @@ def test_every_config_key_has_a_comment_above_it() -> None:
             previous = next((p for p in reversed(lines[:i]) if p.strip()), "")
             assert previous.strip().startswith("#"), f"line {i + 1} ({line.strip()!r}) has no comment"
             checked += 1
-    assert checked == 2
+    assert checked == 4
