@@ -10,7 +10,8 @@ model through vLLM in a Ray actor, as `essa align --gpus 0` does, at λ 4, B 2, 
 After every generation it samples:
 
 - rss_mib: resident memory of this process and every process it started (Ray, the actor, vLLM's
-  engine core), summed (shared pages once per process: an upper bound);
+  engine core), summed (shared pages once per process: an upper bound); per process too, and the
+  summary names the processes that grew most after warm-up;
 - open_files: file descriptors held by that process tree;
 - scratch_mib: essa's candidate-adapter folders in RAM (/dev/shm/essa-engine-*);
 - shm_used_mib: everything in /dev/shm (Ray's object store included);
@@ -59,20 +60,23 @@ def sample(run_dir: Path, ignore: frozenset[str] = frozenset()) -> dict[str, flo
     from essa.io import ram_root
     from essa.workers.engine.vllm_engine import SCRATCH_PREFIX
 
-    rss, files = 0, 0
+    rss, files, by_process = 0, 0, {}
     for proc in _tree():
         try:
-            rss += proc.memory_info().rss
+            size = proc.memory_info().rss
             files += proc.num_fds()
+            name = f"{proc.name()}[{proc.pid}]"
         except psutil.Error:
             continue
+        rss += size
+        by_process[name] = size / 2**20
     scratch = sum(p.stat().st_size for folder in ram_root().glob(f"{SCRATCH_PREFIX}*") if folder.name not in ignore
                   for p in folder.rglob("*") if p.is_file())
     shm = shutil.disk_usage("/dev/shm").used if os.path.isdir("/dev/shm") else 0
     run = sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file()) if run_dir.exists() else 0
     mib = 2**20
     return {"rss_mib": rss / mib, "open_files": files, "scratch_mib": scratch / mib, "shm_used_mib": shm / mib,
-            "run_mib": run / mib}
+            "run_mib": run / mib, "rss_by_process_mib": by_process}
 
 
 class SampledPool:
@@ -197,6 +201,9 @@ def main() -> int:
             values = [s[key] for s in samples]
             print(f"| {key} | {values[0]:.1f} | {values[-1]:.1f} | {max(values):.1f} | "
                   f"{growth_per_100(samples, key):+.2f} | {final[key]:.1f} |")
+        first, last = samples[len(samples) // 4]["rss_by_process_mib"], samples[-1]["rss_by_process_mib"]
+        grown = sorted(((last[n] - first[n], n) for n in set(first) & set(last)), reverse=True)[:4]
+        print("resident memory grown most after warm-up (MiB):", ", ".join(f"{n} {d:+.1f}" for d, n in grown))
         print("bounds:", "all held" if not problems else "; ".join(problems))
         if args.out:
             args.out.write_text(json.dumps({"engine": args.engine, "generations": args.generations,
