@@ -35,8 +35,8 @@ def compare_heldout(pool, task, vectors: np.ndarray, split: str, size: int, run_
     from_base = paired_difference(base_per_prompt, per_prompt[1])
     figures = {}
     if task.aggregate is not None and result.details:
-        for label, row in (("before", 0), ("after", 1)):
-            figures[label] = task.aggregate({k: v[row].tolist() for k, v in result.details.items()})
+        for side, row in (("before", 0), ("after", 1)):
+            figures[side] = task.aggregate({k: v[row].tolist() for k, v in result.details.items()})
     record = {"split": split, "prompts": n, "metric": metric, **diff.as_record(),
               "reward_before": float(result.rewards[0].mean()), "reward_after": float(result.rewards[1].mean()),
               "standard": figures, "from_base": {**from_base.as_record(), "reward_base": float(base.rewards[0].mean())}}
