@@ -58,3 +58,15 @@ def write_tiny_model(folder):
         f"model.layers.{i}.self_attn.q_proj.weight": rng.standard_normal((12, 12)).astype(np.float32)
         for i in range(2)})
     return folder
+
+
+def tiny_config(model_dir, *overrides: str):
+    """The small run most coordinator tests make on write_tiny_model's folder: principal start, rank 2
+    on q_proj, λ 8, B 8, 16 validation prompts every 2 generations, σ 0.5; `overrides` on top."""
+    from essa.config import load_config
+
+    flags = {"model.name": str(model_dir), "adapter.init": "principal", "search.popsize": 8}
+    return load_config("gsm8k", None, flags, ["adapter.rank=2", "adapter.target_modules=[q_proj]", "task.batch_size=8",
+                                              "task.val_size=16", "run.validate_every=2", "search.sigma=0.5",
+                                              *overrides])
+

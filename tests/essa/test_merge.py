@@ -11,21 +11,18 @@ import pytest
 
 from essa.adapters import read_peft_adapter, write_peft_adapter
 from essa.cli import main
-from essa.config import load_config
 from essa.coordinator import align, export_best
 from essa.merge import write_merged_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_pool import FakePool, write_tiny_model  # noqa: E402
+from fake_pool import FakePool, tiny_config, write_tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("merge")
     model = write_tiny_model(root / "model")
-    cfg = load_config("gsm8k", None, {"model.name": str(model), "adapter.init": "principal", "search.popsize": 8},
-                      ["adapter.rank=2", "adapter.target_modules=[q_proj]", "task.batch_size=8", "task.val_size=16",
-                       "run.validate_every=2", "search.generations=4", "search.sigma=0.5"])
+    cfg = tiny_config(model, "search.generations=4")
     align(cfg, root / "run", resume=False, pool_factory=FakePool)
     return root / "run", model
 

@@ -19,16 +19,14 @@ from essa.config import load_config
 from essa.coordinator import align, export_best
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_pool import FakePool, write_tiny_model  # noqa: E402
+from fake_pool import FakePool, tiny_config, write_tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("outputs")
     model = write_tiny_model(root / "model")
-    cfg = load_config("gsm8k", None, {"model.name": str(model), "adapter.init": "principal", "search.popsize": 8},
-                      ["adapter.rank=2", "adapter.target_modules=[q_proj]", "task.batch_size=8", "task.val_size=16",
-                       "run.validate_every=2", "search.generations=6", "search.sigma=0.5", "run.heldout_size=16"])
+    cfg = tiny_config(model, "search.generations=6", "run.heldout_size=16")
     run = root / "run"
     align(cfg, run, resume=False, pool_factory=FakePool)
     return run
@@ -159,10 +157,7 @@ def test_the_forgetting_check_scores_another_task_after_the_run(tmp_path, capsys
         seen.append((cfg.task.name, cfg.generation.max_new_tokens))
         return FakePool(cfg, basis)
 
-    cfg = load_config("gsm8k", None, {"model.name": str(model), "adapter.init": "principal", "search.popsize": 8},
-                      ["adapter.rank=2", "adapter.target_modules=[q_proj]", "task.batch_size=8", "task.val_size=16",
-                       "search.generations=2", "search.sigma=0.5", "run.forgetting_task=math500",
-                       "run.forgetting_size=20"])
+    cfg = tiny_config(model, "search.generations=2", "run.forgetting_task=math500", "run.forgetting_size=20")
     run = tmp_path / "run"
     adapter = align(cfg, run, resume=False, pool_factory=pools)
     math500 = load_config("math500")

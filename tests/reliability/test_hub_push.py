@@ -17,14 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from essa.config import load_config
 from essa.coordinator import align
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "essa"))
 sys.path.insert(0, str(HERE))
 from fake_hub import FakeHub  # noqa: E402
-from fake_pool import FakePool, write_tiny_model  # noqa: E402
+from fake_pool import FakePool, tiny_config, write_tiny_model  # noqa: E402
 
 TOKEN = "hf_essaTestTokenThatMustNeverLeak0123"
 ESSA = [sys.executable, "-c", "import sys; from essa.cli import main; sys.exit(main())"]
@@ -34,9 +33,7 @@ ESSA = [sys.executable, "-c", "import sys; from essa.cli import main; sys.exit(m
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("hub")
     model = write_tiny_model(root / "local-model")
-    cfg = load_config("gsm8k", None, {"model.name": str(model), "adapter.init": "principal", "search.popsize": 8},
-                      ["adapter.rank=2", "adapter.target_modules=[q_proj]", "task.batch_size=8", "task.val_size=16",
-                       "run.validate_every=2", "search.generations=2", "search.sigma=0.5"])
+    cfg = tiny_config(model, "search.generations=2")
     align(cfg, root / "run", resume=False, pool_factory=FakePool)
     return root / "run"
 
