@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     sft.add_argument("--data-dir", help="folder with local task data (default $ESSA_DATA_DIR)")
     sft.add_argument("--data", help="with --task jsonl: your prompts (pairs come from rejection sampling)")
     sft.add_argument("--reward", help="reward plugin for rejection sampling")
-    sft.add_argument("--max-examples", type=int, help="SFT pairs used (default 1024)")
+    sft.add_argument("--max-examples", type=int, help="SFT pairs used (default: the task's sft.max_examples, 1024; Countdown 512)")
     sft.add_argument("--out", help="also copy the adapter folder here")
     sft.add_argument("--no-eval", action="store_true",
                      help="skip scoring the base model and the adapter on task.val_size validation prompts")
@@ -171,7 +171,7 @@ def cmd_align(args) -> int:
     if args.resume:
         if args.task or args.config:
             raise ValueError("--resume continues a run with its saved config: drop --task and --config (flags such "
-                             "as --generations, --gpus and --workers, and engine.* keys, may change)")
+                             "as --generations, --gpus and --workers, and the engine placement keys in RESUMABLE_KEYS, may change)")
         run_dir = Path(args.resume)
         flags = {key: getattr(args, flag) for flag, key in ALIGN_FLAGS.items() if getattr(args, flag) is not None}
         adapter = align(None, run_dir, resume=True, changes=flags, overrides=args.overrides,

@@ -79,9 +79,13 @@ def _align(cfg: Config | None, run_dir: Path, resume: bool, changes: dict[str, A
         saved, basis = open_run(run_dir)
         cfg, changed = resume_config(saved, changes, overrides)  # validated; saved once the inputs pass
         done = load_latest(run_dir)
-        if done is not None and done.generation >= cfg.search.generations and not final_checks_due(cfg, run_dir):
-            print(f"[essa] {run_dir} already ran {done.generation} generations; exporting its best point",
-                  flush=True)
+        if done is not None and done.generation >= cfg.search.generations and not heldout_due(cfg, run_dir):
+            if forgetting_due(cfg, run_dir):  # its own engines: the run's are not needed for it
+                check_task(cfg)
+                check_forgetting(cfg, basis, done.best_z, run_dir, pool_factory or default_pool_factory())
+            else:
+                print(f"[essa] {run_dir} already ran {done.generation} generations; exporting its best point",
+                      flush=True)
             write_plot(run_dir)
             return export_best(run_dir, run_dir / "adapter")
     task = load_task(cfg.task)  # bad task/data fail first
@@ -103,14 +107,13 @@ def _align(cfg: Config | None, run_dir: Path, resume: bool, changes: dict[str, A
     if cfg.run.forgetting_task:
         check_task(cfg)  # likewise the forgetting task and its data
 
-    if pool_factory is None:
-        from essa.rollout_pool import pool_from_config as pool_factory
+    pool_factory = pool_factory or default_pool_factory()
     try:
         pool = pool_factory(cfg, basis)
     except Exception:
         print(f"[essa] the engines did not start; {run_dir} is kept. Once the cause is fixed, continue it with "
-              f"essa align --resume {run_dir} (engine flags such as --gpus and --workers, and engine.* keys, may "
-              "change on resume)", file=sys.stderr, flush=True)
+              f"essa align --resume {run_dir} (--gpus, --workers, --tp and the engine placement keys in RESUMABLE_KEYS, "
+              "such as engine.timeout_s and engine.kv_cache_gib, may change on resume)", file=sys.stderr, flush=True)
         raise
     log = RunLog(run_dir, cfg.run.tensorboard, cfg.run.wandb_project, config=dataclasses.asdict(cfg))
     try:
@@ -121,22 +124,32 @@ def _align(cfg: Config | None, run_dir: Path, resume: bool, changes: dict[str, A
         resumed_at = search.generation
         run_generations(cfg, run_dir, pool, search, val_indices, log)
         ran = search.generation > resumed_at  # else a finished run resumed for the final checks it owes
-        if cfg.run.heldout_size and (ran or not (run_dir / HELDOUT_FILE).is_file()):
+        if cfg.run.heldout_size and (ran or heldout_due(cfg, run_dir)):
             compare_heldout(pool, task, basis.offsets(np.vstack([np.zeros(basis.dim), search.best_z])),
                             cfg.run.heldout_split, cfg.run.heldout_size, run_dir)
     finally:
         log.close()
         pool.shutdown()
-    if cfg.run.forgetting_task and (ran or not (run_dir / FORGETTING_FILE).is_file()):
+    if cfg.run.forgetting_task and (ran or forgetting_due(cfg, run_dir)):
         check_forgetting(cfg, basis, search.best_z, run_dir, pool_factory)
     write_plot(run_dir)
     return export_best(run_dir, run_dir / "adapter")
 
 
-def final_checks_due(cfg: Config, run_dir: Path) -> bool:
-    """A finished run still owes its held-out comparison or forgetting check (stopped during them)."""
-    return bool((cfg.run.heldout_size and not (run_dir / HELDOUT_FILE).is_file())
-                or (cfg.run.forgetting_task and not (run_dir / FORGETTING_FILE).is_file()))
+def heldout_due(cfg: Config, run_dir: Path) -> bool:
+    """The run asks for a held-out comparison and has none yet (a finished run stopped during it)."""
+    return bool(cfg.run.heldout_size) and not (run_dir / HELDOUT_FILE).is_file()
+
+
+def forgetting_due(cfg: Config, run_dir: Path) -> bool:
+    """Likewise for the forgetting check."""
+    return bool(cfg.run.forgetting_task) and not (run_dir / FORGETTING_FILE).is_file()
+
+
+def default_pool_factory() -> Callable:
+    from essa.rollout_pool import pool_from_config
+
+    return pool_from_config
 
 
 def start_run(cfg: Config, run_dir: Path, model_dir: Path, inputs: dict) -> SVDLoRA:

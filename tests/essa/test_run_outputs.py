@@ -175,3 +175,20 @@ def test_an_unknown_forgetting_task_is_refused_with_the_choices():
 
     with pytest.raises(ConfigError, match="run.forgetting_task='mmlu': choose one of gsm8k, ifeval, math500, countdown"):
         load_config("gsm8k", overrides=["run.forgetting_task=mmlu"])
+
+
+def test_a_run_stopped_in_its_forgetting_check_resumes_with_only_that_tasks_engines(tmp_path):
+    model = write_tiny_model(tmp_path / "model")
+    cfg = tiny_config(model, "search.generations=2", "run.forgetting_task=math500", "run.forgetting_size=20")
+    run, started = tmp_path / "run", []
+
+    def stops_in_the_check(cfg, basis):
+        if cfg.task.name == "math500":
+            raise KeyboardInterrupt  # stopped while the forgetting check's engines start
+        return FakePool(cfg, basis)
+
+    with pytest.raises(KeyboardInterrupt):
+        align(cfg, run, resume=False, pool_factory=stops_in_the_check)
+    assert not (run / "forgetting.json").exists()
+    align(None, run, resume=True, pool_factory=lambda c, b: started.append(c.task.name) or FakePool(c, b))
+    assert started == ["math500"] and json.loads((run / "forgetting.json").read_text())["prompts"] == 20
