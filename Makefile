@@ -46,7 +46,7 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
-# Unit tests only: no vLLM engine and no Ray (about two minutes).
+# Unit tests only: no vLLM engine and no Ray (about three minutes).
 test-fast: setup
 	$(PY) -m pytest -q -m "not e2e and not ray"
 
