@@ -22,9 +22,9 @@ from essa.status import validations
 
 def model_card(run_dir: Path, cfg: Config, base_model: str, best: dict, has_plot: bool,
                merged: bool = False) -> str:
-    """The card's text; `merged`: the folder is the base model with the adapter merged in (essa.merge)."""
+    """The card's text; `base_model` as the export names it (essa.run_dir.shared_base_name: no local path);
+    `merged`: the folder is the base model with the adapter merged in (essa.merge)."""
     run_dir = Path(run_dir)
-    base_model = shareable(base_model)  # a local model folder is named by its folder name only
     v = validations(read_metrics(run_dir))
     done = v["generations"][-1]["generation"] + 1 if v["generations"] else 0
     sigma = _sigma(run_dir, cfg)

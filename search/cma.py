@@ -110,9 +110,12 @@ class CMAParams:
 
 
 def rank_weights(scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Per-candidate recombination weights: `weights[k]` for the k-th best (0 past the mu best),
+    """Per-candidate recombination weights: `weights[k]` for the k-th best (0 past the mu best; with
+    fewer candidates than weights, the first ones, renormalized),
     averaged over each group of tied scores. They sum to 1 and do not depend on candidate order."""
     lam = len(scores)
+    if lam < len(weights):  # fewer candidates than weights (mirrored: the pairs that did not tie)
+        weights = weights[:lam] / weights[:lam].sum()
     by_rank = np.zeros(lam)
     by_rank[: len(weights)] = weights
     order = np.argsort(-scores, kind="stable")
@@ -276,7 +279,8 @@ class CMAES:
         self._generation += 1
         if self.mirrored:
             X, scores = pair_winners(X, scores)
-        if len(scores) == 0 or np.ptp(scores) == 0.0 and not self.mirrored:
+        # Mirrored: winners that score alike still each won a comparison, so only no winner is flat.
+        if len(scores) == 0 or (not self.mirrored and np.ptp(scores) == 0.0):
             # A flat generation (every candidate scored the same) says nothing about any
             # direction: the distribution stays as it is, and a fresh population is drawn.
             self._flat_generations += 1
@@ -284,8 +288,7 @@ class CMAES:
             return
         # Recombination weights by rank; tied candidates share the mean weight of the ranks
         # they span, so ties never rank by candidate index (which would be a random step).
-        weights = p.weights if len(scores) >= p.mu else p.weights[: len(scores)] / p.weights[: len(scores)].sum()
-        w = rank_weights(scores, weights)
+        w = rank_weights(scores, p.weights)
         old_mean = self._mean
         Y = (X - old_mean) / self._sigma  # every candidate's step in sigma units
         y_w = w @ Y

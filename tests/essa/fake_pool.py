@@ -9,6 +9,8 @@ are seeded by (split, index), so a prompt scores the same whenever it is drawn.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from essa.io import atomic_write_json, atomic_write_safetensors
@@ -69,4 +71,13 @@ def tiny_config(model_dir, *overrides: str):
     return load_config("gsm8k", None, flags, ["adapter.rank=2", "adapter.target_modules=[q_proj]", "task.batch_size=8",
                                               "task.val_size=16", "run.validate_every=2", "search.sigma=0.5",
                                               *overrides])
+
+
+def tiny_run(root, *overrides: str, model_name: str = "model"):
+    """A finished FakePool run of tiny_config on a fresh tiny model under `root`: (run folder, model folder)."""
+    from essa.coordinator import align
+
+    model = write_tiny_model(Path(root) / model_name)
+    align(tiny_config(model, *overrides), Path(root) / "run", resume=False, pool_factory=FakePool)
+    return Path(root) / "run", model
 

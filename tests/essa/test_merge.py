@@ -11,20 +11,16 @@ import pytest
 
 from essa.adapters import read_peft_adapter, write_peft_adapter
 from essa.cli import main
-from essa.coordinator import align, export_best
+from essa.coordinator import export_best
 from essa.merge import write_merged_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_pool import FakePool, tiny_config, write_tiny_model  # noqa: E402
+import fake_pool  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("merge")
-    model = write_tiny_model(root / "model")
-    cfg = tiny_config(model, "search.generations=4")
-    align(cfg, root / "run", resume=False, pool_factory=FakePool)
-    return root / "run", model
+    return fake_pool.tiny_run(tmp_path_factory.mktemp("merge"), "search.generations=4")
 
 
 def test_merged_weights_are_the_base_plus_the_scaled_adapter(tiny_run, tmp_path, capsys):

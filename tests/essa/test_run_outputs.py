@@ -19,17 +19,13 @@ from essa.config import load_config
 from essa.coordinator import align, export_best
 
 sys.path.insert(0, str(Path(__file__).parent))
+import fake_pool  # noqa: E402
 from fake_pool import FakePool, tiny_config, write_tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("outputs")
-    model = write_tiny_model(root / "model")
-    cfg = tiny_config(model, "search.generations=6", "run.heldout_size=16")
-    run = root / "run"
-    align(cfg, run, resume=False, pool_factory=FakePool)
-    return run
+    return fake_pool.tiny_run(tmp_path_factory.mktemp("outputs"), "search.generations=6", "run.heldout_size=16")[0]
 
 
 def _events(folder: Path) -> list:

@@ -17,13 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from essa.coordinator import align
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "essa"))
 sys.path.insert(0, str(HERE))
 from fake_hub import FakeHub  # noqa: E402
-from fake_pool import FakePool, tiny_config, write_tiny_model  # noqa: E402
+import fake_pool  # noqa: E402
 
 TOKEN = "hf_essaTestTokenThatMustNeverLeak0123"
 ESSA = [sys.executable, "-c", "import sys; from essa.cli import main; sys.exit(main())"]
@@ -31,11 +30,7 @@ ESSA = [sys.executable, "-c", "import sys; from essa.cli import main; sys.exit(m
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hub")
-    model = write_tiny_model(root / "local-model")
-    cfg = tiny_config(model, "search.generations=2")
-    align(cfg, root / "run", resume=False, pool_factory=FakePool)
-    return root / "run"
+    return fake_pool.tiny_run(tmp_path_factory.mktemp("hub"), "search.generations=2", model_name="local-model")[0]
 
 
 def _push(run: Path, out: Path, repo: str, endpoint: str, token: str) -> subprocess.CompletedProcess:
