@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from omegaconf.nodes import StringNode
 
 
 @dataclass
@@ -160,6 +162,38 @@ def _load_yaml(path: Path):
     return node
 
 
+def _parse_override(item: str, schema: DictConfig) -> DictConfig:
+    """One `key=value` override as a config layer.
+
+    A text field takes its value verbatim ("001" stays "001", "a #b" keeps its "#b", "a: b" is not a
+    mapping), but for `null`, which clears an optional one. Any other field's value is read as
+    YAML, as OmegaConf reads a dotlist; a value YAML cannot read, or one a comment would cut short,
+    is refused naming the override.
+    """
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {item!r} is not key=value (e.g. search.popsize=32)")
+    node: Any = schema
+    for part in key.split("."):
+        node = node._get_node(part) if isinstance(node, DictConfig) and part in node else None
+    if isinstance(node, StringNode) and not (raw.strip() in ("null", "~") and node._is_optional()):
+        *parents, leaf = key.split(".")
+        nested: dict = {leaf: raw}
+        for part in reversed(parents):
+            nested = {part: nested}
+        return OmegaConf.create(nested)
+    if re.search(r"(^|\s)#", raw):
+        raise ConfigError(f"override {item!r}: YAML would read the text from '#' on as a comment and drop it; "
+                          f"give {key} a value without it")
+    try:
+        return OmegaConf.from_dotlist([f"{key}={raw}"])
+    except Exception as exc:  # yaml's ScannerError / ParserError
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); "
+                          f"quote it or write a list as [a,b]") from None
+
+
 def valid_keys(node: Any = None, prefix: str = "") -> list[str]:
     node = OmegaConf.structured(Config) if node is None else node
     keys = []
@@ -206,12 +240,8 @@ def load_config(
                 node = node.setdefault(part, {})
             node[leaf] = value
     layers.append(OmegaConf.create(nested))
-    dotlist = []
     for item in overrides or []:
-        if "=" not in item or not item.split("=", 1)[0].strip():
-            raise ConfigError(f"override {item!r} is not key=value (e.g. search.popsize=32)")
-        dotlist.append(item)
-    layers.append(OmegaConf.from_dotlist(dotlist))
+        layers.append(_parse_override(item, layers[0]))
     try:
         merged = OmegaConf.merge(*layers)
     except (ConfigKeyError, ConfigAttributeError) as exc:

@@ -197,6 +197,22 @@ def test_string_flags_are_taken_verbatim(value):
     assert cfg.run.run_dir == value
 
 
+@pytest.mark.parametrize("value", ["001", "runs/exp: 1", "Be brief. #1 rule", "[draft", "true"])
+def test_text_overrides_are_taken_verbatim(value):
+    cfg = load_config("gsm8k", overrides=[f"run.run_dir={value}", f"task.system_prompt={value}"])
+    assert cfg.run.run_dir == value and cfg.task.system_prompt == value
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [("search.popsize=8 # eight", "'#' on as a comment"), ("adapter.target_modules=[q_proj,v_proj", "not valid YAML")],
+)
+def test_override_yaml_would_misread_is_refused(override, fragment):
+    with pytest.raises(ConfigError, match=re.escape(override)) as info:
+        load_config("gsm8k", overrides=[override])
+    assert fragment in str(info.value)
+
+
 def test_every_packaged_yaml_key_has_a_comment_above_it():
     """Every leaf `key: value` line has a comment line directly above it (blank lines skipped).
 
