@@ -5,6 +5,7 @@ stands in for vLLM), a replacement engine clears what a killed one of its slot l
 from __future__ import annotations
 
 import itertools
+import os
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -66,6 +67,37 @@ def test_a_replacement_engine_removes_what_its_killed_predecessor_left(monkeypat
     assert not killed.exists() and fresh.is_dir() and neighbour.is_dir() and other_pool.is_dir()
     vllm_engine.remove_scratch("4242x7-")  # the pool's shutdown
     assert not fresh.exists() and not neighbour.exists() and other_pool.is_dir()
+
+
+def test_an_engine_removes_what_a_run_killed_as_a_whole_left_and_nothing_else(monkeypatch, tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from essa.workers.engine import vllm_engine
+
+    monkeypatch.setattr(vllm_engine, "ram_root", lambda: tmp_path)
+    monkeypatch.setattr(vllm_engine, "ram_dir", lambda prefix: Path(tempfile.mkdtemp(prefix=prefix, dir=tmp_path)))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid, host = int(gone.stdout), socket.gethostname()
+
+    def left(name, owner):
+        folder = tmp_path / f"essa-engine-{name}"
+        (folder / "essa-abc-1").mkdir(parents=True)  # a candidate adapter never removed
+        if owner is not None:
+            (folder / "owner.json").write_text(json.dumps(owner))
+        return folder
+
+    killed = left("555x1-0-a", {"host": host, "pid": dead_pid})
+    alive = left("556x1-0-b", {"host": host, "pid": os.getppid()})  # a running engine, another pool's
+    elsewhere = left("557x1-0-c", {"host": host + "-other", "pid": dead_pid})  # another host's, shared /dev/shm
+    unmarked = left("558x1-0-d", None)
+    mine = vllm_engine.claim_scratch("9x9-0")
+    assert not killed.exists()
+    assert alive.is_dir() and elsewhere.is_dir() and unmarked.is_dir()
+    assert json.loads((mine / "owner.json").read_text()) == {"host": host, "pid": os.getpid()}
+    assert not vllm_engine._maker_has_exited(mine)  # nor does a later engine take this one
 
 
 def test_too_little_scratch_space_is_a_clear_error_before_anything_is_written(monkeypatch, tmp_path):

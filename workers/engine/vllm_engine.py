@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import gc
 import itertools
+import json
 import os
 import shutil
+import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -232,14 +234,44 @@ class ScratchSpaceError(ValueError):
     on this machine would fail alike, so the pool stops the run at once instead of retrying."""
 
 
+SCRATCH_OWNER = "owner.json"  # in each scratch folder: the host and pid of the process that made it
+
+
 def claim_scratch(tag: str) -> Path:
-    """A fresh scratch folder in RAM (essa.io.ram_root); with a tag, first remove the folders that an
-    earlier engine with the same tag (a killed predecessor in this pool slot) left behind."""
+    """A fresh scratch folder in RAM (essa.io.ram_root), marked with its maker's host and pid.
+
+    First removes what earlier engines left behind: with a tag, the folders of this pool slot (a
+    killed predecessor); always, the folders whose maker on this host has exited (a run killed as a
+    whole, SIGKILL or a lost node, whose pool never shut down). A live engine's folder, another
+    host's (a shared /dev/shm) or an unmarked one is never touched.
+    """
     prefix = f"{SCRATCH_PREFIX}{tag}-" if tag else SCRATCH_PREFIX
     if tag:
         for stale in ram_root().glob(prefix + "*"):
             shutil.rmtree(stale, ignore_errors=True)
-    return ram_dir(prefix)
+    for folder in ram_root().glob(SCRATCH_PREFIX + "*"):
+        if _maker_has_exited(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+    folder = ram_dir(prefix)
+    (folder / SCRATCH_OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    return folder
+
+
+def _maker_has_exited(folder: Path) -> bool:
+    try:
+        owner = json.loads((folder / SCRATCH_OWNER).read_text())
+        host, pid = owner["host"], int(owner["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # unmarked (an older essa's, or being made right now): left alone
+    if host != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
 
 
 def remove_scratch(owner_tag: str) -> None:
