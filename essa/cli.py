@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                     "plot": cmd_plot}
         return commands[args.command](args)
     except KeyboardInterrupt as exc:
+        if _ray_head_lost():  # the watchdog said so and sent the SIGTERM: a failure, not a user's stop
+            return 1
         signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
         print(f"\ninterrupted ({signal.Signals(signum).name}); {AFTER_INTERRUPT.get(args.command, 'stopped')}",
               file=sys.stderr)
@@ -155,6 +157,14 @@ def describe_os_error(exc: OSError) -> str:
         fix = "fix the cause named above"
     return (f"{reason}{where}: {fix}. Every file essa finished before this is intact (writes are atomic); "
             "an interrupted essa align continues with essa align --resume RUN_DIR")
+
+
+def _ray_head_lost() -> bool:
+    if "essa.workers.placement" not in sys.modules:  # Ray was never started by this command
+        return False
+    from essa.workers.placement import ray_head_lost
+
+    return ray_head_lost() is not None
 
 
 def _terminated(signum, frame):

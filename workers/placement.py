@@ -18,7 +18,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -213,3 +215,52 @@ def init_ray(address: str | None) -> None:
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING)
         if callable(previous) and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, previous)
+        if not address:
+            _watch_local_head()
+
+
+_head_lost: list[str] = []  # what of this process's local Ray head exited, once the watchdog saw it
+
+
+def ray_head_lost() -> str | None:
+    """The local Ray head's process that exited under a running command (essa.cli names it), else None."""
+    return _head_lost[0] if _head_lost else None
+
+
+def _watch_local_head(interval_s: float = 1.0, grace_s: float = 3.0) -> None:
+    """Watch the GCS server and raylet of the Ray head this process started; if one exits while Ray
+    is in use, say so in essa's words and stop the command with SIGTERM, so it unwinds (engines shut
+    down, the last checkpoint kept). Ray's own reaction comes 60 s later and ends the process
+    without cleanup, after a message about rpc_client.h. A head one joins by address is not watched:
+    its processes live elsewhere, and Ray reports them lost itself.
+    """
+    import ray
+    from ray._private import ray_constants, worker
+
+    node = worker._global_node
+    try:
+        watched = [(kind, info.process) for kind in (ray_constants.PROCESS_TYPE_GCS_SERVER,
+                                                       ray_constants.PROCESS_TYPE_RAYLET)
+                   for info in node.all_processes.get(kind, [])]
+    except AttributeError:  # Ray's internals moved: Ray's own message still comes
+        return
+
+    def in_use(kind: str) -> bool:  # ray.shutdown() kills the head too, and then forgets it
+        return worker._global_node is node and ray.is_initialized() and kind in node.all_processes
+
+    def watch() -> None:
+        while in_use(ray_constants.PROCESS_TYPE_GCS_SERVER):
+            for kind, process in watched:
+                if process.poll() is not None:
+                    time.sleep(grace_s)
+                    if not in_use(kind):
+                        return
+                    _head_lost.append(f"its {kind} process (pid {process.pid}) exited with status {process.returncode}")
+                    print(f"\nessa: the Ray head of this command is gone: {_head_lost[0]}. Stopping; every file "
+                          "written so far is intact (an essa align run continues with essa align --resume RUN_DIR)",
+                          file=sys.stderr, flush=True)
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+            time.sleep(interval_s)
+
+    threading.Thread(target=watch, name="essa-ray-head-watch", daemon=True).start()
