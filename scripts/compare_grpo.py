@@ -41,24 +41,17 @@ import argparse
 import json
 import os
 import shlex
-import signal
-import subprocess
 import sys
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-GRPO_CHILD = "--grpo-child"  # internal: the GRPO side's subprocess
-GIB = 2**30
+from grpo_side import grpo_config  # noqa: E402  (scripts/ is on sys.path: this script's folder)
+from timed_side import GIB, REPO, UserError, run_side  # noqa: E402
+
 INSTALL_HINT = "pip install -e .[compare]"
-
-
-class UserError(RuntimeError):
-    """Something the user can fix; printed as one line, no traceback."""
 
 
 # ---- command line ------------------------------------------------------------------------------
@@ -106,9 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == [GRPO_CHILD]:
-        return grpo_child(Path(argv[1]))
     args = build_parser().parse_args(argv)
     try:
         return compare(args)
@@ -174,7 +164,7 @@ def compare(args) -> int:
         grpo_settings = grpo_config(args, cfg, model_dir, warm, out / "grpo")
         config_path = out / "grpo_settings.json"
         config_path.write_text(json.dumps(grpo_settings, indent=2))
-        cmd = [sys.executable, str(Path(__file__).resolve()), GRPO_CHILD, str(config_path)]
+        cmd = [sys.executable, str(Path(__file__).resolve().with_name("grpo_side.py")), str(config_path)]
         saves = out / "grpo" / "saves.jsonl"
         sides["grpo"] = run_side("grpo", cmd, out / "grpo.log", args.budget_s,
                                  lambda: len(saves.read_text().splitlines()) if saves.is_file() else 0,
@@ -324,148 +314,6 @@ def essa_command(args, cfg, warm: Path, run_dir: Path) -> list[str]:
     # every checkpoint kept (run.keep_checkpoints=0): the curve's points are picked from all of them
     return cmd + ["run.checkpoint_every=1", "run.keep_checkpoints=0", "run.validate_every=1000000000", "task.val_size=1",
                   f"search.seed={args.seed}", "generation.temperature=0.0", *args.essa_arg]
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # Nothing may reach a hub: everything is local. Unbuffered so the logs keep up.
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1",
-               TOKENIZERS_PARALLELISM="false")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
-
-
-class TreeMonitor(threading.Thread):
-    """Samples the summed RSS of a process and all its descendants every `interval` seconds."""
-
-    def __init__(self, pid: int, t0: float, interval: float = 0.5):
-        super().__init__(daemon=True)
-        import psutil
-
-        self.root = psutil.Process(pid)
-        self.t0, self.interval = t0, interval
-        self.peak, self.current, self.peak_procs = 0, 0, 0
-        self.series: list[tuple[float, float]] = []  # (seconds, GiB) every ~5 s
-        self.seen: dict[int, float] = {}  # pid -> create_time, for the clean-up
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        import psutil
-
-        last_kept = -1e9
-        while not self._stop_event.is_set():
-            try:
-                procs = [self.root] + self.root.children(recursive=True)
-            except psutil.Error:
-                procs = []
-            total = 0
-            for proc in procs:
-                try:
-                    total += proc.memory_info().rss
-                    self.seen.setdefault(proc.pid, proc.create_time())
-                except psutil.Error:
-                    pass
-            self.current = total
-            if total > self.peak:
-                self.peak, self.peak_procs = total, len(procs)
-            now = time.time() - self.t0
-            if now - last_kept >= 5.0:
-                self.series.append((round(now, 1), round(total / GIB, 3)))
-                last_kept = now
-            self._stop_event.wait(self.interval)
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(timeout=5)
-
-
-def run_side(name: str, cmd: list[str], log_path: Path, budget_s: float, count_points, t0_file: Path | None = None) -> dict:
-    """Run `cmd` until it exits or the budget is spent; returns timing and peak RSS of its tree."""
-    print(f"[compare] {name}: starting, budget {budget_s:g}s, log {log_path}", flush=True)
-    print(f"[compare] {name}: {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
-    if t0_file is not None:
-        t0_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as log:
-        t0 = time.time()
-        if t0_file is not None:  # the child's clock origin: the same as ours
-            t0_file.write_text(repr(t0))
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env(), cwd=str(REPO),
-                                start_new_session=True)
-    monitor = TreeMonitor(proc.pid, t0)
-    monitor.start()
-    stopped_by_budget, last_report = False, t0
-    try:
-        while proc.poll() is None:
-            now = time.time()
-            if now - t0 >= budget_s:
-                stopped_by_budget = True
-                break
-            if now - last_report >= 30:
-                last_report = now
-                print(f"[compare] {name}: {now - t0:4.0f}/{budget_s:g}s, {count_points()} saved, "
-                      f"RSS {monitor.current / GIB:.2f} GiB (peak {monitor.peak / GIB:.2f})", flush=True)
-            time.sleep(0.25)
-    finally:
-        returncode = stop_tree(proc, monitor)
-    wall = time.time() - t0
-    if not stopped_by_budget and returncode != 0:
-        tail = log_path.read_text(errors="replace").strip().splitlines()[-15:]
-        print("\n".join(f"    {line}" for line in tail), file=sys.stderr)
-        raise UserError(f"the {name} run stopped with exit code {returncode} after {wall:.0f}s; its log: {log_path}")
-    print(f"[compare] {name}: {'budget spent' if stopped_by_budget else 'finished'} after {wall:.0f}s, "
-          f"{count_points()} saved, peak RSS {monitor.peak / GIB:.2f} GiB over {monitor.peak_procs} processes", flush=True)
-    return {"t0": t0, "wall_s": round(wall, 1), "stopped_by_budget": stopped_by_budget, "returncode": returncode,
-            "peak_rss": monitor.peak, "peak_processes": monitor.peak_procs, "rss_gib_series": monitor.series,
-            "log": str(log_path)}
-
-
-def stop_tree(proc: subprocess.Popen, monitor: TreeMonitor) -> int:
-    """SIGTERM to the side's main process (essa and the GRPO child unwind on it as on Ctrl-C), then
-    SIGTERM/SIGKILL to its process group, then to any descendant seen while it ran that is still alive.
-
-    Not SIGINT: a comparison started in the background from a script (nohup, `&`) has SIGINT ignored
-    by job control, the sides inherit that, and SIGINT would not stop them (measured: 90 s, then the
-    fallback's SIGTERM)."""
-    import psutil
-
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
-                try:
-                    os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    proc.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-    monitor.stop()
-    leftovers = []
-    for pid, created in monitor.seen.items():
-        try:
-            p = psutil.Process(pid)
-            if p.create_time() == created and p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                leftovers.append(p)
-        except psutil.Error:
-            pass
-    for p in leftovers:  # only processes of this side's tree (same pid AND start time)
-        try:
-            p.terminate()
-        except psutil.Error:
-            pass
-    _, alive = psutil.wait_procs(leftovers, timeout=10)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    if leftovers:
-        print(f"[compare] stopped {len(leftovers)} leftover process(es) of that run", flush=True)
-    return proc.wait()
 
 
 # ---- collecting the points ---------------------------------------------------------------------
@@ -637,149 +485,6 @@ def plot(results: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-# ---- the GRPO side (subprocess) ----------------------------------------------------------------
-
-
-def grpo_config(args, cfg, model_dir: Path, warm: Path, run_dir: Path) -> dict:
-    """What the GRPO child runs with; saved as grpo_settings.json and reported."""
-    return {
-        "config_yaml": str(run_dir.parent / "config.yaml"),
-        "model_dir": str(model_dir),
-        "warm_start": str(warm),
-        "run_dir": str(run_dir),
-        "t0_file": str(run_dir / "t0"),
-        "seed": args.seed,
-        "threads": args.grpo_threads,
-        "save_every": args.grpo_save_every,
-        "prompts_per_step": args.grpo_prompts,
-        "num_generations": args.grpo_generations,
-        "learning_rate": args.grpo_lr,
-        "lr_scheduler": "constant",
-        "temperature": args.grpo_temperature,
-        "beta": args.grpo_beta,
-        "max_completion_length": cfg.generation.max_new_tokens,
-        "dtype": args.grpo_dtype,
-        "notes": "TRL GRPOTrainer on CPU; base weights in `dtype`, LoRA in float32 (PEFT's default), no "
-                 "autocast, no gradient checkpointing; one optimizer step per generation batch of prompts_per_step x "
-                 "num_generations completions (micro-batches of num_generations); TRL's default loss (loss_type "
-                 "'dapo', scale_rewards 'group', epsilon 0.2, num_iterations 1)",
-    }
-
-
-def grpo_child(settings_path: Path) -> int:
-    import warnings
-
-    warnings.filterwarnings("ignore", message=".*TRL currently supports vLLM.*")
-    s = json.loads(settings_path.read_text())
-    t0 = float(Path(s["t0_file"]).read_text())
-    run_dir = Path(s["run_dir"])
-    (run_dir / "adapters").mkdir(parents=True, exist_ok=True)
-
-    import torch
-
-    if s["threads"]:
-        torch.set_num_threads(int(s["threads"]))
-    from datasets import Dataset
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
-
-    from essa.config import from_yaml_file
-    from essa.rewards.plugins import SafeReward
-    from essa.rewards.task import load_task
-    from essa.workers.actor import RolloutWorker
-
-    cfg = from_yaml_file(s["config_yaml"])
-    task = load_task(cfg.task)
-    examples = task.examples("train")
-    tokenizer = AutoTokenizer.from_pretrained(s["model_dir"])
-
-    # The prompt string exactly as an essa rollout worker builds it for vLLM (the task's messages,
-    # the model's chat template with the generation prompt): RolloutWorker._prompt itself, on a
-    # stand-in that holds this tokenizer in place of the engine's.
-    class _Engine:
-        def tokenizer(self):
-            return tokenizer
-
-    class _PromptShim:
-        def __init__(self):
-            self.task, self.engine, self._prompts = task, _Engine(), {}
-
-    shim = _PromptShim()
-    prompts = [RolloutWorker._prompt(shim, "train", i) for i in range(len(examples))]
-    dataset = Dataset.from_list([{"prompt": p, "example_index": i} for i, p in enumerate(prompts)])
-
-    reward = SafeReward(task.score, task.reward_name, cfg.task.reward_errors)  # what the workers call
-
-    def task_reward(completions, example_index, **_):
-        texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
-        return reward.many(texts, [examples[i] for i in example_index], [f"train example {i}" for i in example_index])
-
-    task_reward.__name__ = f"{task.name}_reward"
-
-    dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[s["dtype"]]
-    base = AutoModelForCausalLM.from_pretrained(s["model_dir"], dtype=dtype)
-    model = PeftModel.from_pretrained(base, s["warm_start"], is_trainable=True)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-    log_file = open(run_dir / "logs.jsonl", "a")
-    saves_file = open(run_dir / "saves.jsonl", "a")
-
-    class Saver(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step % s["save_every"] == 0:
-                folder = run_dir / "adapters" / f"step_{state.global_step:06d}"
-                model.save_pretrained(str(folder), save_embedding_layers=False)  # LoRA only; no hub look-up
-                saves_file.write(json.dumps({"step": state.global_step, "wall_s": time.time() - t0,
-                                             "folder": str(folder)}) + "\n")
-                saves_file.flush()
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            log_file.write(json.dumps({"step": state.global_step, "wall_s": round(time.time() - t0, 2),
-                                       **(logs or {})}, default=float) + "\n")
-            log_file.flush()
-
-    g, p = s["num_generations"], s["prompts_per_step"]
-    config = GRPOConfig(
-        output_dir=str(run_dir / "trainer"),
-        per_device_train_batch_size=g,  # completions per micro-batch: one prompt's group
-        gradient_accumulation_steps=p,  # -> one optimizer step per generation batch of p prompts x g completions
-        num_generations=g,
-        max_completion_length=s["max_completion_length"],
-        temperature=s["temperature"],
-        learning_rate=s["learning_rate"],
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        beta=s["beta"],
-        max_steps=10**6,  # the wall-clock budget stops it
-        logging_steps=1,
-        save_strategy="no",  # the callback saves the adapter with its wall time
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
-        gradient_checkpointing=False,
-        seed=s["seed"],
-        dataloader_num_workers=0,
-    )
-    trainer = GRPOTrainer(model=model, reward_funcs=[task_reward], args=config, train_dataset=dataset,
-                          processing_class=tokenizer, callbacks=[Saver()])
-    print(f"[grpo] ready after {time.time() - t0:.1f}s: {len(prompts)} train prompts, {trainable} trainable "
-          f"parameters, {p} prompts x {g} completions per step, lr {s['learning_rate']}", flush=True)
-    def _terminated(signum, frame):  # the budget's SIGTERM unwinds like Ctrl-C: the logs are closed
-        raise KeyboardInterrupt(signum)
-
-    signal.signal(signal.SIGTERM, _terminated)
-    try:
-        trainer.train()
-    except KeyboardInterrupt:
-        print(f"[grpo] stopped at the budget after {time.time() - t0:.0f}s", flush=True)
-    finally:
-        log_file.close()
-        saves_file.close()
-    return 0
 
 
 if __name__ == "__main__":  # vLLM's engine processes start by spawn: keep this guard

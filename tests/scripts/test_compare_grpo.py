@@ -1,0 +1,59 @@
+"""The comparison's own logic (scripts/compare_grpo.py, scripts/timed_side.py): the summary's common
+target and times, and a side stopped at its budget with its whole process tree. The sides
+themselves (essa, TRL) are measured by the script; here subprocesses of plain Python stand in."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+import compare_grpo  # noqa: E402
+import timed_side  # noqa: E402
+
+
+def run(peak_gib: float) -> dict:
+    return {"peak_rss": peak_gib * timed_side.GIB, "wall_s": 900.0}
+
+
+def test_summary_times_both_sides_to_half_the_larger_gain():
+    points = [{"side": "essa", "reward": r, "wall_s": t, "generation": g}
+              for g, (r, t) in enumerate([(0.55, 100), (0.70, 300), (0.60, 880)], 1)]
+    points += [{"side": "grpo", "reward": r, "wall_s": t, "step": s}
+               for s, (r, t) in enumerate([(0.52, 200), (0.58, 500), (0.65, 890)], 1)]
+    summary = compare_grpo.summarize({"essa": run(4.0), "grpo": run(3.0)}, points, start=0.50)
+    assert abs(summary["target"] - 0.575) < 1e-12  # start + half of GRPO's final gain (0.15 > essa's 0.10)
+    rows = {r["side"]: r for r in summary["rows"]}
+    assert rows["essa"]["time_to_target_s"] == 300 and rows["grpo"]["time_to_target_s"] == 500
+    assert rows["essa"]["best"] == 0.70 and rows["essa"]["final"] == 0.60 and rows["essa"]["trained"] == 3
+    assert rows["grpo"]["time_to_half_own_gain_s"] == 500 and rows["grpo"]["peak_rss_gib"] == 3.0
+    assert "not reached" not in compare_grpo.format_table(summary)
+
+
+def test_no_target_when_no_side_beats_the_start():
+    points = [{"side": "essa", "reward": 0.4, "wall_s": 10, "generation": 1}]
+    summary = compare_grpo.summarize({"essa": run(1.0)}, points, start=0.5)
+    assert summary["target"] is None and summary["rows"][1]["time_to_target_s"] is None
+    assert "no side beat the start" in compare_grpo.format_table(summary)
+
+
+CHILD = """
+import subprocess, sys, time
+grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+print(grandchild.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_side_is_stopped_at_its_budget_with_its_whole_tree(tmp_path):
+    log = tmp_path / "side.log"
+    started = time.monotonic()
+    result = timed_side.run_side("fake", [sys.executable, "-c", CHILD], log, budget_s=3.0, count_points=lambda: 0)
+    assert time.monotonic() - started < 60
+    assert result["stopped_by_budget"] and result["wall_s"] >= 3.0
+    assert result["peak_rss"] > 0 and result["peak_processes"] == 2  # the side and its grandchild
+    grandchild = int(log.read_text().split()[0])
+    assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
