@@ -168,7 +168,15 @@ def plan_actors(model: str, kv_cache_gib: float, gpus: int, workers: int, tensor
     env = {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "ERROR"), **env}
     # Core ranges are this machine's: K > 1 CPU engines are meant for one machine.
     cores = sorted(os.sched_getaffinity(0))[: int(ray.cluster_resources().get("CPU", 1))]
-    return actor_options(gpus, workers, cores, int(ray.available_resources().get("CPU", 1)), env, tensor_parallel)
+    cpus = one_node_cpus(ray.nodes(), ray.available_resources().get("CPU", 1))
+    return actor_options(gpus, workers, cores, cpus, env, tensor_parallel)
+
+
+def one_node_cpus(nodes: list[dict], available: float) -> int:
+    """The CPUs one engine actor may ask for: those free in the cluster, but no more than its largest
+    live node has (an actor runs on one node; asking for a whole cluster's CPUs is never placed)."""
+    largest = max((n.get("Resources", {}).get("CPU", 0) for n in nodes if n.get("Alive")), default=available)
+    return max(1, int(min(available, largest)))
 
 
 def reserve_gpu_groups(slot_options: list[dict], tensor_parallel: int, timeout_s: float) -> list:
@@ -212,7 +220,10 @@ def init_ray(address: str | None) -> None:
         if address:
             ray.init(address=address, log_to_driver=True)
         else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING)
+            # "local": always a fresh local instance. Without it Ray joins a `ray start` cluster it finds
+            # on this machine and then refuses num_cpus; that cluster is joined only when asked (address).
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True,
+                     logging_level=logging.WARNING)
         if callable(previous) and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, previous)
         if not address:

@@ -1,4 +1,4 @@
-"""SIGTERM ends essa like Ctrl-C: cleanup runs and the exit code says which signal it was."""
+"""Signals and the Ray head: SIGTERM ends essa like Ctrl-C (cleanup runs, the exit code says which signal), a lost local Ray head is named and unwinds, and a local start never joins a `ray start` cluster by accident."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +105,39 @@ def test_a_lost_ray_head_is_named_and_the_command_unwinds():
     assert "the Ray head of this command is gone: its gcs_server process" in err
     assert "essa align --resume RUN_DIR" in err and "interrupted" not in err
     assert "ray down" in out and time.monotonic() - started < 55
+
+
+BESIDE_CLUSTER_CODE = """
+import ray
+from essa.workers.placement import init_ray
+init_ray(None)
+print(ray.get_runtime_context().gcs_address, flush=True)
+ray.shutdown()
+"""
+
+
+@pytest.mark.ray
+def test_a_local_start_beside_a_ray_start_cluster_makes_its_own(tmp_path):
+    """Without an address Ray would join a `ray start` cluster it finds on this machine and then
+    refuse the local settings (num_cpus); essa starts its own instance beside it instead."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    head = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--num-cpus=1", "--include-dashboard=false",
+                             "--port=0", "--disable-usage-stats"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    try:
+        address = None
+        deadline = time.monotonic() + 90
+        while address is None and time.monotonic() < deadline:
+            line = head.stdout.readline()
+            assert line, "ray start ended before it printed its address"
+            if "ray start --address=" in line:
+                address = line.split("--address=")[1].split()[0].strip("'\"")
+        assert address, "ray start printed no address"
+        joined = subprocess.run([sys.executable, "-c", BESIDE_CLUSTER_CODE], capture_output=True, text=True,
+                                timeout=120, env=env)
+        assert joined.returncode == 0, joined.stderr[-2000:]
+        assert joined.stdout.split()[-1] != address  # its own instance, not the `ray start` one
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # --block: ending it stops that cluster (not `ray stop`: every cluster)
+        head.wait(timeout=60)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from essa.config import ConfigError, validate
-from essa.workers.placement import actor_options, gpu_bundles
+from essa.workers.placement import actor_options, gpu_bundles, one_node_cpus
 
 from pool_helpers import INDICES, candidates, expected_scores, files, make_config, open_pool  # noqa: F401
 
@@ -110,3 +110,12 @@ def test_the_ram_check_counts_the_kv_cache_a_cpu_engine_really_reserves():
     from essa.workers.placement import cpu_kv_cache_gib
 
     assert [cpu_kv_cache_gib(g) for g in (0.25, 0.5, 1.4, 2.0, 2.6)] == [1, 1, 1, 2, 3]  # whole GiB, at least 1
+
+
+def test_a_cpu_engine_on_a_cluster_asks_for_one_nodes_cpus_not_the_whole_clusters():
+    nodes = [{"Alive": True, "Resources": {"CPU": 16.0}}, {"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}},
+             {"Alive": False, "Resources": {"CPU": 64.0}}]  # a dead node's CPUs are not there
+    assert one_node_cpus(nodes, available=24.0) == 16
+    assert one_node_cpus(nodes, available=6.0) == 6  # fewer free than the largest node has
+    assert one_node_cpus([{"Alive": True, "Resources": {"CPU": 2.0}}], available=2.0) == 2  # one machine: all
+    assert one_node_cpus([], available=0.0) == 1
