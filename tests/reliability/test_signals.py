@@ -1,4 +1,6 @@
-"""Signals and the Ray head: SIGTERM ends essa like Ctrl-C (cleanup runs, the exit code says which signal), a lost local Ray head is named and unwinds, and a local start never joins a `ray start` cluster by accident."""
+"""Signals and the Ray head: SIGTERM ends essa like Ctrl-C (cleanup runs, the exit code says which
+signal), a lost local Ray head is named and the command unwinds, and a local start never joins a
+`ray start` cluster by accident."""
 
 from __future__ import annotations
 
