@@ -43,38 +43,6 @@ import essa.cli as cli
 from essa.workers.placement import init_ray
 def after_ray(args):
     init_ray(None)
-    try:
-        print('ray up', flush=True)
-        signal.pause()
-    finally:
-        import ray
-        ray.shutdown()
-        print('ray down', flush=True)
-cli.cmd_eval = after_ray
-sys.exit(cli.main(['eval', '--task', 'gsm8k']))
-"""
-
-
-@pytest.mark.ray
-def test_sigterm_still_unwinds_after_ray_starts():
-    """Ray's driver installs its own SIGTERM handler, which ends the process without cleanup."""
-    proc = subprocess.Popen([sys.executable, "-c", RAY_CODE], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        assert proc.stdout.readline().strip() == "ray up"
-        os.kill(proc.pid, signal.SIGTERM)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert "ray down" in out and proc.returncode == 128 + signal.SIGTERM, err[-2000:]
-
-
-HEAD_LOST_CODE = """
-import signal, sys
-import essa.cli as cli
-from essa.workers.placement import init_ray
-def after_ray(args):
-    init_ray(None)
     import ray
     from ray._private import ray_constants, worker
     gcs = worker._global_node.all_processes[ray_constants.PROCESS_TYPE_GCS_SERVER][0].process
@@ -89,17 +57,35 @@ sys.exit(cli.main(['eval', '--task', 'gsm8k']))
 """
 
 
+def start_ray_command() -> tuple[subprocess.Popen, int]:
+    """`essa eval` with its command replaced by: start a local Ray, wait; returns it and its GCS pid."""
+    proc = subprocess.Popen([sys.executable, "-c", RAY_CODE], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    *words, gcs_pid = proc.stdout.readline().split()
+    assert words == ["ray", "up"], proc.stderr.read()[-2000:] if proc.poll() is not None else words
+    return proc, int(gcs_pid)
+
+
+@pytest.mark.ray
+def test_sigterm_still_unwinds_after_ray_starts():
+    """Ray's driver installs its own SIGTERM handler, which ends the process without cleanup."""
+    proc, _ = start_ray_command()
+    try:
+        os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert "ray down" in out and proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+
+
 @pytest.mark.ray
 def test_a_lost_ray_head_is_named_and_the_command_unwinds():
     """Ray itself waits 60 s for a lost GCS, then ends the process without cleanup; essa sees it within
     seconds, says so, and unwinds (its `finally` blocks run), exit status 1."""
-    proc = subprocess.Popen([sys.executable, "-c", HEAD_LOST_CODE], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc, gcs_pid = start_ray_command()
     try:
-        *words, gcs_pid = proc.stdout.readline().split()
-        assert words == ["ray", "up"]
         started = time.monotonic()
-        os.kill(int(gcs_pid), signal.SIGKILL)
+        os.kill(gcs_pid, signal.SIGKILL)
         out, err = proc.communicate(timeout=55)  # inside Ray's own 60 s
     finally:
         proc.kill()
@@ -123,8 +109,8 @@ def test_a_local_start_beside_a_ray_start_cluster_makes_its_own(tmp_path):
     """Without an address Ray would join a `ray start` cluster it finds on this machine and then
     refuse the local settings (num_cpus); essa starts its own instance beside it instead."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    head = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--num-cpus=1", "--include-dashboard=false",
-                             "--port=0", "--disable-usage-stats"],
+    head = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--num-cpus=1",
+                             "--include-dashboard=false", "--port=0", "--disable-usage-stats"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
     try:

@@ -57,3 +57,22 @@ def test_a_side_is_stopped_at_its_budget_with_its_whole_tree(tmp_path):
     assert result["peak_rss"] > 0 and result["peak_processes"] == 2  # the side and its grandchild
     grandchild = int(log.read_text().split()[0])
     assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
+
+
+def test_runs_of_several_seeds_are_summarized_with_paired_differences():
+    import summarize_comparisons
+
+    def results(seed, start, essa, grpo):
+        points = [{"side": "start", "label": "warm start", "wall_s": 0.0, "reward": start}]
+        points += [{"side": "essa", "label": f"generation {g}", "wall_s": 100.0 * g, "reward": r}
+                   for g, r in enumerate(essa, 1)]
+        points += [{"side": "grpo", "label": f"step {s}", "wall_s": 150.0 * s, "reward": r} for s, r in enumerate(grpo, 1)]
+        sides = {"essa": run(4.0), "grpo": run(3.0)}
+        summary = compare_grpo.summarize(sides, [p for p in points if p["side"] != "start"], start)
+        return {"start_reward": start, "points": points, "summary": summary["rows"], "settings": {"args": {"seed": seed}}}
+
+    runs = [results(0, 0.5, [0.7, 0.6], [0.52, 0.55]), results(1, 0.4, [0.5, 0.45], [0.42, 0.44])]
+    text = summarize_comparisons.table(runs)
+    assert "| 0 | 0.500 | +0.100 | +0.200 (generation 1, 100 s) | +0.050 | +0.050 (step 2, 300 s) |" in text
+    # final gains: essa 0.10, 0.05; GRPO 0.05, 0.04 -> paired differences 0.05 and 0.01, mean +0.030
+    assert "gain at the final point over 2 runs" in text and "essa - GRPO paired by run +0.030 [" in text

@@ -1,0 +1,114 @@
+"""Several runs of scripts/compare_grpo.py (one per seed) as one table and one figure.
+
+    python scripts/summarize_comparisons.py OUT_SEED0 OUT_SEED1 OUT_SEED2 [--png all-seeds.png]
+
+Reads each folder's results.json. Prints, per run: the warm start's held-out reward, each side's
+final and best scored point (gain over the start, the wall time of the best), the time to the
+run's common target (start + half the larger final gain) and the peak resident memory; then,
+over the runs, the mean gain of each side with a 95% Student-t interval, and essa minus GRPO
+paired by run. "best" is the best of the scored points, picked on the same held-out prompts it
+is reported on (both sides alike): an optimistic figure; "final" is the point at the budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SIDES = ("essa", "grpo")
+
+
+def read(folder: Path) -> dict:
+    path = folder / "results.json"
+    if not path.is_file():
+        sys.exit(f"summarize_comparisons: {path} not found (a compare_grpo.py --out folder that finished)")
+    return json.loads(path.read_text())
+
+
+def side_figures(results: dict, side: str) -> dict:
+    start = results["start_reward"]
+    points = [p for p in results["points"] if p["side"] == side]
+    row = next(r for r in results["summary"] if r["side"] == side)
+    best = max(points, key=lambda p: p["reward"])
+    return {"final": row["final"] - start, "best": best["reward"] - start, "best_at_s": best["wall_s"],
+            "best_label": best["label"], "to_target_s": row["time_to_target_s"], "rss": row["peak_rss_gib"],
+            "trained": row["trained"]}
+
+
+def interval(values: list[float]) -> str:
+    from essa.stats import t_975
+
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return f"{v.mean():+.3f}"
+    half = t_975(len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return f"{v.mean():+.3f} [{v.mean() - half:+.3f}, {v.mean() + half:+.3f}]"
+
+
+def table(runs: list[dict]) -> str:
+    lines = ["| seed | start | essa final | essa best (when) | GRPO final | GRPO best (when) | time to target, essa / GRPO "
+             "| work in budget, essa / GRPO | peak RSS GiB, essa / GRPO |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        e, g = (side_figures(r, s) for s in SIDES)
+        when = " / ".join(f"{x['to_target_s']:.0f} s" if x["to_target_s"] is not None else "not reached" for x in (e, g))
+        lines.append(
+            f"| {r['settings']['args']['seed']} | {r['start_reward']:.3f} | {e['final']:+.3f} | {e['best']:+.3f} "
+            f"({e['best_label']}, {e['best_at_s']:.0f} s) | {g['final']:+.3f} | {g['best']:+.3f} ({g['best_label']}, "
+            f"{g['best_at_s']:.0f} s) | {when} | {e['trained']} generations / {g['trained']} steps "
+            f"| {e['rss']:.2f} / {g['rss']:.2f} |")
+    per = {s: [side_figures(r, s) for r in runs] for s in SIDES}
+    lines.append("")
+    for key in ("final", "best"):
+        diff = [a[key] - b[key] for a, b in zip(per["essa"], per["grpo"])]
+        lines.append(f"- gain at the {key} point over {len(runs)} runs, mean [95% t]: essa {interval([x[key] for x in per['essa']])}, "
+                     f"GRPO {interval([x[key] for x in per['grpo']])}; essa - GRPO paired by run {interval(diff)}")
+    return "\n".join(lines)
+
+
+def plot(runs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for side, color, style in (("essa", "tab:blue", "o-"), ("grpo", "tab:orange", "s-")):
+        for i, r in enumerate(runs):
+            start = r["start_reward"]
+            mine = [p for p in r["points"] if p["side"] == side]
+            ax.plot([0.0] + [p["wall_s"] for p in mine], [0.0] + [p["reward"] - start for p in mine], style, color=color,
+                    alpha=0.8, markersize=4, label=f"{'essa (CMA-ES, mean)' if side == 'essa' else 'GRPO (TRL, LoRA)'}"
+                    if i == 0 else None)
+    ax.axhline(0.0, linestyle="--", color="gray", linewidth=0.8, label="warm start")
+    first = runs[0]
+    ax.set_xlabel("wall-clock seconds of training (process start to adapter saved)")
+    ax.set_ylabel(f"held-out reward minus the warm start's (first {first['held_out_examples']} {first['split']})")
+    seeds = ", ".join(str(r["settings"]["args"]["seed"]) for r in runs)
+    commits = ", ".join(sorted({r["commit"] for r in runs}))
+    ax.set_title(f"{first['task']} / {first['model']} / seeds {seeds} / {first['date'][:10]} / {commits}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("folders", nargs="+", type=Path, help="compare_grpo.py --out folders, one per seed")
+    p.add_argument("--png", type=Path, help="draw every run's curves, as gains over its start, on one figure")
+    args = p.parse_args()
+    runs = [read(f) for f in args.folders]
+    print(table(runs))
+    if args.png:
+        plot(runs, args.png)
+        print(f"\nfigure: {args.png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
