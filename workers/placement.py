@@ -226,6 +226,7 @@ def init_ray(address: str | None) -> None:
                      logging_level=logging.WARNING)
         if callable(previous) and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, previous)
+        _head_lost.clear()  # a new head: an earlier one's loss is history
         if not address:
             _watch_local_head()
 

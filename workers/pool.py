@@ -301,8 +301,16 @@ class RolloutPool:
 
     def _start_failed(self, slot: _Slot, what: str, fatal: bool) -> None:
         slot.start_failures += 1
-        if fatal or slot.start_failures > self.max_retries:
+        if fatal:  # the first start of the pool: a bad model or setting, which retrying would repeat
             raise PoolError(f"inference engine {slot.index} {what}")
+        if slot.start_failures > self.max_retries:
+            raise PoolError(
+                f"inference engine {slot.index} {what}\nIt replaced an engine that failed, and "
+                f"{slot.start_failures} replacements in a row did not start (engine.max_retries={self.max_retries}). "
+                "The last checkpoint is intact: fix the cause above (often memory still held by the engine that "
+                "died: look for out-of-memory kills in the Ray logs, /tmp/ray/session_latest/logs), then "
+                "essa align --resume RUN_DIR; raise engine.max_retries to try more often."
+            )
         self._replace(slot)  # e.g. the dead actor's memory was not yet free: try again
 
     def shutdown(self) -> None:

@@ -113,8 +113,8 @@ def test_a_local_start_beside_a_ray_start_cluster_makes_its_own(tmp_path):
                              "--include-dashboard=false", "--port=0", "--disable-usage-stats"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
+    address = None
     try:
-        address = None
         deadline = time.monotonic() + 90
         while address is None and time.monotonic() < deadline:
             line = head.stdout.readline()
@@ -129,3 +129,14 @@ def test_a_local_start_beside_a_ray_start_cluster_makes_its_own(tmp_path):
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # --block: ending it stops that cluster (not `ray stop`: every cluster)
         head.wait(timeout=60)
+        forget_ray_start_address(address)
+
+
+def forget_ray_start_address(address: str | None) -> None:
+    """`ray start` records its address for later ray.init() calls to join (/tmp/ray/ray_current_cluster)
+    and only `ray stop` removes it; left behind, it would send later local starts to a dead cluster."""
+    from ray._private.utils import get_ray_address_file
+
+    path = Path(get_ray_address_file(None))
+    if address and path.is_file() and path.read_text().strip() == address:
+        path.unlink()

@@ -10,6 +10,8 @@ the actor's environment (`WorkerSpec.env`) and read on every generate() call:
   text: empty or "crash" ends the process (os._exit(1), which kills the Ray actor); "sleep S"
   sleeps S seconds; "raise ExceptionName: message" raises. Deleting before acting makes it
   happen exactly once, whichever actor gets there first.
+- ESSA_FAKE_START_MARKER: a file path read when an engine starts. "once": the first start that
+  finds it deletes it and fails; "always": every start fails while the file is there.
 
 Ray workers import this module as `fake_engine`: the tests put this folder on the actors'
 PYTHONPATH through `WorkerSpec.env`.
@@ -37,6 +39,7 @@ class FakeEngine:
     def __init__(self, options: EngineOptions, basis):
         self.options, self.basis = options, basis
         self.calls = 0
+        _fail_start_on_marker(os.environ.get("ESSA_FAKE_START_MARKER"))
 
     def tokenizer(self) -> FakeTokenizer:
         return FakeTokenizer()
@@ -77,6 +80,17 @@ def _act_on_marker(path: str | None) -> None:
         time.sleep(float(action.split()[1]))
     elif action.startswith("raise "):
         raise _exception(action[len("raise ") :])
+
+
+def _fail_start_on_marker(path: str | None) -> None:
+    try:
+        with open(path or "") as f:
+            mode = f.read().strip()
+        if mode == "once":
+            os.unlink(path)
+    except FileNotFoundError:
+        return
+    raise RuntimeError(f"the fake engine failed to load ({mode})")
 
 
 def _exception(spec: str) -> Exception:

@@ -198,6 +198,36 @@ def test_actor_killed_while_items_are_in_flight(files):
 
 
 @on_ray
+def test_a_replacement_that_fails_to_start_is_replaced_again_with_identical_scores(files, tmp_path):
+    cfg, crash, start = make_config(files), tmp_path / "crash", tmp_path / "start"
+    x = candidates(6, seed=7)
+    with open_pool(cfg, ESSA_FAKE_MARKER=str(crash), ESSA_FAKE_START_MARKER=str(start)) as pool:
+        clean = pool.evaluate(x, "train", INDICES, generation=0)
+        start.write_text("once")  # the crashed actor's replacement fails to load its engine
+        crash.write_text("crash")
+        faulty = pool.evaluate(x, "train", INDICES, generation=1)
+        assert not start.exists(), "no replacement tried to start"
+        np.testing.assert_array_equal(faulty.rewards, clean.rewards)
+        assert pool.stats["restarts"] == 2 and pool.stats["retries"] == 1
+
+
+@on_ray
+def test_when_every_replacement_fails_to_start_the_error_names_the_engine_and_its_cause(files, tmp_path):
+    cfg, crash, start = make_config(files, max_retries=1), tmp_path / "crash", tmp_path / "start"
+    with open_pool(cfg, ESSA_FAKE_MARKER=str(crash), ESSA_FAKE_START_MARKER=str(start)) as pool:
+        pool.evaluate(candidates(4, seed=8), "train", INDICES, generation=0)
+        start.write_text("always")
+        crash.write_text("crash")
+        with pytest.raises(PoolError) as failure:
+            pool.evaluate(candidates(4, seed=8), "train", INDICES, generation=1)
+        message = str(failure.value)
+        for part in ("inference engine 0 failed to start", "the fake engine failed to load (always)",
+                     "engine.max_retries=1"):
+            assert part in message, f"{part!r} missing from: {message}"
+        assert pool.stats["restarts"] == 2  # the crash's replacement, then one more try
+
+
+@on_ray
 def test_engine_system_error_is_retried_on_a_fresh_actor(files, tmp_path):
     cfg, marker = make_config(files), tmp_path / "raise"
     marker.write_text("raise RuntimeError: engine core died")
