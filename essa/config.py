@@ -166,7 +166,7 @@ def _parse_override(item: str, schema: DictConfig) -> DictConfig:
     """One `key=value` override as a config layer.
 
     A text field takes its value verbatim ("001" stays "001", "a #b" keeps its "#b", "a: b" is not a
-    mapping), but for `null`, which clears an optional one. Any other field's value is read as
+    mapping), or, in matching quotes, as a YAML string; `null` clears an optional one. Any other field's value is read as
     YAML, as OmegaConf reads a dotlist; a value YAML cannot read, or one a comment would cut short,
     is refused naming the override.
     """
@@ -179,7 +179,7 @@ def _parse_override(item: str, schema: DictConfig) -> DictConfig:
         node = node._get_node(part) if isinstance(node, DictConfig) and part in node else None
     if isinstance(node, StringNode) and not (raw.strip() in ("null", "~") and node._is_optional()):
         *parents, leaf = key.split(".")
-        nested: dict = {leaf: raw}
+        nested: dict = {leaf: _unquoted(raw)}
         for part in reversed(parents):
             nested = {part: nested}
         return OmegaConf.create(nested)
@@ -192,6 +192,19 @@ def _parse_override(item: str, schema: DictConfig) -> DictConfig:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); "
                           f"quote it or write a list as [a,b]") from None
+
+
+def _unquoted(raw: str) -> str:
+    """A text value in matching quotes is a YAML string ('a #b', "line\\n"); any other is verbatim."""
+    import yaml
+
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'":
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            return raw
+        return value if isinstance(value, str) else raw
+    return raw
 
 
 def valid_keys(node: Any = None, prefix: str = "") -> list[str]:

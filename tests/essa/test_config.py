@@ -203,6 +203,12 @@ def test_text_overrides_are_taken_verbatim(value):
     assert cfg.run.run_dir == value and cfg.task.system_prompt == value
 
 
+@pytest.mark.parametrize(("value", "expected"), [('"Be brief. #### 5"', "Be brief. #### 5"), ("'it''s'", "it's"),
+                                               ('"a" and "b"', '"a" and "b"'), ('"open', '"open')])
+def test_a_quoted_text_override_is_a_yaml_string(value, expected):
+    assert load_config("gsm8k", overrides=[f"task.system_prompt={value}"]).task.system_prompt == expected
+
+
 @pytest.mark.parametrize(
     ("override", "fragment"),
     [("search.popsize=8 # eight", "'#' on as a comment"), ("adapter.target_modules=[q_proj,v_proj", "not valid YAML")],
