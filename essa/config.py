@@ -166,9 +166,9 @@ def _parse_override(item: str, schema: DictConfig) -> DictConfig:
     """One `key=value` override as a config layer.
 
     A text field takes its value verbatim ("001" stays "001", "a #b" keeps its "#b", "a: b" is not a
-    mapping), or, in matching quotes, as a YAML string; `null` clears an optional one. Any other field's value is read as
-    YAML, as OmegaConf reads a dotlist; a value YAML cannot read, or one a comment would cut short,
-    is refused naming the override.
+    mapping), or, in matching quotes, as a YAML string; `null` clears an optional one. Any other
+    field's value is read as YAML, as OmegaConf reads a dotlist; a value YAML cannot read, or one a
+    comment would cut short, is refused naming the override.
     """
     key, sep, raw = item.partition("=")
     key = key.strip()
