@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                 if any("=" in e and not e.startswith("-") for e in extra) else "")
         parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
     previous = signal.signal(signal.SIGTERM, _terminated)  # as timeout, batch schedulers and containers stop us
+    _received.clear()
     try:
         commands = {"align": cmd_align, "sft": cmd_sft, "export": cmd_export, "eval": cmd_eval, "status": cmd_status,
                     "plot": cmd_plot}
@@ -118,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         if _ray_head_lost():  # the watchdog said so and sent the SIGTERM: a failure, not a user's stop
             return 1
-        signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+        # The handler's signal: a library that catches KeyboardInterrupt and raises a fresh one (Ray's
+        # waits do) drops the exception's argument, and SIGTERM must not be reported as Ctrl-C.
+        signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else _received.get("signal", signal.SIGINT)
         print(f"\ninterrupted ({signal.Signals(signum).name}); {AFTER_INTERRUPT.get(args.command, 'stopped')}",
               file=sys.stderr)
         return 128 + signum
@@ -167,8 +170,12 @@ def _ray_head_lost() -> bool:
     return ray_head_lost() is not None
 
 
+_received: dict[str, int] = {}  # the last signal essa's handler turned into KeyboardInterrupt
+
+
 def _terminated(signum, frame):
     """SIGTERM unwinds like Ctrl-C: every `finally` runs, so engines and Ray are shut down."""
+    _received["signal"] = signum
     raise KeyboardInterrupt(signum)
 
 

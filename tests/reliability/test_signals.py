@@ -20,6 +20,10 @@ def slow(args):
     try:
         print('working', flush=True)
         time.sleep(60)
+    except KeyboardInterrupt:
+        if REWRAP:
+            raise KeyboardInterrupt()  # as Ray's waits do: the signal number is lost
+        raise
     finally:
         print('cleaned up', flush=True)
 cli.cmd_eval = slow
@@ -27,8 +31,10 @@ sys.exit(cli.main(['eval', '--task', 'gsm8k']))
 """
 
 
-def test_sigterm_unwinds_and_exits_143():
-    proc = subprocess.Popen([sys.executable, "-c", CODE], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+@pytest.mark.parametrize("rewrap", [False, True], ids=["plain", "re-raised-without-signal"])
+def test_sigterm_unwinds_and_exits_143(rewrap):
+    code = f"REWRAP = {rewrap}\n{CODE}"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "working"
     time.sleep(0.2)
     os.kill(proc.pid, signal.SIGTERM)
