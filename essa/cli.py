@@ -241,6 +241,8 @@ def print_summary(run_dir: Path, adapter: Path) -> None:
         if not (run_dir / file).is_file():
             continue
         h = json.loads((run_dir / file).read_text())
+        if file == FORGETTING_FILE and h.get("task"):  # recorded since the check was first measured
+            label = f"forgetting check, {h['task']}"
         table.append((f"{label} {h['split']} ({h['prompts']}), warm start -> best",
                       f"{h['before']:.3f} -> {h['after']:.3f}, {h['diff']:+.3f} [{h['low']:+.3f}, {h['high']:+.3f}]"))
         if b := h.get("from_base"):  # absent in runs made before it was recorded

@@ -37,7 +37,7 @@ def compare_heldout(pool, task, vectors: np.ndarray, split: str, size: int, run_
     if task.aggregate is not None and result.details:
         for side, row in (("before", 0), ("after", 1)):
             figures[side] = task.aggregate({k: v[row].tolist() for k, v in result.details.items()})
-    record = {"split": split, "prompts": n, "metric": metric, **diff.as_record(),
+    record = {"task": task.name, "split": split, "prompts": n, "metric": metric, **diff.as_record(),
               "reward_before": float(result.rewards[0].mean()), "reward_after": float(result.rewards[1].mean()),
               "standard": figures, "from_base": {**from_base.as_record(), "reward_base": float(base.rewards[0].mean())}}
     atomic_write_json(run_dir / file, record)

@@ -126,7 +126,8 @@ def _forgetting(run_dir: Path) -> list[str]:
         return []
     h = json.loads(path.read_text())
     b = h["from_base"]
-    return ["", f"Forgetting check, another task: the first {h['prompts']} prompts of its `{h['split']}` split "
+    task = f"`{h['task']}`" if h.get("task") else "another task"
+    return ["", f"Forgetting check on {task}: the first {h['prompts']} prompts of its `{h['split']}` split "
             f"({h['metric']}), warm start against this adapter: {h['before']:.4f} -> {h['after']:.4f}, difference "
             f"{h['diff']:+.4f} (paired 95% interval [{h['low']:+.4f}, {h['high']:+.4f}]); the base model "
             f"{b['before']:.4f}."]

@@ -159,11 +159,11 @@ def test_the_forgetting_check_scores_another_task_after_the_run(tmp_path, capsys
     math500 = load_config("math500")
     assert seen == [("gsm8k", cfg.generation.max_new_tokens), ("math500", math500.generation.max_new_tokens)]
     check = json.loads((run / "forgetting.json").read_text())
-    assert check["split"] == "test" and check["prompts"] == 20 and check["from_base"]["after"] == check["after"]
+    assert check["task"] == "math500" and check["split"] == "test" and check["prompts"] == 20 and check["from_base"]["after"] == check["after"]
     assert "forgetting check, math500 test" in capsys.readouterr().out
     print_summary(run, adapter)
-    assert "forgetting check test (20), warm start -> best" in capsys.readouterr().out
-    assert "Forgetting check, another task: the first 20 prompts" in (adapter / "README.md").read_text()
+    assert "forgetting check, math500 test (20), warm start -> best" in capsys.readouterr().out
+    assert "Forgetting check on `math500`: the first 20 prompts" in (adapter / "README.md").read_text()
 
 
 def test_an_unknown_forgetting_task_is_refused_with_the_choices():
