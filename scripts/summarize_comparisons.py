@@ -19,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling scripts, also when imported
+import learning_curves  # noqa: E402
+
 SIDES = ("essa", "grpo")
 
 
@@ -40,13 +43,9 @@ def side_figures(results: dict, side: str) -> dict:
 
 
 def interval(values: list[float]) -> str:
-    from essa.stats import t_975
-
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2:
-        return f"{v.mean():+.3f}"
-    half = t_975(len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-    return f"{v.mean():+.3f} [{v.mean() - half:+.3f}, {v.mean() + half:+.3f}]"
+    """Mean [95% Student-t interval] as text, by learning_curves.interval (the mean alone for one run)."""
+    mean, half = learning_curves.interval(values)
+    return f"{mean:+.3f}" if np.isnan(half) else f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]"
 
 
 def table(runs: list[dict]) -> str:

@@ -246,11 +246,8 @@ def claim_scratch(tag: str) -> Path:
     host's (a shared /dev/shm) or an unmarked one is never touched.
     """
     prefix = f"{SCRATCH_PREFIX}{tag}-" if tag else SCRATCH_PREFIX
-    if tag:
-        for stale in ram_root().glob(prefix + "*"):
-            shutil.rmtree(stale, ignore_errors=True)
     for folder in ram_root().glob(SCRATCH_PREFIX + "*"):
-        if _maker_has_exited(folder):
+        if (tag and folder.name.startswith(prefix)) or _maker_has_exited(folder):
             shutil.rmtree(folder, ignore_errors=True)
     folder = ram_dir(prefix)
     (folder / SCRATCH_OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
@@ -266,11 +263,11 @@ def _maker_has_exited(folder: Path) -> bool:
     if host != socket.gethostname() or pid == os.getpid():
         return False
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return True
     except PermissionError:
-        return False  # alive, another user's
+        pass  # alive, another user's
     return False
 
 
