@@ -6,9 +6,10 @@ and every candidate answers like the warm start (ties, or differences drowned in
 too large and candidates lose what the warm start knows. So a run with `search.sigma: null`
 (the default) measures it first:
 
-1. One fixed calibration batch of B train prompts (its own seeded draw, not the search's).
+1. Two fixed batches of B train prompts each (their own seeded draw, not the search's): one to
+   screen the sizes, one to confirm the size the screen picks.
 2. The same λ standard-normal directions at each step size of `search.calibration_sigmas`, in
-   ascending order, plus the warm start itself, all scored on that batch.
+   ascending order, plus the warm start itself, all scored on the screening batch.
 3. At each size, the between-candidate signal (`essa.stats`): snr = var(candidate effect) /
    noise variance of a candidate's mean reward at B prompts.
 4. A size is *harmful* when the candidates' mean reward falls below the warm start's by more
@@ -17,12 +18,19 @@ too large and candidates lose what the warm start knows. So a run with `search.s
    Measured (2026-12-01, grounded reward, principal start, λ 8, B 8): at σ = 4 the mean fell
    0.56 → 0.16 while snr was the largest of the five sizes, and a search started there never
    recovered (validation 0.55 → 0.12).
-5. The chosen sigma is the smallest harmless size whose snr reaches `search.calibration_snr`.
-   Sizes above the first harmful one are not tried, nor above the chosen one. If no harmless
-   size reaches the target, the harmless size with the largest snr (the smaller on ties); if
-   even the smallest is harmful, the smallest.
+5. The first harmless size whose snr reaches `search.calibration_snr` is confirmed: the same
+   candidates are scored on the second batch, and their snr there must reach the target too (an
+   independent replication; pooling both batches would still let a fluke of the first carry half
+   the weight). One batch of 8 prompts is easily fooled: measured (2026-12-02, seed 2 of the GRPO
+   comparison) a screen showed snr 2.67 at σ = 0.25, and the search then had snr 0 in 20 of 47
+   generations and gained 0.02. A size that is not confirmed counts as not reaching the target,
+   and the screen goes on to the next size.
+6. The chosen sigma is the smallest harmless size so confirmed. Sizes above the first harmful
+   one are not tried, nor above the chosen one. If no harmless size is confirmed, the harmless
+   size with the largest snr (the smaller of its two where it was confirmed; the smaller size on ties); if even
+   the smallest is harmful, the smallest.
 
-Each size costs one population's evaluation. The result is logged and saved in
+Each size costs one population's evaluation, a confirmation one more. The result is logged and saved in
 RUN/calibration.json, which a resumed run reads instead of measuring again.
 """
 
@@ -42,40 +50,52 @@ CALIBRATION_STREAM = 0xCA11B  # keeps the calibration batch apart from the searc
 class Calibration:
     sigma: float
     reason: str
-    prompts: list[int]
+    prompts: list[int]  # the screening batch
     levels: list[dict] = field(default_factory=list)  # per size: sigma, snr, spread, rewards vs the start
+    confirm_prompts: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def calibration_prompts(train_size: int, batch_size: int, seed: int) -> list[int]:
-    rng = np.random.default_rng([seed, CALIBRATION_STREAM])
-    return rng.permutation(train_size)[: min(batch_size, train_size)].tolist()
+def calibration_prompts(train_size: int, batch_size: int, seed: int) -> tuple[list[int], list[int]]:
+    """(screening batch, confirmation batch): distinct train prompts while the split has enough; a
+    split smaller than 2B confirms on a reshuffle of the same prompts, which still re-measures the
+    candidates' spread but cannot rule out a prompt-specific fluke."""
+    order = np.random.default_rng([seed, CALIBRATION_STREAM]).permutation(train_size)
+    b = min(batch_size, train_size)
+    screen = order[:b].tolist()
+    confirm = order[b:2 * b].tolist()
+    if len(confirm) < b:
+        confirm = np.random.default_rng([seed, CALIBRATION_STREAM, 2]).permutation(train_size)[:b].tolist()
+    return screen, confirm
 
 
 def calibrate_sigma(
-    score: Callable[[np.ndarray], np.ndarray],
+    score: Callable[[np.ndarray, list[int]], np.ndarray],
     dim: int,
     popsize: int,
     sigmas: list[float],
     target_snr: float,
     seed: int,
     prompts: list[int],
+    confirm_prompts: list[int] | None = None,
     report: Callable[[str], None] = print,
 ) -> Calibration:
-    """`score(z)`: rewards (rows of z, prompts) of search points z (in step-scale units) on the
-    calibration prompts; row 0 of the first call is the warm start (z = 0)."""
+    """`score(z, prompts)`: rewards (rows of z, prompts) of search points z (in step-scale units) on
+    those train prompts; row 0 of the first call is the warm start (z = 0). Without
+    `confirm_prompts` a screened size is taken unconfirmed."""
     directions = np.random.default_rng([seed, CALIBRATION_STREAM, 1]).standard_normal((popsize, dim))
     levels: list[dict] = []
     start_reward = None
+    chosen = None
     for sigma in sorted(sigmas):
         z = sigma * directions
         if start_reward is None:
-            rewards = score(np.vstack([np.zeros((1, dim)), z]))
+            rewards = score(np.vstack([np.zeros((1, dim)), z]), prompts)
             start_reward, rewards = float(rewards[0].mean()), rewards[1:]
         else:
-            rewards = score(z)
+            rewards = score(z, prompts)
         signal = measure_signal(rewards)
         means = rewards.mean(axis=1)
         harmful = bool(means.mean() < start_reward - max(0.1 * abs(start_reward), 2 * means.std(ddof=1) / np.sqrt(len(means))))
@@ -88,15 +108,28 @@ def calibrate_sigma(
                + (": harmful" if harmful else ""))
         if harmful:
             break
-        if signal.snr >= target_snr:
-            return Calibration(float(sigma), f"smallest step with snr >= {target_snr:g}", prompts, levels)
+        if signal.snr < target_snr:
+            continue
+        if not confirm_prompts:
+            chosen = (float(sigma), f"smallest step with snr >= {target_snr:g} (unconfirmed)")
+            break
+        confirmed = measure_signal(score(z, confirm_prompts))
+        level["confirmed_snr"] = confirmed.as_record()["snr"]
+        report(f"[essa] calibration: sigma {sigma:g} on a second batch: snr {level['confirmed_snr']}"
+               + ("" if confirmed.snr >= target_snr else ": not confirmed"))
+        if confirmed.snr >= target_snr:
+            chosen = (float(sigma), f"smallest step with snr >= {target_snr:g}, confirmed on a second batch")
+            break
+    if chosen is not None:
+        return Calibration(chosen[0], chosen[1], prompts, levels, list(confirm_prompts or []))
     safe = [lv for lv in levels if not lv["harmful"]]
     if not safe:
-        return Calibration(levels[0]["sigma"], "every step tried was harmful; the smallest", prompts, levels)
-    best = max(safe, key=lambda lv: (_snr(lv), -lv["sigma"]))
-    return Calibration(best["sigma"], f"no harmless step reached snr {target_snr:g}; the largest snr", prompts,
-                       levels)
+        return Calibration(levels[0]["sigma"], "every step tried was harmful; the smallest", prompts, levels,
+                           list(confirm_prompts or []))
+    best = max(safe, key=lambda lv: (min(_snr(lv["snr"]), _snr(lv.get("confirmed_snr", lv["snr"]))), -lv["sigma"]))
+    return Calibration(best["sigma"], f"no harmless step reached snr {target_snr:g}; the largest snr", prompts, levels,
+                       list(confirm_prompts or []))
 
 
-def _snr(level: dict) -> float:
-    return float("inf") if level["snr"] == "inf" else float(level["snr"])
+def _snr(value) -> float:
+    return float("inf") if value == "inf" else float(value)

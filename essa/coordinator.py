@@ -200,9 +200,9 @@ def initial_sigma(cfg: Config, run_dir: Path, pool, basis: SVDLoRA, train_size: 
     saved = run_dir / CALIBRATION_FILE
     if saved.is_file():
         return float(read_json(saved, what="step-size calibration")["sigma"])
-    prompts = calibration_prompts(train_size, cfg.task.batch_size, s.seed)
-    cal = calibrate_sigma(lambda z: pool.evaluate(basis.offsets(z), "train", prompts, generation=-2).rewards,
-                          basis.dim, s.popsize, list(s.calibration_sigmas), s.calibration_snr, s.seed, prompts)
+    screen, confirm = calibration_prompts(train_size, cfg.task.batch_size, s.seed)
+    cal = calibrate_sigma(lambda z, prompts: pool.evaluate(basis.offsets(z), "train", prompts, generation=-2).rewards,
+                          basis.dim, s.popsize, list(s.calibration_sigmas), s.calibration_snr, s.seed, screen, confirm)
     print(f"[essa] calibration: sigma = {cal.sigma:g} ({cal.reason})", flush=True)
     atomic_write_json(saved, cal.as_dict())
     return cal.sigma

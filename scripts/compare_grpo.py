@@ -14,8 +14,13 @@ other (never together: they would share the cores), each in its own subprocess, 
 
 essa: `essa align --init WARM` (CMA-ES over the singular values of the warm start), a checkpoint
 per generation; afterwards the DISTRIBUTION MEAN (not the best candidate) of evenly spaced
-checkpoints is exported as a PEFT LoRA folder. Its own validation is switched off
+checkpoints is exported as a PEFT LoRA folder. By default its own validation is switched off
 (task.val_size=1, run.validate_every huge): the curve is scored afterwards for both sides alike.
+With `--essa-validation N` essa runs as a user runs it: its mean validated every
+`--essa-validate-every` generations on the first N validation prompts (inside its budget), and
+one more point, "exported": the best validated point of its last checkpoint within the budget,
+what `essa export` writes. That needs `--split test`, so that no reported prompt is one essa chose
+its point on. GRPO's final point is its last adapter saved within the budget.
 
 GRPO: TRL's GRPOTrainer on CPU with a trainable PEFT LoRA loaded from the same warm-start folder,
 on the same train-split prompts (chat-formatted by essa's own prompt builder, the one the rollout
@@ -27,12 +32,14 @@ by ONE essa rollout worker (one vLLM engine, greedy, the same LoRA kernel for ev
 first `--val-size` prompts of the validation split (`--split test` only for a final figure). This
 scoring is not counted in either side's training time.
 
-Output in --out: results.json (every point, the settings, peak RSS), curve.png, the logs of both
-runs (essa.log, grpo.log), the run folders, and a markdown table printed at the end.
+Output in --out: results.json (every point with its per-prompt rewards, the settings, peak RSS,
+paired 95% intervals of the final points), curve.png, the logs of both runs (essa.log, grpo.log),
+the run folders, and a markdown table printed at the end.
 
 Usage (TRL: pip install -e .[compare]):
 
     python scripts/compare_grpo.py --task gsm8k --budget-s 900 --init principal --rank 8 --val-size 64
+    python scripts/compare_grpo.py ... --essa-validation 32 --split test --val-size 200   # as a user runs essa
 """
 
 from __future__ import annotations
@@ -80,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("essa side")
     g.add_argument("--popsize", type=int, default=8, help="candidates per generation λ (default 8)")
     g.add_argument("--batch-size", type=int, default=8, help="prompts per candidate per generation B (default 8)")
+    g.add_argument("--essa-validation", type=int, default=0, metavar="N",
+                   help="essa validates its mean on the first N validation prompts and its exported best validated "
+                        "point is scored too (default 0: no validation, the means only); needs --split test")
+    g.add_argument("--essa-validate-every", type=int, default=2, metavar="K",
+                   help="with --essa-validation: validate every K generations (default 2)")
     g.add_argument("--essa-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="extra essa config override for the essa run, e.g. search.sigma=0.3 (repeatable)")
     g = p.add_argument_group("GRPO side (TRL GRPOTrainer, CPU)")
@@ -114,7 +126,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def compare(args) -> int:
-    check_installed()
     started = time.time()
     command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
     header = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": git_commit(), "command": command}
@@ -126,6 +137,12 @@ def compare(args) -> int:
             raise UserError(f"{name}={value} must be >= 1")
     if args.grpo_generations < 2:
         raise UserError(f"--grpo-generations={args.grpo_generations}: GRPO needs at least 2 completions per prompt")
+    if args.essa_validation < 0 or args.essa_validate_every < 1:
+        raise UserError("--essa-validation must be >= 0 and --essa-validate-every >= 1")
+    if args.essa_validation and args.split != "test":
+        raise UserError("--essa-validation picks essa's point on validation prompts, which the held-out score must "
+                        "not reuse: add --split test")
+    check_installed()
 
     from essa.config import load_config, to_yaml
     from essa.io import atomic_write_text
@@ -137,7 +154,7 @@ def compare(args) -> int:
         data = str(REPO.parent / "shared" / "data")  # as the Makefile does: ../shared/data beside the checkout
     flags = {"model.name": args.model, "task.data_dir": data, "generation.max_new_tokens": args.max_new_tokens,
              "adapter.rank": args.rank, "search.popsize": args.popsize, "task.batch_size": args.batch_size,
-             "search.seed": args.seed, "task.val_size": args.val_size, "task.reward": args.reward}
+             "search.seed": args.seed, "task.reward": args.reward}
     cfg = load_config(args.task, None, flags, ["generation.temperature=0.0"])
     task = load_task(cfg.task)  # bad task or data fail here, before anything runs
     n_held_out = len(task.examples(args.split))
@@ -173,7 +190,8 @@ def compare(args) -> int:
     # ---- points: essa's means exported, GRPO's saved adapters; all within the budget
     points = []
     if "essa" in sides:
-        points += essa_points(out / "essa", sides["essa"]["t0"], args.budget_s, args.points, out / "essa_means")
+        points += essa_points(out / "essa", sides["essa"]["t0"], args.budget_s, args.points, out / "essa_means",
+                              exported=args.essa_validation > 0)
     if "grpo" in sides:
         points += grpo_points(out / "grpo", args.budget_s, args.points)
     for side in sides:
@@ -190,6 +208,7 @@ def compare(args) -> int:
     # ---- report
     start = start_point["reward"]
     summary = summarize(sides, points, start)
+    paired = paired_finals(start_point, points, list(sides))
     results = {
         **header,
         "task": cfg.task.name, "model": cfg.model.name, "split": args.split, "held_out_examples": len(indices),
@@ -199,6 +218,7 @@ def compare(args) -> int:
         "start_reward": start,
         "target": summary["target"],
         "summary": summary["rows"],
+        "paired": paired,
         "points": [start_point] + points,
         "peak_rss_gib": {s: round(v["peak_rss"] / GIB, 3) for s, v in sides.items()},
         "runs": {s: {k: v for k, v in r.items() if k not in ("t0",)} for s, r in sides.items()},
@@ -224,6 +244,8 @@ def compare(args) -> int:
     print(f"{cfg.task.name} / {cfg.model.name}: held-out = first {len(indices)} {args.split} prompts, greedy, "
           f"{cfg.generation.max_new_tokens} tokens; budget {args.budget_s:g} s of wall clock per side")
     print(format_table(summary))
+    for line in describe_paired(paired):
+        print(line)
     print(f"\n[compare] {out / 'results.json'}, {out / 'curve.png'}; scoring took {scoring_s:.0f}s, "
           f"everything {time.time() - started:.0f}s", flush=True)
     return 0
@@ -312,7 +334,9 @@ def essa_command(args, cfg, warm: Path, run_dir: Path) -> list[str]:
         cmd += ["--reward", cfg.task.reward]
     # key=value overrides last, all together (argparse takes one run of them)
     # every checkpoint kept (run.keep_checkpoints=0): the curve's points are picked from all of them
-    return cmd + ["run.checkpoint_every=1", "run.keep_checkpoints=0", "run.validate_every=1000000000", "task.val_size=1",
+    validation = ([f"run.validate_every={args.essa_validate_every}", f"task.val_size={args.essa_validation}"]
+                  if args.essa_validation else ["run.validate_every=1000000000", "task.val_size=1"])
+    return cmd + ["run.checkpoint_every=1", "run.keep_checkpoints=0", *validation,
                   f"search.seed={args.seed}", "generation.temperature=0.0", *args.essa_arg]
 
 
@@ -327,8 +351,10 @@ def evenly(items: list, k: int) -> list:
     return [items[i] for i in picks]
 
 
-def essa_points(run_dir: Path, t0: float, budget_s: float, k: int, export_root: Path) -> list[dict]:
-    """The distribution mean of evenly spaced checkpoints (within the budget) as PEFT folders."""
+def essa_points(run_dir: Path, t0: float, budget_s: float, k: int, export_root: Path, exported: bool = False) -> list[dict]:
+    """The distribution mean of evenly spaced checkpoints (within the budget) as PEFT folders; with
+    `exported`, last the best validated point of the latest checkpoint within the budget (as `essa
+    export` writes it)."""
     from essa.adapters import write_peft_adapter
     from essa.checkpoint import checkpoint_root, load_checkpoint
     from essa.run_dir import hub_name, open_run
@@ -353,7 +379,18 @@ def essa_points(run_dir: Path, t0: float, budget_s: float, k: int, export_root: 
         sigma = ckpt.strategy.get("sigma")
         points.append({"side": "essa", "label": f"generation {ckpt.generation}", "generation": ckpt.generation,
                        "wall_s": round(wall, 1), "adapter": str(folder), "saved_within_budget": len(found),
-                       "sigma": float(sigma) if sigma is not None else None})
+                       "sigma": float(sigma) if sigma is not None else None, "point": "mean"})
+    if exported and found:
+        directory, wall = found[-1]
+        ckpt = load_checkpoint(directory)
+        folder = export_root / "exported"
+        write_peft_adapter(folder, basis.factors(basis.offsets(ckpt.best_z)), basis.rank, basis.lora_alpha,
+                           hub_name(cfg.model.name), {"run": str(run_dir), "best": ckpt.best.get("generation"),
+                                                     "point": "best validated"})
+        points.append({"side": "essa", "label": f"exported (gen {ckpt.best.get('generation')})",
+                       "generation": ckpt.generation, "best_generation": ckpt.best.get("generation"),
+                       "validation": ckpt.best.get("validation"), "wall_s": round(wall, 1), "adapter": str(folder),
+                       "saved_within_budget": len(found), "point": "exported"})
     return points
 
 
@@ -399,6 +436,7 @@ def score_adapters(cfg, warm: Path, points: list[dict], split: str, indices: lis
             t = time.perf_counter()
             result = worker.evaluate(WorkItem(-1, [0], np.zeros((1, basis.dim)), split, indices))
             point["reward"] = float(result.rewards[0].mean())
+            point["rewards"] = [round(float(r), 6) for r in result.rewards[0]]
             point["reward_stderr"] = float(result.rewards[0].std(ddof=1) / np.sqrt(len(indices))) if len(indices) > 1 else 0.0
             point["held_out_tokens"] = int(result.tokens.sum())
             print(f"[compare] {n}/{len(points)} {point['side']:>5} {point['label']:<15} t={point['wall_s']:6.0f}s "
@@ -413,23 +451,49 @@ def score_adapters(cfg, warm: Path, points: list[dict], split: str, indices: lis
 def summarize(sides: dict, points: list[dict], start: float) -> dict:
     """Per side: final and best held-out reward, and the time to a common target: start + half of the
     larger final gain of the two sides (a side that never gets there: not reached)."""
-    finals = {s: [p for p in points if p["side"] == s] for s in sides}
-    finals = {s: (ps[-1]["reward"] if ps else start) for s, ps in finals.items()}
+    final_points = {s: final_point(points, s) or {"reward": start, "label": "warm start"} for s in sides}
+    finals = {s: p["reward"] for s, p in final_points.items()}
     best_gain = max([f - start for f in finals.values()], default=0.0)
     target = start + 0.5 * best_gain if best_gain > 0 else None
     rows = [{"side": "start", "final": start, "best": start, "time_to_target_s": None, "peak_rss_gib": None}]
     for side, run in sides.items():
-        mine = [p for p in points if p["side"] == side]
+        mine = [p for p in points if p["side"] == side and p.get("point") != "exported"]
         rewards = [start] + [p["reward"] for p in mine]
         reached = next((p["wall_s"] for p in mine if target is not None and p["reward"] >= target), None)
         own_target = start + 0.5 * (finals[side] - start)
         own = next((p["wall_s"] for p in mine if p["reward"] >= own_target), None) if finals[side] > start else None
-        rows.append({"side": side, "final": finals[side], "best": max(rewards), "time_to_target_s": reached,
+        rows.append({"side": side, "final": finals[side], "final_point": final_points[side].get("label", ""), "best": max(rewards), "time_to_target_s": reached,
                      "time_to_half_own_gain_s": own, "points_scored": len(mine),
                      "trained": (mine[-1].get("generation") or mine[-1].get("step")) if mine else 0,
                      "last_saved_s": mine[-1]["wall_s"] if mine else None,
                      "peak_rss_gib": run["peak_rss"] / GIB, "wall_s": run["wall_s"]})
     return {"target": target, "rows": rows}
+
+
+def final_point(points: list[dict], side: str) -> dict | None:
+    """What a side delivers at its budget: essa's exported point when there is one, else the last one."""
+    mine = [p for p in points if p["side"] == side]
+    exported = [p for p in mine if p.get("point") == "exported"]
+    return (exported or mine or [None])[-1]
+
+
+def paired_finals(start: dict, points: list[dict], sides: list[str]) -> dict:
+    """Paired 95% intervals on the held-out prompts: each side's final point against the start, and
+    essa's against GRPO's."""
+    from essa.stats import paired_difference
+
+    finals = {s: final_point(points, s) for s in sides}
+    pairs = [(f"{s} - start", start, finals[s]) for s in sides]
+    if finals.get("essa") and finals.get("grpo"):
+        pairs.append(("essa - grpo", finals["grpo"], finals["essa"]))
+    return {name: {**paired_difference(np.asarray(a["rewards"]), np.asarray(b["rewards"])).as_record(),
+                   "before_point": a["label"], "after_point": b["label"]}
+            for name, a, b in pairs if b is not None and "rewards" in a and "rewards" in b and len(a["rewards"]) > 1}
+
+
+def describe_paired(paired: dict) -> list[str]:
+    return [f"{name} ({p['after_point']} vs {p['before_point']}): {p['diff']:+.4f} [{p['low']:+.4f}, {p['high']:+.4f}] on {p['n']} "
+            f"prompts ({'excludes 0' if p['low'] > 0 or p['high'] < 0 else 'includes 0'})" for name, p in paired.items()]
 
 
 SIDE_NAMES = {"start": "start (warm start, untrained)", "essa": "essa (CMA-ES, mean)", "grpo": "GRPO (TRL, LoRA)"}
@@ -451,8 +515,9 @@ def format_table(summary: dict) -> str:
         name = SIDE_NAMES[r["side"]]
         if r["side"] in UNITS:
             name += f", {r['trained']} {UNITS[r['side']]}"
-        lines.append(f"| {name} | {r['final']:.4f} | {r['best']:.4f} | {when} | {rss} |")
-    lines.append("\ngap = the larger final gain of the two sides over the start; times are those of the first scored "
+        final = f"{r['final']:.4f}" + (f" ({r['final_point']})" if r.get("final_point", "").startswith("exported") else "")
+        lines.append(f"| {name} | {final} | {r['best']:.4f} | {when} | {rss} |")
+    lines.append("\nbest: the best scored point of the curve (essa: its means); gap = the larger final gain of the two sides over the start; times are those of the first scored "
                  "point at or above the target (points are the scored adapters only)")
     return "\n".join(lines)
 

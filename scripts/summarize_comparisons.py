@@ -7,7 +7,10 @@ final and best scored point (gain over the start, the wall time of the best), th
 run's common target (start + half the larger final gain) and the peak resident memory; then,
 over the runs, the mean gain of each side with a 95% Student-t interval, and essa minus GRPO
 paired by run. "best" is the best of the scored points, picked on the same held-out prompts it
-is reported on (both sides alike): an optimistic figure; "final" is the point at the budget.
+is reported on (both sides alike): an optimistic figure; "final" is the point at the budget:
+for essa run with --essa-validation, its exported best validated point (picked on validation
+prompts, not on the reported ones). Runs that scored per-prompt rewards also get, per run, the
+paired 95% interval of essa's final point minus GRPO's on the held-out prompts.
 """
 
 from __future__ import annotations
@@ -61,6 +64,11 @@ def table(runs: list[dict]) -> str:
             f"| {e['rss']:.2f} / {g['rss']:.2f} |")
     per = {s: [side_figures(r, s) for r in runs] for s in SIDES}
     lines.append("")
+    for r in runs:
+        if "essa - grpo" in r.get("paired", {}):
+            d = r["paired"]["essa - grpo"]
+            lines.append(f"- seed {r['settings']['args']['seed']}: essa's final point ({d['after_point']}) - GRPO's ({d['before_point']}) "
+                         f"on the same {d['n']} prompts: {d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]")
     for key in ("final", "best"):
         diff = [a[key] - b[key] for a, b in zip(per["essa"], per["grpo"])]
         lines.append(f"- gain at the {key} point over {len(runs)} runs, mean [95% t]: essa {interval([x[key] for x in per['essa']])}, "
@@ -78,7 +86,11 @@ def plot(runs: list[dict], path: Path) -> None:
     for side, color, style in (("essa", "tab:blue", "o-"), ("grpo", "tab:orange", "s-")):
         for i, r in enumerate(runs):
             start = r["start_reward"]
-            mine = [p for p in r["points"] if p["side"] == side]
+            mine = [p for p in r["points"] if p["side"] == side and p.get("point") != "exported"]
+            for p in r["points"]:
+                if p["side"] == side and p.get("point") == "exported":  # essa's exported best validated point
+                    ax.plot([p["wall_s"]], [p["reward"] - start], "*", color=color, markersize=12,
+                            label="essa, exported (best validated)" if i == 0 else None)
             ax.plot([0.0] + [p["wall_s"] for p in mine], [0.0] + [p["reward"] - start for p in mine], style, color=color,
                     alpha=0.8, markersize=4, label=f"{'essa (CMA-ES, mean)' if side == 'essa' else 'GRPO (TRL, LoRA)'}"
                     if i == 0 else None)

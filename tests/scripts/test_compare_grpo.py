@@ -76,3 +76,40 @@ def test_runs_of_several_seeds_are_summarized_with_paired_differences():
     assert "| 0 | 0.500 | +0.100 | +0.200 (generation 1, 100 s) | +0.050 | +0.050 (step 2, 300 s) |" in text
     # final gains: essa 0.10, 0.05; GRPO 0.05, 0.04 -> paired differences 0.05 and 0.01, mean +0.030
     assert "gain at the final point over 2 runs" in text and "essa - GRPO paired by run +0.030 [" in text
+
+
+def test_essa_exported_point_is_its_final_and_paired_with_grpo_on_the_same_prompts():
+    start = {"side": "start", "label": "warm start", "wall_s": 0.0, "reward": 0.5, "rewards": [0.5, 0.5, 0.5, 0.5]}
+    points = [{"side": "essa", "label": "generation 30", "wall_s": 880.0, "generation": 30, "point": "mean",
+               "reward": 0.45, "rewards": [0.4, 0.5, 0.4, 0.5]},
+              {"side": "essa", "label": "exported (gen 8)", "wall_s": 880.0, "generation": 30, "point": "exported",
+               "reward": 0.75, "rewards": [0.7, 0.8, 0.7, 0.8]},
+              {"side": "grpo", "label": "step 19", "wall_s": 890.0, "step": 19, "reward": 0.55,
+               "rewards": [0.5, 0.6, 0.5, 0.6]}]
+    summary = compare_grpo.summarize({"essa": run(4.0), "grpo": run(3.0)}, points, start=0.5)
+    rows = {r["side"]: r for r in summary["rows"]}
+    assert rows["essa"]["final"] == 0.75 and rows["essa"]["best"] == 0.5  # best: over the means only
+    paired = compare_grpo.paired_finals(start, points, ["essa", "grpo"])
+    assert paired["essa - grpo"]["before_point"] == "step 19" and paired["essa - grpo"]["after_point"] == "exported (gen 8)"
+    assert abs(paired["essa - grpo"]["diff"] - 0.2) < 1e-9 and abs(paired["grpo - start"]["diff"] - 0.05) < 1e-9
+    text = "\n".join(compare_grpo.describe_paired(paired))
+    assert "essa - grpo (exported (gen 8) vs step 19): +0.2000" in text and "excludes 0" in text
+
+
+def test_essa_validation_refuses_to_report_on_the_validation_split(capsys):
+    code = compare_grpo.main(["--essa-validation", "32", "--split", "validation", "--budget-s", "1"])
+    assert code == 2 and "add --split test" in capsys.readouterr().err
+
+
+def test_the_essa_command_validates_only_when_asked():
+    from types import SimpleNamespace
+
+    cfg = SimpleNamespace(task=SimpleNamespace(name="gsm8k", data_dir=None, reward=None),
+                          model=SimpleNamespace(name="m"), generation=SimpleNamespace(max_new_tokens=8))
+    args = SimpleNamespace(popsize=8, batch_size=8, seed=1, essa_arg=["search.sigma=1"], essa_validation=0,
+                           essa_validate_every=2)
+    off = compare_grpo.essa_command(args, cfg, Path("warm"), Path("run"))
+    assert "task.val_size=1" in off and off[-1] == "search.sigma=1"
+    args.essa_validation = 32
+    on = compare_grpo.essa_command(args, cfg, Path("warm"), Path("run"))
+    assert "task.val_size=32" in on and "run.validate_every=2" in on and "task.val_size=1" not in on
