@@ -45,6 +45,45 @@ def side_figures(results: dict, side: str) -> dict:
             "trained": row["trained"]}
 
 
+def exported_found_s(folder: Path, results: dict) -> float | None:
+    """When essa's exported point first existed: the wall time of the checkpoint of its best validated
+    generation (the clock of the scored means: a checkpoint's file time minus its point's wall_s).
+    None without an exported point, a generation-0 export (the warm start) or the run's checkpoints."""
+    points = [p for p in results["points"] if p["side"] == "essa"]
+    exported = next((p for p in points if p.get("point") == "exported"), None)
+    means = [p for p in points if p.get("point") == "mean"]
+    if exported is None or not exported.get("best_generation") or not means:
+        return None
+    state = lambda g: folder / "essa" / "checkpoints" / f"gen_{g:06d}" / "state.json"  # noqa: E731
+    ref, best = state(means[-1]["generation"]), state(exported["best_generation"])
+    if not (ref.is_file() and best.is_file()):
+        return None
+    return best.stat().st_mtime - (ref.stat().st_mtime - means[-1]["wall_s"])
+
+
+def exported_table(folders: list[Path], runs: list[dict]) -> str:
+    """Runs with essa's own validation (compare_grpo.py --essa-validation): its exported point against
+    GRPO's final adapter, per run with paired 95% intervals on the held-out prompts."""
+    lines = ["| seed | σ (calibrated) | start | essa exported: gain [95% CI] | best validated generation (found at) | GRPO final: gain "
+             "[95% CI] | essa − GRPO [95% CI] | work in budget, essa / GRPO | peak RSS GiB, essa / GRPO |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    ci = lambda d: f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"  # noqa: E731
+    for folder, r in zip(folders, runs):
+        paired, rows = r.get("paired", {}), {row["side"]: row for row in r["summary"]}
+        exported = next((p for p in r["points"] if p.get("point") == "exported"), None)
+        if exported is None or "essa - grpo" not in paired:
+            continue
+        found = exported_found_s(folder, r)
+        when = f"{exported['best_generation']}" + (f" ({found:.0f} s)" if found is not None else "")
+        calibration = folder / "essa" / "calibration.json"
+        sigma = f"{json.loads(calibration.read_text())['sigma']:g}" if calibration.is_file() else "set"
+        lines.append(f"| {r['settings']['args']['seed']} | {sigma} | {r['start_reward']:.3f} | {ci(paired['essa - start'])} "
+                     f"| {when} | {ci(paired['grpo - start'])} | {ci(paired['essa - grpo'])} "
+                     f"| {rows['essa']['trained']} generations / {rows['grpo']['trained']} steps "
+                     f"| {rows['essa']['peak_rss_gib']:.2f} / {rows['grpo']['peak_rss_gib']:.2f} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def interval(values: list[float]) -> str:
     """Mean [95% Student-t interval] as text, by learning_curves.interval (the mean alone for one run)."""
     mean, half = learning_curves.interval(values)
@@ -115,6 +154,8 @@ def main() -> int:
     args = p.parse_args()
     runs = [read(f) for f in args.folders]
     print(table(runs))
+    if exported := exported_table(args.folders, runs):
+        print("\nessa's exported best validated point against GRPO's final adapter:\n" + exported)
     if args.png:
         plot(runs, args.png)
         print(f"\nfigure: {args.png}")

@@ -113,3 +113,29 @@ def test_the_essa_command_validates_only_when_asked():
     args.essa_validation = 32
     on = compare_grpo.essa_command(args, cfg, Path("warm"), Path("run"))
     assert "task.val_size=32" in on and "run.validate_every=2" in on and "task.val_size=1" not in on
+
+
+def test_exported_points_are_tabled_with_the_time_their_generation_was_saved(tmp_path):
+    import json
+    import os
+
+    import summarize_comparisons
+
+    for gen, mtime in ((6, 1000.0 + 435.0), (19, 1000.0 + 877.0)):  # the run's clock started at 1000
+        state = tmp_path / "essa" / "checkpoints" / f"gen_{gen:06d}" / "state.json"
+        state.parent.mkdir(parents=True)
+        state.write_text("{}")
+        os.utime(state, (mtime, mtime))
+    (tmp_path / "essa" / "calibration.json").write_text(json.dumps({"sigma": 2.0}))
+    start = {"side": "start", "label": "warm start", "wall_s": 0.0, "reward": 0.5, "rewards": [0.5, 0.5, 0.5, 0.5]}
+    points = [{"side": "essa", "label": "generation 19", "wall_s": 877.0, "generation": 19, "point": "mean",
+               "reward": 0.45, "rewards": [0.4, 0.5, 0.4, 0.5]},
+              {"side": "essa", "label": "exported (gen 6)", "wall_s": 877.0, "generation": 19, "best_generation": 6,
+               "point": "exported", "reward": 0.75, "rewards": [0.7, 0.8, 0.7, 0.8]},
+              {"side": "grpo", "label": "step 19", "wall_s": 890.0, "step": 19, "reward": 0.55, "rewards": [0.5, 0.6, 0.5, 0.6]}]
+    summary = compare_grpo.summarize({"essa": run(4.0), "grpo": run(3.0)}, points, 0.5)
+    results = {"start_reward": 0.5, "points": [start] + points, "summary": summary["rows"], "settings": {"args": {"seed": 3}},
+               "paired": compare_grpo.paired_finals(start, points, ["essa", "grpo"])}
+    assert abs(summarize_comparisons.exported_found_s(tmp_path, results) - 435.0) < 1e-6
+    text = summarize_comparisons.exported_table([tmp_path], [results])
+    assert "| 3 | 2 | 0.500 | +0.250 [" in text and "| 6 (435 s) |" in text and "| 19 generations / 19 steps |" in text
