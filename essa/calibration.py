@@ -88,7 +88,7 @@ def calibrate_sigma(
     directions = np.random.default_rng([seed, CALIBRATION_STREAM, 1]).standard_normal((popsize, dim))
     levels: list[dict] = []
     start_reward = None
-    chosen = None
+    confirm = list(confirm_prompts or [])
     for sigma in sorted(sigmas):
         z = sigma * directions
         if start_reward is None:
@@ -110,25 +110,21 @@ def calibrate_sigma(
             break
         if signal.snr < target_snr:
             continue
-        if not confirm_prompts:
-            chosen = (float(sigma), f"smallest step with snr >= {target_snr:g} (unconfirmed)")
-            break
-        confirmed = measure_signal(score(z, confirm_prompts))
+        if not confirm:
+            return Calibration(float(sigma), f"smallest step with snr >= {target_snr:g} (unconfirmed)", prompts, levels)
+        confirmed = measure_signal(score(z, confirm))
         level["confirmed_snr"] = confirmed.as_record()["snr"]
         report(f"[essa] calibration: sigma {sigma:g} on a second batch: snr {level['confirmed_snr']}"
                + ("" if confirmed.snr >= target_snr else ": not confirmed"))
         if confirmed.snr >= target_snr:
-            chosen = (float(sigma), f"smallest step with snr >= {target_snr:g}, confirmed on a second batch")
-            break
-    if chosen is not None:
-        return Calibration(chosen[0], chosen[1], prompts, levels, list(confirm_prompts or []))
+            return Calibration(float(sigma), f"smallest step with snr >= {target_snr:g}, confirmed on a second batch",
+                               prompts, levels, confirm)
     safe = [lv for lv in levels if not lv["harmful"]]
     if not safe:
-        return Calibration(levels[0]["sigma"], "every step tried was harmful; the smallest", prompts, levels,
-                           list(confirm_prompts or []))
+        return Calibration(levels[0]["sigma"], "every step tried was harmful; the smallest", prompts, levels, confirm)
     best = max(safe, key=lambda lv: (min(_snr(lv["snr"]), _snr(lv.get("confirmed_snr", lv["snr"]))), -lv["sigma"]))
     return Calibration(best["sigma"], f"no harmless step reached snr {target_snr:g}; the largest snr", prompts, levels,
-                       list(confirm_prompts or []))
+                       confirm)
 
 
 def _snr(value) -> float:

@@ -362,6 +362,12 @@ def essa_points(run_dir: Path, t0: float, budget_s: float, k: int, export_root: 
     if not (run_dir / "config.yaml").is_file():
         return []
     cfg, basis = open_run(run_dir)
+
+    def write_point(folder: Path, z: np.ndarray, provenance: dict) -> Path:  # z in units of the step scales
+        write_peft_adapter(folder, basis.factors(basis.offsets(z)), basis.rank, basis.lora_alpha,
+                           hub_name(cfg.model.name), {"run": str(run_dir), **provenance})
+        return folder
+
     found = []
     for directory in sorted(checkpoint_root(run_dir).glob("gen_*")):
         wall = (directory / "state.json").stat().st_mtime - t0
@@ -373,9 +379,7 @@ def essa_points(run_dir: Path, t0: float, budget_s: float, k: int, export_root: 
         if "mean" not in ckpt.strategy:
             raise UserError(f"{directory}: the strategy state holds no 'mean' (keys {sorted(ckpt.strategy)})")
         mean = np.asarray(ckpt.strategy["mean"], dtype=np.float64)  # in units of the step scales, like best_z
-        folder = export_root / directory.name
-        write_peft_adapter(folder, basis.factors(basis.offsets(mean)), basis.rank, basis.lora_alpha,
-                           hub_name(cfg.model.name), {"run": str(run_dir), "generation": ckpt.generation, "point": "mean"})
+        folder = write_point(export_root / directory.name, mean, {"generation": ckpt.generation, "point": "mean"})
         sigma = ckpt.strategy.get("sigma")
         points.append({"side": "essa", "label": f"generation {ckpt.generation}", "generation": ckpt.generation,
                        "wall_s": round(wall, 1), "adapter": str(folder), "saved_within_budget": len(found),
@@ -383,10 +387,8 @@ def essa_points(run_dir: Path, t0: float, budget_s: float, k: int, export_root: 
     if exported and found:
         directory, wall = found[-1]
         ckpt = load_checkpoint(directory)
-        folder = export_root / "exported"
-        write_peft_adapter(folder, basis.factors(basis.offsets(ckpt.best_z)), basis.rank, basis.lora_alpha,
-                           hub_name(cfg.model.name), {"run": str(run_dir), "best": ckpt.best.get("generation"),
-                                                     "point": "best validated"})
+        folder = write_point(export_root / "exported", ckpt.best_z,
+                             {"best": ckpt.best.get("generation"), "point": "best validated"})
         points.append({"side": "essa", "label": f"exported (gen {ckpt.best.get('generation')})",
                        "generation": ckpt.generation, "best_generation": ckpt.best.get("generation"),
                        "validation": ckpt.best.get("validation"), "wall_s": round(wall, 1), "adapter": str(folder),
@@ -462,7 +464,8 @@ def summarize(sides: dict, points: list[dict], start: float) -> dict:
         reached = next((p["wall_s"] for p in mine if target is not None and p["reward"] >= target), None)
         own_target = start + 0.5 * (finals[side] - start)
         own = next((p["wall_s"] for p in mine if p["reward"] >= own_target), None) if finals[side] > start else None
-        rows.append({"side": side, "final": finals[side], "final_point": final_points[side].get("label", ""), "best": max(rewards), "time_to_target_s": reached,
+        rows.append({"side": side, "final": finals[side], "final_point": final_points[side].get("label", ""),
+                     "best": max(rewards), "time_to_target_s": reached,
                      "time_to_half_own_gain_s": own, "points_scored": len(mine),
                      "trained": (mine[-1].get("generation") or mine[-1].get("step")) if mine else 0,
                      "last_saved_s": mine[-1]["wall_s"] if mine else None,
