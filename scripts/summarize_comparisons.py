@@ -37,7 +37,9 @@ def read(folder: Path) -> dict:
 
 def side_figures(results: dict, side: str) -> dict:
     start = results["start_reward"]
-    points = [p for p in results["points"] if p["side"] == side]
+    # The best of the scored trajectory, as compare_grpo.py's own table takes it: essa's exported point
+    # is a pick of that trajectory (reported as its final), not a further point to take the best over.
+    points = [p for p in results["points"] if p["side"] == side and p.get("point") != "exported"]
     row = next(r for r in results["summary"] if r["side"] == side)
     best = max(points, key=lambda p: p["reward"])
     return {"final": row["final"] - start, "best": best["reward"] - start, "best_at_s": best["wall_s"],

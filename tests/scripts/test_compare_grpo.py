@@ -139,3 +139,5 @@ def test_exported_points_are_tabled_with_the_time_their_generation_was_saved(tmp
     assert abs(summarize_comparisons.exported_found_s(tmp_path, results) - 435.0) < 1e-6
     text = summarize_comparisons.exported_table([tmp_path], [results])
     assert "| 3 | 2 | 0.500 | +0.250 [" in text and "| 6 (435 s) |" in text and "| 19 generations / 19 steps |" in text
+    # the per-run table: the exported point is essa's final; its best is over the scored means only
+    assert "| 3 | 0.500 | +0.250 | -0.050 (generation 19, 877 s) |" in summarize_comparisons.table([results])
