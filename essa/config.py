@@ -19,11 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 from omegaconf.nodes import StringNode
 
+from essa.models import DTYPES
+
 
 @dataclass
 class ModelConfig:
     name: str = "smollm2-135m-instruct"  # embedded name, local folder or hub id
-    dtype: str = "bfloat16"
+    dtype: str = "auto"  # auto | bfloat16 | float16 | float32 (auto: bf16 unless the CPU lacks native bf16)
     max_model_len: int = 1024
     quantization: str = "none"  # none | int8 | int4: the base the engines load (quantized bases use lora mode)
 
@@ -370,6 +372,8 @@ def validate(cfg: Config) -> None:
         problems.append(f"engine.mode={e.mode!r}: choose merge, lora or auto")
     if e.lora_kernel not in LORA_KERNELS:
         problems.append(f"engine.lora_kernel={e.lora_kernel!r}: choose {', '.join(LORA_KERNELS)}")
+    if cfg.model.dtype not in DTYPES:
+        problems.append(f"model.dtype={cfg.model.dtype!r}: choose {', '.join(DTYPES)}")
     q = cfg.model.quantization
     if q not in ("none", "int8", "int4"):
         problems.append(f"model.quantization={q!r}: choose none, int8 or int4")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from essa.config import Config
+from essa.models import engine_dtype
 from essa.svd_lora import SVDLoRA
 
 
@@ -23,7 +24,7 @@ def worker_spec(cfg: Config, basis: SVDLoRA | None):
         task=replace(cfg.task, data_dir=str(resolved) if (resolved := data_dir(cfg.task.data_dir)) else None),
         model=cfg.model.name,
         engine_options=dict(
-            dtype=cfg.model.dtype,
+            dtype=engine_dtype(cfg.model.dtype, cfg.engine.gpus > 0, cfg.model.quantization)[0],
             max_model_len=cfg.model.max_model_len,
             mode=resolve_mode(cfg.engine.mode),
             gpu=cfg.engine.gpus > 0,
@@ -55,6 +56,8 @@ def pool_from_config(cfg: Config, basis: SVDLoRA | None, **spec_overrides):
 
     e = cfg.engine  # validated by essa.config.validate
     spec = replace(worker_spec(cfg, basis), **spec_overrides)
+    if why := engine_dtype(cfg.model.dtype, e.gpus > 0, cfg.model.quantization)[1]:
+        print(f"[essa] engines load the model in {spec.engine_options['dtype']}: {why}", flush=True)
     return RolloutPool(spec, gpus=e.gpus, ray_address=e.ray_address, timeout_s=e.timeout_s, workers=e.workers,
                        max_retries=e.max_retries, start_timeout_s=e.start_timeout_s,
                        tensor_parallel=e.tensor_parallel_size)

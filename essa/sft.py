@@ -32,7 +32,7 @@ from tqdm import tqdm
 from essa.adapters import ADAPTER_CONFIG, PEFT_PREFIX, write_peft_adapter
 from essa.config import Config
 from essa.io import read_json
-from essa.models import cache_dir, file_lock
+from essa.models import cache_dir, engine_dtype, file_lock
 from essa.rewards.task import Task, load_task
 
 Pair = tuple[list[dict], str]  # (chat messages up to the user turn, the assistant response)
@@ -69,6 +69,13 @@ def sft_adapter(cfg: Config, model_dir: Path, cache_root: Path | None = None) ->
     return target
 
 
+def training_dtype(cfg: Config) -> str:
+    """The dtype the SFT trains the base in (model.dtype, `auto` resolved as for the engines)."""
+    import torch
+
+    return engine_dtype(cfg.model.dtype, torch.cuda.is_available())[0]
+
+
 def cache_key(cfg: Config, task: Task, model_dir: Path) -> str:
     """SHA-256 of everything that shapes the adapter; any change trains a new one."""
     source = task.examples(task.sft_split)
@@ -77,7 +84,7 @@ def cache_key(cfg: Config, task: Task, model_dir: Path) -> str:
     parts = {
         "model": cfg.model.name,
         "model_config": hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else None,
-        "dtype": cfg.model.dtype,
+        "dtype": training_dtype(cfg),
         "task": cfg.task.name,
         "system_prompt": cfg.task.system_prompt,
         "reward": cfg.task.reward if task.reference_response is None else None,
@@ -197,7 +204,7 @@ def train_lora(model_dir: Path, pairs: list[Pair], cfg: Config) -> tuple[dict, d
     if not encoded:
         raise SFTError(f"all {len(pairs)} SFT pairs are longer than sft.max_length={s.max_length} tokens; raise it")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(cfg.model.dtype, torch.float32)
+    dtype = getattr(torch, training_dtype(cfg))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).to(device)
     lora_config = LoraConfig(r=a.rank, lora_alpha=s.lora_alpha or 2.0 * a.rank, lora_dropout=0.0,
                              target_modules=list(a.target_modules), task_type="CAUSAL_LM")

@@ -147,6 +147,7 @@ def test_wrong_type_names_the_key(override, key):
         ("adapter.alpha_fraction=0", "adapter.alpha_fraction=0"),
         ("engine.mode=fast", "engine.mode='fast'"),
         ("engine.lora_kernel=triton", "engine.lora_kernel='triton': choose shared, grouped, vllm"),
+        ("model.dtype=fp8", "model.dtype='fp8': choose auto, bfloat16, float16, float32"),
         ("engine.gpus=-1", "engine.gpus=-1"),
         ("adapter.rank=0", "adapter.rank=0"),
         ("task.batch_size=0", "task.batch_size=0"),

@@ -90,6 +90,7 @@ def test_real_engine_actor_killed_mid_generation_is_retried_with_identical_score
     cfg.generation.max_new_tokens = 24
     cfg.engine.enforce_eager, cfg.engine.kv_cache_gib = True, 1.0
     cfg.engine.mode = "merge"  # the align e2e covers lora (the default); this keeps merge under a real fault
+    cfg.model.dtype = "float32"  # merge in float32 (model.dtype=auto's pick on CPUs without bf16); bf16: test_engine_merge
     model_dir = resolve_model(cfg.model.name)
     base = read_base_weights(model_dir, ["q_proj", "k_proj", "v_proj", "o_proj"])
     basis = SVDLoRA.from_lora(principal_init(base, rank=8, scale=0.05), rank=8, lora_alpha=8)

@@ -90,7 +90,8 @@ class EssaWorkerExtension(LoRABasisExtension):
 
         basis = SVDLoRA.load(basis_path)
         model = self.model_runner.get_model()
-        device = next(p for p in model.parameters() if p.numel()).device
+        reference = next(p for p in model.parameters() if p.numel())
+        device, dtype = reference.device, reference.dtype  # the engine's dtype, not the checkpoint's (bf16)
 
         targets: dict[str, _Target] = {}
         needed: dict[str, list[str]] = {}  # vLLM layer -> the HF modules fused into it, in order
@@ -104,7 +105,7 @@ class EssaWorkerExtension(LoRABasisExtension):
 
         w0 = _read_checkpoint_weights(model_dir, {k for keys in needed.values() for k in keys})
         for vllm_name, target in targets.items():
-            target.w0 = torch.cat([w0[k] for k in needed[vllm_name]], dim=0).to(device)
+            target.w0 = torch.cat([w0[k] for k in needed[vllm_name]], dim=0).to(device=device, dtype=dtype)
 
         self._essa_targets = list(targets.values())
         self._essa_cpu = device.type == "cpu"
