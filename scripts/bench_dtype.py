@@ -71,10 +71,10 @@ def main() -> None:
         rows.append(json.loads(line))
     print(f"\n{args.prompts} prompts x {args.tokens} tokens, greedy, {args.rounds} rounds after a warm-up")
     print("dtype       load (s)   tok/s per round        ratio to first")
+    mean = lambda row: sum(row["tok_s"]) / len(row["tok_s"])  # noqa: E731
     for row in rows:
-        mean = sum(row["tok_s"]) / len(row["tok_s"])
-        first = sum(rows[0]["tok_s"]) / len(rows[0]["tok_s"])
-        print(f"{row['dtype']:<10} {row['load_s']:8.1f}   {', '.join(f'{r:.1f}' for r in row['tok_s']):<22} {mean / first:.2f}")
+        print(f"{row['dtype']:<10} {row['load_s']:8.1f}   {', '.join(f'{r:.1f}' for r in row['tok_s']):<22} "
+              f"{mean(row) / mean(rows[0]):.2f}")
 
 
 if __name__ == "__main__":
