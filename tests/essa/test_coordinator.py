@@ -204,6 +204,26 @@ def test_a_run_whose_engines_fail_to_start_is_kept_and_resumes_with_corrected_fl
     assert load_latest(run).generation == 2 and (adapter / "adapter_model.safetensors").is_file()
 
 
+def test_a_resume_this_machine_cannot_run_is_refused_before_any_engine_starts(model_dir, tmp_path, monkeypatch):
+    from ray._private.accelerators import NvidiaGPUAcceleratorManager
+
+    run = tmp_path / "run"
+    align(config(model_dir, "search.sigma=0.5", "search.generations=2"), run, resume=False, pool_factory=FakePool)
+    before = {f.relative_to(run): f.read_bytes() for f in run.rglob("*") if f.is_file()}
+    monkeypatch.setattr(NvidiaGPUAcceleratorManager, "get_current_node_num_accelerators", staticmethod(lambda: 2))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    started = []
+    with pytest.raises(ValueError, match="--gpus 3 asks for 3 GPUs but this machine has 2"):
+        align(None, run, resume=True, changes={"search.generations": 3, "engine.gpus": 3},
+              pool_factory=lambda cfg, basis: started.append(cfg) or FakePool(cfg, basis))
+    assert not started  # refused before the pool was built
+    assert {f.relative_to(run): f.read_bytes() for f in run.rglob("*") if f.is_file()} == before
+    align(None, run, resume=True, changes={"search.generations": 3, "engine.gpus": 2},
+          pool_factory=lambda cfg, basis: started.append(cfg) or FakePool(cfg, basis))
+    assert started and load_latest(run).generation == 3
+
+
 def test_resume_refuses_changed_data_or_reward_unless_allowed(model_dir, tmp_path, capsys):
     import os
     import shutil

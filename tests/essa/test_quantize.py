@@ -245,5 +245,7 @@ def test_int4_on_a_cpu_without_avx512_is_refused_before_anything_starts(monkeypa
     problem = local_cpu_problem("int4", gpus, None)
     assert (problem is not None) is refused
     assert not refused or "use --quantization int8" in problem
+    resumed = local_cpu_problem("int4", gpus, None, resuming=Path("runs/r"))
+    assert not refused or ("continue it on a GPU (--resume runs/r --gpus N)" in resumed and "int8" not in resumed)
     assert local_cpu_problem("int8", 0, None) is None
     assert local_cpu_problem("int4", 0, "ray://head:10001") is None  # a cluster's CPUs are not this one
