@@ -2,7 +2,8 @@
 
 Used by scripts/compare_grpo.py. The side's clock starts at its subprocess's start (loading
 included); at the budget it gets SIGTERM (essa and the GRPO side unwind on it), then its process
-group and any descendant still alive are stopped. Peak memory is the largest sum of resident set
+group and any descendant still alive are stopped; the same happens when this script is interrupted
+(Ctrl-C) or sent SIGTERM while a side runs. Peak memory is the largest sum of resident set
 sizes over the whole tree, sampled every 0.5 s (shared pages counted once per process: an upper
 bound).
 """
@@ -74,6 +75,20 @@ class TreeMonitor(threading.Thread):
                 last_kept = now
             self._stop_event.wait(self.interval)
 
+    def sample_tree(self) -> None:
+        """Record the tree's processes now (the clean-up stops only processes it has seen)."""
+        import psutil
+
+        try:
+            procs = [self.root] + self.root.children(recursive=True)
+        except psutil.Error:  # the side's main process has gone; the group is still stopped
+            return
+        for proc in procs:
+            try:
+                self.seen.setdefault(proc.pid, proc.create_time())
+            except psutil.Error:
+                pass
+
     def stop(self) -> None:
         self._stop_event.set()
         self.join(timeout=5)
@@ -94,6 +109,9 @@ def run_side(name: str, cmd: list[str], log_path: Path, budget_s: float, count_p
     monitor = TreeMonitor(proc.pid, t0)
     monitor.start()
     stopped_by_budget, last_report = False, t0
+    # A kill of this script (SIGTERM, as schedulers send) unwinds like Ctrl-C, so that the side, in a
+    # session of its own, is stopped below rather than left running.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         while proc.poll() is None:
             now = time.time()
@@ -107,6 +125,7 @@ def run_side(name: str, cmd: list[str], log_path: Path, budget_s: float, count_p
             time.sleep(0.25)
     finally:
         returncode = stop_tree(proc, monitor)
+        signal.signal(signal.SIGTERM, previous)
     wall = time.time() - t0
     if not stopped_by_budget and returncode != 0:
         tail = log_path.read_text(errors="replace").strip().splitlines()[-15:]
@@ -119,6 +138,10 @@ def run_side(name: str, cmd: list[str], log_path: Path, budget_s: float, count_p
             "log": str(log_path)}
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def stop_tree(proc: subprocess.Popen, monitor: TreeMonitor) -> int:
     """SIGTERM to the side's main process (essa and the GRPO child unwind on it as on Ctrl-C), then
     SIGTERM/SIGKILL to its process group, then to any descendant seen while it ran that is still alive.
@@ -128,6 +151,7 @@ def stop_tree(proc: subprocess.Popen, monitor: TreeMonitor) -> int:
     fallback's SIGTERM)."""
     import psutil
 
+    monitor.sample_tree()  # descendants born since the last sample are stopped too
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -59,6 +59,29 @@ def test_a_side_is_stopped_at_its_budget_with_its_whole_tree(tmp_path):
     assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
 
 
+def test_a_killed_comparison_stops_the_side_it_was_running(tmp_path):
+    import signal
+    import subprocess
+
+    log = tmp_path / "side.log"
+    driver = (f"import sys; sys.path.insert(0, {str(Path(timed_side.__file__).parent)!r}); import timed_side; "
+              f"timed_side.run_side('fake', [sys.executable, '-c', {CHILD!r}], __import__('pathlib').Path({str(log)!r}), "
+              "budget_s=300.0, count_points=lambda: 0)")
+    comparison = subprocess.Popen([sys.executable, "-c", driver], start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not (log.is_file() and log.read_text().split()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    side_pid = psutil.Process(comparison.pid).children()[0].pid
+    grandchild = int(log.read_text().split()[0])
+    comparison.send_signal(signal.SIGTERM)
+    assert comparison.wait(timeout=120) != 0  # it stopped, and did not report a finished side
+
+    def gone(pid):
+        return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+    assert gone(side_pid) and gone(grandchild)
+
+
 def test_runs_of_several_seeds_are_summarized_with_paired_differences():
     import summarize_comparisons
 
