@@ -10,7 +10,9 @@ paired by run. "best" is the best of the scored points, picked on the same held-
 is reported on (both sides alike): an optimistic figure; "final" is the point at the budget:
 for essa run with --essa-validation, its exported best validated point (picked on validation
 prompts, not on the reported ones). Runs that scored per-prompt rewards also get, per run, the
-paired 95% interval of essa's final point minus GRPO's on the held-out prompts.
+paired 95% interval of essa's final point minus GRPO's on the held-out prompts. With one scored
+point per side (--points 1) the "best" column is that point, the mean at the budget, and the line
+over the runs for "best" is left out.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def side_figures(results: dict, side: str) -> dict:
     best = max(points, key=lambda p: p["reward"])
     return {"final": row["final"] - start, "best": best["reward"] - start, "best_at_s": best["wall_s"],
             "best_label": best["label"], "to_target_s": row["time_to_target_s"], "rss": row["peak_rss_gib"],
-            "trained": row["trained"]}
+            "trained": row["trained"], "scored": len(points)}
 
 
 def exported_found_s(folder: Path, results: dict) -> float | None:
@@ -110,7 +112,10 @@ def table(runs: list[dict]) -> str:
             d = r["paired"]["essa - grpo"]
             lines.append(f"- seed {r['settings']['args']['seed']}: essa's final point ({d['after_point']}) - GRPO's ({d['before_point']}) "
                          f"on the same {d['n']} prompts: {d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]")
-    for key in ("final", "best"):
+    # With one scored point per side (compare_grpo.py --points 1) "best" is that point, the mean at the
+    # budget: no pick over a trajectory, so no line of its own that reads like one.
+    keys = ("final", "best") if all(x["scored"] > 1 for side in per.values() for x in side) else ("final",)
+    for key in keys:
         diff = [a[key] - b[key] for a, b in zip(per["essa"], per["grpo"])]
         lines.append(f"- gain at the {key} point over {len(runs)} runs, mean [95% t]: essa {interval([x[key] for x in per['essa']])}, "
                      f"GRPO {interval([x[key] for x in per['grpo']])}; essa - GRPO paired by run {interval(diff)}")

@@ -99,6 +99,10 @@ def test_runs_of_several_seeds_are_summarized_with_paired_differences():
     assert "| 0 | 0.500 | +0.100 | +0.200 (generation 1, 100 s) | +0.050 | +0.050 (step 2, 300 s) |" in text
     # final gains: essa 0.10, 0.05; GRPO 0.05, 0.04 -> paired differences 0.05 and 0.01, mean +0.030
     assert "gain at the final point over 2 runs" in text and "essa - GRPO paired by run +0.030 [" in text
+    assert "gain at the best point over 2 runs" in text
+    # one scored point per side (--points 1): "best" would be the final mean again, so no line claims a pick
+    single = summarize_comparisons.table([results(0, 0.5, [0.7], [0.52]), results(1, 0.4, [0.5], [0.42])])
+    assert "gain at the final point over 2 runs" in single and "gain at the best point" not in single
 
 
 def test_essa_exported_point_is_its_final_and_paired_with_grpo_on_the_same_prompts():
