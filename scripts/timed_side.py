@@ -55,15 +55,11 @@ class TreeMonitor(threading.Thread):
 
         last_kept = -1e9
         while not self._stop_event.is_set():
-            try:
-                procs = [self.root] + self.root.children(recursive=True)
-            except psutil.Error:
-                procs = []
+            procs = self.sample_tree()
             total = 0
             for proc in procs:
                 try:
                     total += proc.memory_info().rss
-                    self.seen.setdefault(proc.pid, proc.create_time())
                 except psutil.Error:
                     pass
             self.current = total
@@ -75,19 +71,21 @@ class TreeMonitor(threading.Thread):
                 last_kept = now
             self._stop_event.wait(self.interval)
 
-    def sample_tree(self) -> None:
-        """Record the tree's processes now (the clean-up stops only processes it has seen)."""
+    def sample_tree(self) -> list:
+        """The tree's processes now, each recorded in `seen` (the clean-up stops only processes it has
+        seen); none once the side's main process has gone (its group is still stopped)."""
         import psutil
 
         try:
             procs = [self.root] + self.root.children(recursive=True)
-        except psutil.Error:  # the side's main process has gone; the group is still stopped
-            return
+        except psutil.Error:
+            return []
         for proc in procs:
             try:
                 self.seen.setdefault(proc.pid, proc.create_time())
             except psutil.Error:
                 pass
+        return procs
 
     def stop(self) -> None:
         self._stop_event.set()
