@@ -20,6 +20,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from omegaconf.nodes import StringNode
 
 from essa.models import DTYPES
+from essa.search import FITNESS_MODES, STRATEGIES
 
 
 @dataclass
@@ -78,7 +79,10 @@ class SearchConfig:
     sigma: float | None = None  # initial step in units of each factor's RMS singular value; None: calibrate
     calibration_sigmas: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
     calibration_snr: float = 1.0  # calibration picks the smallest step whose between-candidate snr reaches this
-    mean_lr: float = 1.0  # c_m: each generation moves the mean by c_m * sigma * (weighted step of the best)
+    # cma_*: c_m in (0, 1], the mean moves c_m * sigma * (weighted step of the best); es: the mean
+    # moves mean_lr * sigma * (z-scored gradient estimate), ES at Scale's rate is 0.5
+    mean_lr: float = 1.0
+    fitness: str = "mean"  # mean | prompt_zscore: how a candidate's per-prompt rewards become its score
     # When the mean validates worse than the best validated point beyond noise (the paired 95%
     # interval of the difference lies below 0), continue from that point with sigma multiplied by
     # this; 0: never (the mean goes on from where it is).
@@ -339,8 +343,17 @@ def validate(cfg: Config) -> None:
         problems.append(f"search.backtrack={s.backtrack} must be in [0, 1) (the factor sigma shrinks by; 0: off)")
     if s.mirrored and (s.popsize % 2 or s.popsize < 4):
         problems.append(f"search.mirrored=true needs an even search.popsize of at least 4, got {s.popsize}")
-    if not 0 < s.mean_lr <= 1:
-        problems.append(f"search.mean_lr={s.mean_lr} must be in (0, 1]")
+    if s.strategy not in STRATEGIES:
+        problems.append(f"search.strategy={s.strategy!r}: choose one of {', '.join(sorted(STRATEGIES))}")
+    elif s.strategy == "es":
+        if s.popsize % 2:
+            problems.append(f"search.strategy=es scores candidates in pairs: search.popsize={s.popsize} must be even")
+        if not s.mean_lr > 0:
+            problems.append(f"search.mean_lr={s.mean_lr} must be positive")
+    elif not 0 < s.mean_lr <= 1:
+        problems.append(f"search.mean_lr={s.mean_lr} must be in (0, 1] for CMA-ES")
+    if s.fitness not in FITNESS_MODES:
+        problems.append(f"search.fitness={s.fitness!r}: choose one of {', '.join(FITNESS_MODES)}")
     if not s.calibration_snr >= 0:
         problems.append(f"search.calibration_snr={s.calibration_snr} must be >= 0")
     if s.generations < 0:

@@ -34,7 +34,7 @@ from essa.run_dir import (CALIBRATION_FILE, create_run, hold_run, open_run, refu
 from essa.run_log import Progress, RunLog
 from essa.sampler import PromptSampler
 from essa.stats import measure_signal, paired_difference
-from essa.search import Strategy, make_strategy
+from essa.search import Strategy, candidate_fitness, make_strategy
 from essa.svd_lora import SVDLoRA
 from essa.adapters import ESSA_MARKER, update_strength, write_peft_adapter
 from essa.warm_start import report_strength, warm_start
@@ -184,7 +184,7 @@ def run_generations(cfg: Config, run_dir: Path, pool, search: Search, val_indice
         result = pool.evaluate(search.basis.offsets(z), "train", batch, generation=g)
         # tell: higher reward is better
         tell_started = time.perf_counter()
-        search.strategy.tell(z, result.scores)
+        search.strategy.tell(z, candidate_fitness(result.rewards, cfg.search.fitness))
         ask_tell = time.perf_counter() - tell_started
         search.generation = g + 1
         stopped = search.strategy.stop()  # converged: this generation is the last

@@ -11,6 +11,12 @@
   would need far more generations than a run has before C is any better
   than the identity. The diagonal variant learns n parameters with rates
   ~1/n and costs O(n) per candidate.
+* ``es``: antithetic pairs, z-scored fitness, a fixed step of the mean along the
+  estimated gradient and a fixed σ (ES at Scale's rule; :mod:`.es`). Its
+  probing size σ and the step of its mean are separate (``mean_lr``).
+
+``candidate_fitness(rewards, mode)`` (:mod:`.fitness`) turns a generation's
+(λ, B) per-prompt rewards into the λ scores told to a strategy.
 
 All strategies maximize: scores told to them are rewards, higher is better.
 """
@@ -21,8 +27,11 @@ from typing import Callable
 
 from .base import Strategy
 from .cma import CMAES
+from .es import AntitheticES
+from .fitness import FITNESS_MODES, candidate_fitness
 
-__all__ = ["AUTO_FULL_MAX_DIM", "CMAES", "STRATEGIES", "Strategy", "make_strategy"]
+__all__ = ["AUTO_FULL_MAX_DIM", "AntitheticES", "CMAES", "FITNESS_MODES", "STRATEGIES", "Strategy",
+           "candidate_fitness", "make_strategy"]
 
 # Largest dim for which cma_auto still picks the full-covariance variant.
 AUTO_FULL_MAX_DIM = 200
@@ -39,6 +48,8 @@ STRATEGIES: dict[str, StrategyFactory] = {
     "cma_full": lambda dim, popsize, sigma0, seed, **o: CMAES(dim, popsize, sigma0, seed, variant="full", **o),
     "cma_sep": lambda dim, popsize, sigma0, seed, **o: CMAES(dim, popsize, sigma0, seed, variant="sep", **o),
     "cma_auto": _cma_auto,
+    # pairs are its sampling, so search.mirrored (CMA-ES's pairwise selection) does not apply
+    "es": lambda dim, popsize, sigma0, seed, mirrored=False, **o: AntitheticES(dim, popsize, sigma0, seed, **o),
 }
 
 

@@ -91,13 +91,14 @@ def test_sep_scales_learning_rates() -> None:
 
 
 def test_registry() -> None:
-    with pytest.raises(ValueError, match="unknown strategy 'x'; known: cma_auto, cma_full, cma_sep"):
+    with pytest.raises(ValueError, match="unknown strategy 'x'; known: cma_auto, cma_full, cma_sep, es"):
         make_strategy("x", 3, 4, 0.5, 0)
     assert make_strategy("cma_full", 3, 4, 0.5, 0).variant == "full"
     assert make_strategy("cma_sep", 3, 4, 0.5, 0).variant == "sep"
     assert make_strategy("cma_auto", AUTO_FULL_MAX_DIM, 4, 0.5, 0).variant == "full"
     assert make_strategy("cma_auto", AUTO_FULL_MAX_DIM + 1, 4, 0.5, 0).variant == "sep"
-    assert set(STRATEGIES) == {"cma_auto", "cma_full", "cma_sep"}
+    assert set(STRATEGIES) == {"cma_auto", "cma_full", "cma_sep", "es"}
+    assert make_strategy("es", 3, 4, 0.5, 0, mean_lr=0.2, mirrored=False).mean_lr == 0.2
 
 
 # -- checkpointing ------------------------------------------------------------
