@@ -224,7 +224,7 @@ def print_summary(run_dir: Path, adapter: Path) -> None:
     from essa.heldout import HELDOUT_FILE
     from essa.plots import PLOT_FILE
     from essa.run_dir import read_metrics
-    from essa.status import validations
+    from essa.status import best_point, validations
 
     v = validations(read_metrics(run_dir))
     table = []
@@ -233,9 +233,10 @@ def print_summary(run_dir: Path, adapter: Path) -> None:
         table.append(("validation, base model", f"{base:.3f}"))
         table.append(("validation, warm start", f"{v['start']:.3f}"))
     if v["mean"]:
-        best = max(v["mean"], key=lambda gv: gv[1])
         table.append(("validation, final mean", f"{v['mean'][-1][1]:.3f} (after generation {v['mean'][-1][0]})"))
-        table.append(("validation, best", f"{best[1]:.3f} (after generation {best[0]}): the exported point"))
+    if (best := best_point(run_dir, v)) is not None:
+        table.append(("exported point, validation", f"{best[1]:.3f}, " + (
+            "the warm start itself: no validated mean beat it" if best[0] == 0 else f"after generation {best[0]}")))
     for file, label in ((HELDOUT_FILE, "held-out"), (FORGETTING_FILE, "forgetting check")):
         if not (run_dir / file).is_file():
             continue

@@ -29,7 +29,7 @@ def model_card(run_dir: Path, cfg: Config, base_model: str, best: dict, has_plot
     done = v["generations"][-1]["generation"] + 1 if v["generations"] else 0
     sigma = _sigma(run_dir, cfg)
     s, a = cfg.search, cfg.adapter
-    tags = ["essa", "lora", "peft", "evolution-strategies", "cma-es", cfg.task.name]
+    tags = ["essa", "lora", "peft", "evolution-strategies", "antithetic-es" if s.strategy == "es" else "cma-es", cfg.task.name]
     lines = [
         "---",
         f"base_model: {base_model}",
@@ -43,7 +43,8 @@ def model_card(run_dir: Path, cfg: Config, base_model: str, best: dict, has_plot
         ("`" + base_model + "` with a LoRA adapter merged into its weights" if merged else
          f"A LoRA adapter for `{base_model}`") + f", aligned to the `{cfg.task.name}` task"
         + (f" with the reward `{Path(cfg.task.reward).name if '/' in cfg.task.reward else cfg.task.reward}`"
-           if cfg.task.reward else "") + " by essa, without gradients: CMA-ES searched the",
+           if cfg.task.reward else "") + " by essa, without gradients: "
+        + ("an evolution strategy (antithetic ES)" if s.strategy == "es" else "CMA-ES") + " searched the",
         "singular values of a LoRA adapter whose singular vectors stay fixed, scoring every candidate",
         "with vLLM. This folder is the best point of the search on the validation prompts.",
         "",
@@ -116,7 +117,8 @@ def _scores(v: dict, best: dict, cfg: Config) -> list[str]:
         "|---|---|",
         f"| base model | {num(v['base'])} |",
         f"| warm start | {num(v['start'])} |",
-        f"| this adapter (after generation {best.get('generation', 0)}) | {num(best.get('validation'))} |",
+        ("| this adapter: the warm start itself (no validated mean beat it) |" if not best.get("generation") else
+         f"| this adapter (after generation {best['generation']}) |") + f" {num(best.get('validation'))} |",
     ]
 
 

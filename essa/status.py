@@ -13,7 +13,7 @@ import statistics
 import time
 from pathlib import Path
 
-from essa.checkpoint import checkpoint_dirs
+from essa.checkpoint import checkpoint_dirs, load_latest
 from essa.run_dir import LOCK_FILE, open_run, read_metrics
 
 RECENT = 5  # generations the time per generation is the median of
@@ -30,13 +30,27 @@ def validations(rows: list[dict]) -> dict:
             "generations": gens}
 
 
+def best_point(run_dir: Path, v: dict | None = None) -> tuple[int, float] | None:
+    """(generations completed, validation) of the point an export writes: the latest checkpoint's best,
+    generation 0 being the warm start itself (ties keep the earlier point, as the coordinator does);
+    before the first checkpoint, the best of metrics.jsonl's validations."""
+    try:
+        ckpt = load_latest(run_dir)
+    except (OSError, ValueError):  # no checkpoint reads: what the metrics say
+        ckpt = None
+    if ckpt is not None and ckpt.best.get("validation") is not None:
+        return int(ckpt.best.get("generation") or 0), float(ckpt.best["validation"])
+    v = v if v is not None else validations(read_metrics(run_dir))
+    points = ([(0, v["start"])] if v["start"] is not None else []) + v["mean"]
+    return max(points, key=lambda gv: gv[1]) if points else None
+
+
 def run_status(run_dir: Path) -> dict:
     cfg, _ = open_run(run_dir)
     v = validations(read_metrics(run_dir))
     gens = v["generations"]
     done = gens[-1]["generation"] + 1 if gens else 0
-    points = ([(0, v["start"])] if v["start"] is not None else []) + v["mean"]
-    best = max(points, key=lambda gv: gv[1]) if points else None
+    best = best_point(run_dir, v)
     recent = [float(r["time"]["total"]) for r in gens[-RECENT:] if (r.get("time") or {}).get("total")]
     per_gen = statistics.median(recent) if recent else None
     left = max(0, cfg.search.generations - done)
@@ -92,8 +106,9 @@ def format_status(s: dict) -> str:
     finished = s["generation"] >= s["generations"]
     running = (f"yes, {s['held_by']}" if s["held_by"] else
                "no" if finished else f"no (continue it with: essa align --resume {s['run']})")
-    best = (f"{num(s['validation_best'])} after generation {s['validation_best_after']}"
-            if s["validation_best"] is not None else "-")
+    best = ("-" if s["validation_best"] is None else f"{num(s['validation_best'])}, "
+            + ("the warm start itself: no validated mean beat it" if s["validation_best_after"] == 0 else
+               f"after generation {s['validation_best_after']}"))
     rows = [
         ("run", s["run"]),
         ("task / model", f"{s['task']} / {s['model']}"),

@@ -313,3 +313,52 @@ def test_a_fall_within_the_noise_of_validation_does_not_backtrack(model_dir, tmp
           pool_factory=lambda cfg, basis: ScriptedValidationPool(cfg, basis, [0.5, noisy_best, noisy_lower, 0.55]))
     assert not any("backtracked_to" in m for m in metrics(run))
     assert load_latest(run).best["generation"] == 2
+
+
+@pytest.mark.parametrize("fitness", ["mean", "prompt_zscore"])
+def test_the_antithetic_es_learns_and_resumes_to_the_same_result(model_dir, tmp_path, fitness):
+    es = ("search.strategy=es", "search.mean_lr=1.0", "search.sigma=1.0", f"search.fitness={fitness}")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    align(config(model_dir, *es), straight, resume=False, pool_factory=FakePool)
+    lines = metrics(straight)
+    best = max(m["validation"] for m in lines if m["generation"] >= 0 and "validation" in m)
+    assert best > lines[0]["validation"] + 0.05  # it learned, on prompts it never trained on
+    assert load_latest(straight).strategy["kind"] == "antithetic_es"
+    with pytest.raises(KeyboardInterrupt):
+        align(config(model_dir, *es), resumed, resume=False,
+              pool_factory=lambda cfg, basis: FakePool(cfg, basis, fail_at_generation=5))
+    align(None, resumed, resume=True, pool_factory=FakePool)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
+    assert strip(metrics(resumed)) == strip(metrics(straight))
+    np.testing.assert_array_equal(load_latest(resumed).strategy["mean"], load_latest(straight).strategy["mean"])
+
+
+class WarmStartBestPool(FakePool):
+    """FakePool whose validation rewards fall with the distance from the warm start: no mean beats it."""
+
+    def evaluate(self, vectors, split, indices, generation=-1, details=False, texts=False):
+        result = super().evaluate(vectors, split, indices, generation, details, texts)
+        if split == "validation" and vectors is not None:
+            z = np.asarray(vectors) / self.scales
+            result.rewards[:] = 0.5 - 0.01 * np.linalg.norm(z, axis=1)[:, None]
+        return result
+
+
+def test_when_no_validated_mean_beats_the_warm_start_every_report_says_the_export_is_the_warm_start(
+        model_dir, tmp_path, capsys):
+    from essa.cli import print_summary
+    from essa.status import format_status, run_status
+
+    run = tmp_path / "run"
+    adapter = align(config(model_dir, "search.sigma=1.0", "search.generations=4", "run.heldout_size=8",
+                           "run.heldout_split=test"), run, resume=False, pool_factory=WarmStartBestPool)
+    assert load_latest(run).best["generation"] == 0
+    assert json.loads((run / "heldout.json").read_text())["same_point"] is True
+    capsys.readouterr()
+    print_summary(run, adapter)
+    out = capsys.readouterr().out
+    assert re.search(r"exported point, validation +0\.500, the warm start itself: no validated mean beat it", out)
+    assert "after generation" not in out.split("exported point")[1].splitlines()[0]
+    assert "the warm start itself" in format_status(run_status(run))
+    assert "| this adapter: the warm start itself (no validated mean beat it) | 0.5000 |" in \
+        (adapter / "README.md").read_text()
