@@ -25,6 +25,9 @@ too large and candidates lose what the warm start knows. So a run with `search.s
    comparison) a screen showed snr 2.67 at σ = 0.25, and the search then had snr 0 in 20 of 47
    generations and gained 0.02. A size that is not confirmed counts as not reaching the target,
    and the screen goes on to the next size.
+   With ``refuse_harmful=False`` (the antithetic ES, ``search.strategy=es``) harm is recorded but
+   refuses nothing: that strategy's mean never moves to a candidate but along the difference of
+   each antithetic pair, in which the damage a step does alike in both directions cancels.
 6. The chosen sigma is the smallest harmless size so confirmed. Sizes above the first harmful
    one are not tried, nor above the chosen one. If no harmless size is confirmed, the harmless
    size with the largest snr (the smaller of its two where it was confirmed; the smaller size on ties); if even
@@ -81,6 +84,7 @@ def calibrate_sigma(
     prompts: list[int],
     confirm_prompts: list[int] | None = None,
     report: Callable[[str], None] = print,
+    refuse_harmful: bool = True,
 ) -> Calibration:
     """`score(z, prompts)`: rewards (rows of z, prompts) of search points z (in step-scale units) on
     those train prompts; row 0 of the first call is the warm start (z = 0). Without
@@ -98,7 +102,8 @@ def calibrate_sigma(
             rewards = score(z, prompts)
         signal = measure_signal(rewards)
         means = rewards.mean(axis=1)
-        harmful = bool(means.mean() < start_reward - max(0.1 * abs(start_reward), 2 * means.std(ddof=1) / np.sqrt(len(means))))
+        harmful = refuse_harmful and bool(
+            means.mean() < start_reward - max(0.1 * abs(start_reward), 2 * means.std(ddof=1) / np.sqrt(len(means))))
         level = {"sigma": float(sigma), **signal.as_record(), "start_reward": round(start_reward, 6),
                  "reward_mean": round(float(means.mean()), 6), "reward_max": round(float(means.max()), 6),
                  "harmful": harmful}

@@ -214,7 +214,8 @@ def initial_sigma(cfg: Config, run_dir: Path, pool, basis: SVDLoRA, train_size: 
         return float(read_json(saved, what="step-size calibration")["sigma"])
     screen, confirm = calibration_prompts(train_size, cfg.task.batch_size, s.seed)
     cal = calibrate_sigma(lambda z, prompts: pool.evaluate(basis.offsets(z), "train", prompts, generation=-2).rewards,
-                          basis.dim, s.popsize, list(s.calibration_sigmas), s.calibration_snr, s.seed, screen, confirm)
+                          basis.dim, s.popsize, list(s.calibration_sigmas), s.calibration_snr, s.seed, screen, confirm,
+                          refuse_harmful=s.strategy != "es")
     print(f"[essa] calibration: sigma = {cal.sigma:g} ({cal.reason})", flush=True)
     atomic_write_json(saved, cal.as_dict())
     return cal.sigma

@@ -100,6 +100,10 @@ def test_a_step_that_wrecks_the_warm_start_is_not_chosen():
     assert cal.levels[-1]["sigma"] == 4.0 and cal.levels[-1]["harmful"]  # tried, found harmful, stopped there
     assert float(cal.levels[-1]["snr"]) > max(float(lv["snr"]) for lv in cal.levels[:-1])
     assert cal.sigma in (0.5, 1.0) and "no harmless step" in cal.reason
+    # the antithetic ES does not refuse it: its mean moves along pair differences, where even damage cancels
+    es = calibrate_sigma(score, dim=6, popsize=16, sigmas=[0.5, 1.0, 4.0, 8.0], target_snr=1.0, seed=0,
+                         prompts=SCREEN, confirm_prompts=CONFIRM, report=lambda _: None, refuse_harmful=False)
+    assert es.sigma == 4.0 and not any(lv["harmful"] for lv in es.levels) and "confirmed" in es.reason
 
 
 def test_when_every_step_is_harmful_the_smallest_is_taken():
