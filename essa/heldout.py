@@ -1,8 +1,9 @@
 """Before and after on prompts the search never saw: the warm start against the exported point.
 
-Both are scored in one pool call on the same prompts, so every difference is the adapter's; the
-base model is scored on the same prompts too, so that the gain of the whole pipeline (warm start
-and search) is shown beside the search's own (``"from_base"`` in heldout.json). The
+Both are scored on the same prompts, each in a pool call of its own, so every difference is the
+adapter's and not the batch's; the base model is scored on the same prompts too, so that the gain
+of the whole pipeline (warm start and search) is shown beside the search's own (``"from_base"`` in
+heldout.json). The
 headline is the task's standard per-prompt metric (GSM8K and MATH-500: the answer is right;
 IFEval: every instruction of the prompt followed, strict; Countdown: the equation is right; a
 custom reward: the reward itself), with a paired 95% interval (essa.stats); the task's other
@@ -11,13 +12,13 @@ standard figures come along, unpaired.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 
 from essa.io import atomic_write_json
 from essa.stats import paired_difference
+from essa.workers.pool import PoolResult
 
 HELDOUT_FILE = "heldout.json"
 
@@ -28,12 +29,12 @@ def compare_heldout(pool, task, vectors: np.ndarray, split: str, size: int, run_
     (RUN/`file`; the forgetting check, essa.forgetting, uses its own file and label)."""
     n = min(size, len(task.examples(split)))
     same = bool(np.array_equal(vectors[0], vectors[1]))
-    # The same adapter twice in one batch need not get the same greedy completions (batch-dependent
-    # rounding; docs/benchmarks.md): an export that is the warm start is scored once, its difference 0.
-    result = pool.evaluate(vectors[:1] if same else vectors, split, list(range(n)), details=True)
-    if same:
-        result = dataclasses.replace(result, rewards=np.repeat(result.rewards, 2, axis=0),
-                                     details={k: np.repeat(v, 2, axis=0) for k, v in result.details.items()})
+    # Each point in a call of its own, as validation scores it: a greedy completion can depend on what
+    # else shares its batch (two copies of one adapter in one call differed; docs/benchmarks.md), and
+    # alone a point meets the same batches whenever it is scored. An export that is the warm start
+    # itself is scored once, its difference exactly 0.
+    scored = [pool.evaluate(row[None, :], split, list(range(n)), details=True) for row in vectors[: 1 if same else 2]]
+    result = _stack(scored * 2 if same else scored)
     per_prompt = task.headline_scores(result.rewards, result.details)
     base = pool.evaluate(None, split, list(range(n)), details=True)
     base_per_prompt = task.headline_scores(base.rewards, base.details)[0]
@@ -57,3 +58,10 @@ def compare_heldout(pool, task, vectors: np.ndarray, split: str, size: int, run_
     for key in figures.get("before", {}):
         print(f"[essa]   {key}: {figures['before'][key]:.4f} -> {figures['after'][key]:.4f}", flush=True)
     return record
+
+
+def _stack(results: list) -> PoolResult:
+    """One PoolResult whose rows are those of `results`, in order."""
+    details = {k: np.vstack([r.details[k] for r in results]) for k in results[0].details}
+    return PoolResult(np.vstack([r.rewards for r in results]), np.concatenate([r.tokens for r in results]),
+                      details=details)
