@@ -66,7 +66,7 @@ INSTALL_HINT = "pip install -e .[compare]"
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", default="gsm8k", help="gsm8k, ifeval or math500 (default gsm8k)")
+    p.add_argument("--task", default="gsm8k", help="gsm8k, ifeval, math500 or countdown (default gsm8k)")
     p.add_argument("--reward", help="a reward in Python, FILE.py:FUNCTION, instead of the task's own (as essa align --reward)")
     p.add_argument("--model", help="embedded model name, local folder or hub id (default: the task config's)")
     p.add_argument("--data-dir", help="folder with local task data (default $ESSA_DATA_DIR, else ../shared/data)")
@@ -209,6 +209,8 @@ def compare(args) -> int:
     start = start_point["reward"]
     summary = summarize(sides, points, start)
     paired = paired_finals(start_point, points, list(sides))
+    # the task's own metric per prompt (Countdown, GSM8K: solved), the benchmark figure beside the reward
+    paired_headline = paired_finals(start_point, points, list(sides), key="headline")
     results = {
         **header,
         "task": cfg.task.name, "model": cfg.model.name, "split": args.split, "held_out_examples": len(indices),
@@ -219,6 +221,8 @@ def compare(args) -> int:
         "target": summary["target"],
         "summary": summary["rows"],
         "paired": paired,
+        "headline_metric": start_point.get("headline_metric"),
+        "paired_headline": paired_headline,
         "points": [start_point] + points,
         "peak_rss_gib": {s: round(v["peak_rss"] / GIB, 3) for s, v in sides.items()},
         "runs": {s: {k: v for k, v in r.items() if k not in ("t0",)} for s, r in sides.items()},
@@ -246,6 +250,10 @@ def compare(args) -> int:
     print(format_table(summary))
     for line in describe_paired(paired):
         print(line)
+    if paired_headline:
+        print(f"the task's metric per prompt ({start_point['headline_metric']}):")
+        for line in describe_paired(paired_headline):
+            print(line)
     print(f"\n[compare] {out / 'results.json'}, {out / 'curve.png'}; scoring took {scoring_s:.0f}s, "
           f"everything {time.time() - started:.0f}s", flush=True)
     return 0
@@ -412,16 +420,19 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def score_adapters(cfg, warm: Path, points: list[dict], split: str, indices: list[int], kernel: str) -> None:
-    """Sets point["reward"]: mean task reward of its adapter on `indices` of `split`, one engine for all."""
+    """Sets point["reward"]: mean task reward of its adapter on `indices` of `split`, one engine for all, each
+    adapter alone in its call; and point["headline"], the task's own metric per prompt (Countdown: solved)."""
     from essa.adapters import read_peft_adapter
     from essa.svd_lora import SVDLoRA
     from essa.rollout_pool import worker_spec
+    from essa.rewards.task import load_task
     from essa.workers.actor import RolloutWorker, WorkItem
 
     def basis_of(folder) -> SVDLoRA:
         lora, config = read_peft_adapter(folder)
         return SVDLoRA.from_lora(lora, int(config["r"]), float(config.get("lora_alpha", config["r"])))
 
+    task = load_task(cfg.task)
     spec = worker_spec(cfg, basis_of(warm))
     spec = replace(spec, engine_options={**spec.engine_options, "max_loras": 1, "lora_kernel": kernel})
     print(f"[compare] scoring {len(points)} adapters on the first {len(indices)} {split} prompts "
@@ -436,13 +447,16 @@ def score_adapters(cfg, warm: Path, points: list[dict], split: str, indices: lis
             basis = basis_of(point["adapter"])
             worker.engine.basis = basis
             t = time.perf_counter()
-            result = worker.evaluate(WorkItem(-1, [0], np.zeros((1, basis.dim)), split, indices))
+            result = worker.evaluate(WorkItem(-1, [0], np.zeros((1, basis.dim)), split, indices, details=True))
             point["reward"] = float(result.rewards[0].mean())
+            point["headline"] = [float(v) for v in task.headline_scores(result.rewards, result.details)[0]]
+            point["headline_metric"] = task.headline or "reward"
             point["rewards"] = [round(float(r), 6) for r in result.rewards[0]]
             point["reward_stderr"] = float(result.rewards[0].std(ddof=1) / np.sqrt(len(indices))) if len(indices) > 1 else 0.0
             point["held_out_tokens"] = int(result.tokens.sum())
             print(f"[compare] {n}/{len(points)} {point['side']:>5} {point['label']:<15} t={point['wall_s']:6.0f}s "
-                  f"reward {point['reward']:.4f} ({time.perf_counter() - t:.0f}s)", flush=True)
+                  f"reward {point['reward']:.4f}, {point['headline_metric']} {np.mean(point['headline']):.4f} "
+                  f"({time.perf_counter() - t:.0f}s)", flush=True)
     finally:
         worker.close()
 
@@ -480,18 +494,18 @@ def final_point(points: list[dict], side: str) -> dict | None:
     return (exported or mine or [None])[-1]
 
 
-def paired_finals(start: dict, points: list[dict], sides: list[str]) -> dict:
-    """Paired 95% intervals on the held-out prompts: each side's final point against the start, and
-    essa's against GRPO's."""
+def paired_finals(start: dict, points: list[dict], sides: list[str], key: str = "rewards") -> dict:
+    """Paired 95% intervals on the held-out prompts of each point's per-prompt `key` (rewards, or
+    headline: the task's metric): each side's final point against the start, and essa's against GRPO's."""
     from essa.stats import paired_difference
 
     finals = {s: final_point(points, s) for s in sides}
     pairs = [(f"{s} - start", start, finals[s]) for s in sides]
     if finals.get("essa") and finals.get("grpo"):
         pairs.append(("essa - grpo", finals["grpo"], finals["essa"]))
-    return {name: {**paired_difference(np.asarray(a["rewards"]), np.asarray(b["rewards"])).as_record(),
+    return {name: {**paired_difference(np.asarray(a[key]), np.asarray(b[key])).as_record(),
                    "before_point": a["label"], "after_point": b["label"]}
-            for name, a, b in pairs if b is not None and "rewards" in a and "rewards" in b and len(a["rewards"]) > 1}
+            for name, a, b in pairs if b is not None and key in a and key in b and len(a[key]) > 1}
 
 
 def describe_paired(paired: dict) -> list[str]:
@@ -499,7 +513,7 @@ def describe_paired(paired: dict) -> list[str]:
             f"prompts ({'excludes 0' if p['low'] > 0 or p['high'] < 0 else 'includes 0'})" for name, p in paired.items()]
 
 
-SIDE_NAMES = {"start": "start (warm start, untrained)", "essa": "essa (CMA-ES, mean)", "grpo": "GRPO (TRL, LoRA)"}
+SIDE_NAMES = {"start": "start (warm start, untrained)", "essa": "essa", "grpo": "GRPO (TRL, LoRA)"}
 UNITS = {"essa": "generations", "grpo": "steps"}
 
 

@@ -138,7 +138,7 @@ def plot(runs: list[dict], path: Path) -> None:
                     ax.plot([p["wall_s"]], [p["reward"] - start], "*", color=color, markersize=12,
                             label="essa, exported (best validated)" if i == 0 else None)
             ax.plot([0.0] + [p["wall_s"] for p in mine], [0.0] + [p["reward"] - start for p in mine], style, color=color,
-                    alpha=0.8, markersize=4, label=f"{'essa (CMA-ES, mean)' if side == 'essa' else 'GRPO (TRL, LoRA)'}"
+                    alpha=0.8, markersize=4, label=f"{'essa' if side == 'essa' else 'GRPO (TRL, LoRA)'}"
                     if i == 0 else None)
     ax.axhline(0.0, linestyle="--", color="gray", linewidth=0.8, label="warm start")
     first = runs[0]

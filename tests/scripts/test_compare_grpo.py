@@ -121,6 +121,11 @@ def test_essa_exported_point_is_its_final_and_paired_with_grpo_on_the_same_promp
     assert abs(paired["essa - grpo"]["diff"] - 0.2) < 1e-9 and abs(paired["grpo - start"]["diff"] - 0.05) < 1e-9
     text = "\n".join(compare_grpo.describe_paired(paired))
     assert "essa - grpo (exported (gen 8) vs step 19): +0.2000" in text and "excludes 0" in text
+    # the task's metric per prompt, paired the same way (Countdown: solved or not)
+    for point, solved in zip([start, *points], ([0, 0, 1, 0], [0, 0, 1, 0], [1, 1, 1, 0], [0, 1, 1, 0])):
+        point["headline"] = solved
+    headline = compare_grpo.paired_finals(start, points, ["essa", "grpo"], key="headline")
+    assert headline["essa - start"]["diff"] == 0.5 and headline["essa - grpo"]["diff"] == 0.25
 
 
 def test_essa_validation_refuses_to_report_on_the_validation_split(capsys):
