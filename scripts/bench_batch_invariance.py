@@ -14,7 +14,7 @@ metric of each (solved fraction for Countdown and GSM8K), so a held-out comparis
 known: two copies of one adapter that differ in one batch bound how far batch composition alone can
 move a figure.
 
-    python scripts/bench_batch_invariance.py runs/demo-... --split test --prompts 200 --crowd 7
+    python scripts/bench_batch_invariance.py runs/demo-... --split test --prompts 200 --crowd 3 [--dtype float32]
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=200)
     parser.add_argument("--crowd", type=int, default=7, help="other candidates beside P in the crowd call")
     parser.add_argument("--kernel", help="engine.lora_kernel to use instead of the run's (shared, grouped, vllm)")
+    parser.add_argument("--dtype", help="model.dtype to use instead of the run's (auto, bfloat16, float32)")
     parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
 
@@ -46,6 +47,8 @@ def main() -> None:
     cfg, basis = open_run(args.run_dir)
     if args.kernel:
         cfg.engine.lora_kernel = args.kernel
+    if args.dtype:
+        cfg.model.dtype = args.dtype
     ckpt = load_latest(args.run_dir)
     z = ckpt.best_z if ckpt is not None else np.zeros(basis.dim)
     sigma = float(json.loads((args.run_dir / "calibration.json").read_text())["sigma"]) \
@@ -79,10 +82,12 @@ def main() -> None:
     for a, b in (("alone", "again"), ("twice[0]", "twice[1]"), ("alone", "twice[0]"), ("alone", "crowd")):
         differ = sum(x != y for x, y in zip(texts[a], texts[b]))
         moved = int(np.sum(solved[a] != solved[b]))
-        figures[f"{a} vs {b}"] = {"completions_differ": differ, "headline_differs": moved, "prompts": n}
+        figures[f"{a} vs {b}"] = {"completions_differ": differ, "headline_differs": moved, "prompts": n,
+                                  "headline": [float(solved[a].mean()), float(solved[b].mean())]}
         print(f"  {a} vs {b}: {differ} of {n} completions differ, the headline metric on {moved}")
     if args.out:
-        args.out.write_text(json.dumps({"figures": figures, "seconds": seconds}, indent=2) + "\n")
+        args.out.write_text(json.dumps({"figures": figures, "seconds": seconds, "dtype": cfg.model.dtype,
+                                        "kernel": cfg.engine.lora_kernel}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
