@@ -155,10 +155,14 @@ def test_wrong_type_names_the_key(override, key):
         ("generation.max_new_tokens=0", "generation.max_new_tokens=0"),
         ("adapter.target_modules=[]", "adapter.target_modules is empty"),
         ("search.mirrored=true", "search.mirrored=true needs an even search.popsize of at least 4, got 3"),
+        ("search.strategy=es", "search.strategy=es scores candidates in pairs: search.popsize=3 must be even"),
+        ("search.strategy=adam", "search.strategy='adam': choose one of cma_auto, cma_full, cma_sep, es"),
+        ("search.fitness=rank", "search.fitness='rank': choose one of mean, prompt_zscore"),
+        ("search.mean_lr=1.5", "search.mean_lr=1.5 must be in (0, 1] for CMA-ES"),
     ],
 )
 def test_cross_field_errors_name_the_value(override, fragment):
-    extra = ["search.popsize=3"] if override.startswith("search.mirrored") else []
+    extra = ["search.popsize=3"] if override.startswith(("search.mirrored", "search.strategy=es")) else []
     with pytest.raises(ConfigError, match=re.escape(fragment)):
         load_config("gsm8k", overrides=[override, *extra])
 
@@ -251,3 +255,8 @@ def test_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path):
 def test_a_lora_rank_above_vllms_limit_is_refused_before_anything_starts():
     with pytest.raises(ConfigError, match="adapter.rank=1024 is above 512"):
         load_config("gsm8k", overrides=["adapter.rank=1024"])
+
+
+def test_the_es_strategy_takes_a_mean_step_above_one():
+    cfg = load_config("gsm8k", overrides=["search.strategy=es", "search.mean_lr=2.0", "search.fitness=prompt_zscore"])
+    assert (cfg.search.strategy, cfg.search.mean_lr, cfg.search.fitness) == ("es", 2.0, "prompt_zscore")
