@@ -48,6 +48,14 @@ def main() -> None:
                              "per-adapter matmuls, and/or vLLM's own torch ops")
     parser.add_argument("--data-dir", help="folder with gsm8k/*.jsonl (default $ESSA_DATA_DIR)")
     args = parser.parse_args()
+    from essa.config import TaskConfig
+    from essa.rewards.data import DataError
+    from essa.rewards.task import load_task
+
+    try:  # the workers read the prompts: a missing data folder is said here in one line, not in a worker's traceback
+        load_task(TaskConfig(name="gsm8k", data_dir=args.data_dir)).examples("train")
+    except DataError as exc:
+        raise SystemExit(f"bench_throughput: {exc}")
 
     rows = []
     for mode in args.modes:
