@@ -25,9 +25,11 @@ too large and candidates lose what the warm start knows. So a run with `search.s
    comparison) a screen showed snr 2.67 at σ = 0.25, and the search then had snr 0 in 20 of 47
    generations and gained 0.02. A size that is not confirmed counts as not reaching the target,
    and the screen goes on to the next size.
-   With ``refuse_harmful=False`` (the antithetic ES, ``search.strategy=es``) harm is recorded but
-   refuses nothing: that strategy's mean never moves to a candidate but along the difference of
-   each antithetic pair, in which the damage a step does alike in both directions cancels.
+   With ``refuse_harmful=False`` (the antithetic ES, ``search.strategy=es``) harm is not judged
+   (every level's ``harmful`` is false) and refuses nothing: that strategy's mean never moves to a
+   candidate but along the difference of each antithetic pair, in which the damage a step does
+   alike in both directions cancels; the candidates' mean reward beside the warm start's is still
+   in each level.
 6. The chosen sigma is the smallest harmless size so confirmed. Sizes above the first harmful
    one are not tried, nor above the chosen one. If no harmless size is confirmed, the harmless
    size with the largest snr (the smaller of its two where it was confirmed; the smaller size on ties); if even

@@ -12,13 +12,13 @@ standard figures come along, unpaired.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
 from essa.io import atomic_write_json
 from essa.stats import paired_difference
-from essa.workers.pool import PoolResult
 
 HELDOUT_FILE = "heldout.json"
 
@@ -60,8 +60,8 @@ def compare_heldout(pool, task, vectors: np.ndarray, split: str, size: int, run_
     return record
 
 
-def _stack(results: list) -> PoolResult:
-    """One PoolResult whose rows are those of `results`, in order."""
-    details = {k: np.vstack([r.details[k] for r in results]) for k in results[0].details}
-    return PoolResult(np.vstack([r.rewards for r in results]), np.concatenate([r.tokens for r in results]),
-                      details=details)
+def _stack(results: list):
+    """One pool result whose rows are those of `results`, in order."""
+    return dataclasses.replace(results[0], rewards=np.vstack([r.rewards for r in results]),
+                               tokens=np.concatenate([r.tokens for r in results]),
+                               details={k: np.vstack([r.details[k] for r in results]) for k in results[0].details})
