@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="essa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    align = sub.add_parser("align", help="search the singular values of a LoRA adapter with CMA-ES")
+    align = sub.add_parser("align", help="search the singular values of a LoRA adapter with an evolution strategy (CMA-ES or antithetic ES)")
     align.add_argument("--task", help="task name (gsm8k, ifeval, math500, countdown)")
     align.add_argument("--resume", metavar="RUN_DIR",
                        help="continue a run exactly where it stopped; --generations, --gpus, --workers and engine.* "

@@ -32,6 +32,10 @@ there is no tag or its content is not such an expression (``**``, ``//``, names,
 too long, too deep). ``essa eval`` also reports ``exact_acc`` (the fraction solved: reward 1.0,
 the task's standard metric) and ``format_acc`` (the fraction with a well-formed answer); its
 ``accuracy`` is the mean reward, format credit included.
+
+**A denser training reward** (:func:`partial_credit`, ``--reward essa.rewards.countdown:partial_credit``)
+adds credit for a wrong equation that uses the given numbers and comes near the target; a solution
+still scores 1.0 and nothing else reaches 0.7. Held-out figures stay the exact metric above.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from pathlib import Path
 from essa.rewards.data import chat_messages
 
 __all__ = ["FORMAT_SCORE", "check", "evaluate_equation", "extract_equation", "generate", "load_splits",
-           "score"]
+           "partial_credit", "score"]
 
 FORMAT_SCORE = 0.1
 MAX_CHARS = 100  # longer answers are not read (a 4-number solution needs about 25)
@@ -151,6 +155,42 @@ def score(completion: str, example: Mapping[str, object]) -> float:
     """1.0 for a correct equation, FORMAT_SCORE for a well-formed wrong one, else 0.0."""
     formatted, correct = check(completion, example)
     return 1.0 if correct else FORMAT_SCORE if formatted else 0.0
+
+
+# Partial credit for a wrong equation, for training only (the benchmark's figure stays exact_acc).
+NUMBERS_CREDIT = 0.3  # times the fraction of the given numbers the equation uses (as a multiset)
+VALUE_CREDIT = 0.3  # times how close the value comes to the target, given exactly the right numbers
+
+
+def partial_credit(completion: str, example: Mapping[str, object]) -> float:
+    """A denser training reward: :func:`score`'s 1.0 for a solution, partial credit below it.
+
+    A wrong but well-formed equation gets ``FORMAT_SCORE``, plus ``NUMBERS_CREDIT`` times the share
+    of the given numbers it uses (multiset overlap over the larger of the two counts, so extra
+    numbers cost as much as missing ones), plus, only when it uses exactly the given numbers,
+    ``VALUE_CREDIT`` times ``max(0, 1 - |value - target| / target)``. At most 0.7 without a
+    solution, so a solution is always worth more than any near miss; an equation that merely
+    states the target (``<answer> 65 </answer>``) earns its numbers' share and no value credit.
+    Use it as ``--reward essa.rewards.countdown:partial_credit``; held-out figures stay exact.
+    """
+    equation = extract_equation(completion)
+    parsed = evaluate_equation(equation) if equation is not None else None
+    if parsed is None:
+        return 0.0
+    value, literals, stated = parsed
+    target, given = int(example["target"]), [int(n) for n in example["nums"]]
+    right_numbers = sorted(literals) == sorted(given)
+    if right_numbers and value == target and (stated is None or stated == target):
+        return 1.0
+    remaining, shared = list(given), 0
+    for n in literals:
+        if n in remaining:
+            remaining.remove(n)
+            shared += 1
+    credit = FORMAT_SCORE + NUMBERS_CREDIT * shared / max(len(given), len(literals))
+    if right_numbers and value is not None:
+        credit += VALUE_CREDIT * max(0.0, 1.0 - abs(float(value) - target) / target)
+    return credit
 
 
 # The per-prompt field behind the headline figure of a before/after comparison (essa.heldout).

@@ -37,7 +37,9 @@ class Task:
     aggregate: Callable[[dict], dict[str, float]] | None = None  # the task's standard metrics from them
     reference_response: Callable[[dict], str] | None = None  # None: no reference solutions (IFEval, jsonl)
     sft_split: str = "train"  # where SFT pairs come from (references, or prompts for rejection sampling)
-    headline: str | None = None  # the eval field that is the task's standard per-prompt metric; None: the reward
+    # The eval field that is the task's standard per-prompt metric, kept when a plugin replaces the
+    # reward (a shaped training reward is still judged by the benchmark's metric); None: the reward.
+    headline: str | None = None
 
     def headline_scores(self, rewards, details: dict):
         """Per-prompt values of the task's standard metric from a pool result's rewards and details."""
@@ -72,7 +74,7 @@ def load_task(cfg) -> Task:
     score = load_reward(cfg.reward) if cfg.reward else module.score
     return Task(cfg.name, splits, build, score, cfg.reward or f"{cfg.name} (built-in)",
                 getattr(module, "eval_fields", None), getattr(module, "aggregate", None), reference, sft_split,
-                getattr(module, "HEADLINE", None) if not cfg.reward else None)
+                getattr(module, "HEADLINE", None))
 
 
 def with_few_shot(build: Callable[[dict], list[dict]], task: str, pool: list[dict],

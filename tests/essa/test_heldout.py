@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from essa.heldout import compare_heldout
 from essa.rewards.task import load_task
@@ -61,3 +62,15 @@ def test_an_export_that_is_the_warm_start_is_scored_once_and_differs_by_nothing(
     pool = FakeBatchNoisePool()
     assert compare_heldout(pool, task, np.array([[0.0, 0, 0], [0, 0, 1]]), "test", 20, tmp_path)["same_point"] is False
     assert pool.rows == [1, 1, None]  # each point alone in its call
+
+
+def test_a_shaped_training_reward_is_reported_beside_the_benchmark_headline(tmp_path, capsys):
+    config = load_config("countdown")
+    config.task.reward = "essa.rewards.countdown:partial_credit"
+    task = load_task(config.task)
+    record = compare_heldout(FakeCountdownPool(), task, np.array([[0.0, 0, 0], [1, 0, 0]]), "test", 20, tmp_path)
+    out = capsys.readouterr().out
+    assert record["metric"] == "correct" and record["after"] == 0.2  # the benchmark's figure, not the reward
+    assert record["reward"]["name"] == "essa.rewards.countdown:partial_credit"
+    assert record["reward"]["diff"] == pytest.approx(record["reward_after"] - record["reward_before"])
+    assert "(reward: essa.rewards.countdown:partial_credit), warm start -> best: 0.1900 -> 0.2800" in out

@@ -193,6 +193,42 @@ def test_eval_fields_and_aggregate() -> None:
         countdown.aggregate({"correct": [], "formatted": []})
 
 
+@pytest.mark.parametrize(
+    ("equation", "expected"),
+    [
+        ("55 + 36 - 19 - 7", 1.0),  # a solution: the full reward, as score gives it
+        ("55 + 36 - 19 - 7 = 65", 1.0),
+        ("55 + 36 - 19 + 7", 0.1 + 0.3 + 0.3 * (1 - 14 / 65)),  # right numbers, value 79
+        ("55 * 36 * 19 * 7", 0.1 + 0.3),  # right numbers, value far beyond twice the target: no value credit
+        ("55 + 36", 0.1 + 0.3 * 2 / 4),  # two of the four numbers
+        ("55 + 36 - 19 - 7 - 1", 0.1 + 0.3 * 4 / 5),  # an extra number costs as a missing one would
+        ("55 + 55 - 45", 0.1 + 0.3 * 1 / 4),  # 55 given once, used twice: counted once; value 65 earns nothing
+        ("65", 0.1),  # the target stated, none of the numbers
+        ("55 / (36 - 36) + 19 + 7", 0.1 + 0.3 * 4 / 5),  # one 36 too many, and a division by zero: no value
+    ],
+)
+def test_partial_credit(equation: str, expected: float) -> None:
+    assert countdown.partial_credit(tagged(equation), EXAMPLE) == pytest.approx(expected)
+
+
+def test_partial_credit_ranks_a_solution_above_every_near_miss_and_keeps_score_at_the_ends(splits) -> None:
+    assert countdown.partial_credit("no answer here", EXAMPLE) == score("no answer here", EXAMPLE) == 0.0
+    assert countdown.partial_credit(tagged("2 ** 3"), EXAMPLE) == 0.0  # malformed, as score says
+    rnd = random.Random(0)
+    for row in splits["train"][:200]:
+        nums = list(row["nums"])
+        rnd.shuffle(nums)
+        guess = " + ".join(str(n) for n in nums)
+        credit, exact = countdown.partial_credit(tagged(guess), row), score(tagged(guess), row)
+        assert (credit == 1.0) == (exact == 1.0)
+        assert exact == 1.0 or FORMAT_SCORE + 0.3 <= credit <= 0.7
+
+
+def test_a_reward_plugin_on_a_builtin_task_keeps_the_benchmark_headline() -> None:
+    shaped = load_task(TaskConfig(name="countdown", reward="essa.rewards.countdown:partial_credit"))
+    assert shaped.score is countdown.partial_credit and shaped.headline == countdown.HEADLINE
+
+
 # ---- the generator ----------------------------------------------------------------------------
 
 
