@@ -8,6 +8,11 @@ in one pass). It is named by
 - ``package.module:function`` (imported from the environment), or
 - ``name``, an entry point in the group ``essa.rewards`` of an installed package.
 
+A reward written for TRL's GRPOTrainer, ``fn(completions, **kwargs) -> list[float]`` (a
+parameter named ``completions`` and a ``**kwargs``), is used as it is (:func:`is_trl_reward`,
+:func:`trl_batch_reward`): it is called once per candidate, in TRL's conversational form, since
+essa's prompts are chats.
+
 `SafeReward` checks every value: an exception or a result that is not a finite number is an
 error that names the reward and the example, or, with ``task.reward_errors=zero``, scores 0 and
 is counted (the count is logged per generation).
@@ -18,6 +23,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import inspect
 import math
 import numbers
 from pathlib import Path
@@ -35,6 +41,37 @@ def batch_reward(fn: Callable) -> Callable:
     """Mark `fn(completions, examples) -> list[float]` as a batch-form reward (a decorator)."""
     fn.essa_batch = True
     return fn
+
+
+def is_trl_reward(fn: Callable) -> bool:
+    """True for TRL's reward convention: a parameter named ``completions`` and a ``**kwargs``."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin or a C function: not a TRL reward
+        return False
+    return (any(p.name == "completions" for p in params)
+            and any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params))
+
+
+def trl_batch_reward(fn: Callable, build_messages: Callable[[dict], list[dict]]) -> Callable:
+    """A batch-form essa reward that calls a TRL reward as GRPOTrainer does on a conversational dataset.
+
+    Keyword arguments: ``prompts`` (each example's chat messages, as the model saw them),
+    ``completions`` (each a one-message list ``[{"role": "assistant", "content": text}]``) and every
+    field of the examples as a list (GRPOTrainer's dataset columns, ``answer``, ``target`` and so on).
+    ``completion_ids`` and ``trainer_state`` are not passed (essa's workers score text), so a TRL reward
+    that needs them fails with its own error, which names them.
+    """
+
+    def reward(completions: list[str], examples: list[dict]) -> list[float]:
+        keys = dict.fromkeys(k for example in examples for k in example if k not in ("prompts", "completions"))
+        columns = {key: [example.get(key) for example in examples] for key in keys}
+        return fn(prompts=[build_messages(example) for example in examples],
+                  completions=[[{"role": "assistant", "content": text}] for text in completions], **columns)
+
+    reward.essa_batch = True
+    reward.__name__ = getattr(fn, "__name__", "trl_reward")
+    return reward
 
 
 def resolve_reward_spec(spec: str) -> str:

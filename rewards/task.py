@@ -53,7 +53,7 @@ class Task:
 
 def load_task(cfg) -> Task:
     """The task described by `cfg` (essa.config.TaskConfig)."""
-    from essa.rewards.plugins import load_reward
+    from essa.rewards.plugins import is_trl_reward, load_reward, trl_batch_reward
 
     if cfg.name not in TASKS:
         raise ValueError(f"unknown task {cfg.name!r}; known tasks: {', '.join(sorted(TASKS))}")
@@ -72,6 +72,8 @@ def load_task(cfg) -> Task:
     if getattr(cfg, "few_shot", 0):
         build = with_few_shot(build, cfg.name, splits[sft_split], reference, cfg.few_shot)
     score = load_reward(cfg.reward) if cfg.reward else module.score
+    if is_trl_reward(score):  # written for TRL's GRPOTrainer: called as it calls it
+        score = trl_batch_reward(score, build)
     return Task(cfg.name, splits, build, score, cfg.reward or f"{cfg.name} (built-in)",
                 getattr(module, "eval_fields", None), getattr(module, "aggregate", None), reference, sft_split,
                 getattr(module, "HEADLINE", None))

@@ -90,8 +90,7 @@ def test_every_runnable_block_runs(tmp_path, monkeypatch):
     assert len(blocks) >= 5, "the page lost its runnable markers"
     # A fresh folder laid out like the repository root, so that relative paths and files the
     # blocks write behave as they do for a reader there.
-    (tmp_path / PLUGIN).parent.mkdir(parents=True)
-    shutil.copy(REPO / PLUGIN, tmp_path / PLUGIN)
+    shutil.copytree(REPO / PLUGIN.parent, tmp_path / PLUGIN.parent)  # every example reward the page uses
     monkeypatch.chdir(tmp_path)
     for number, code in enumerate(blocks, start=1):
         namespace = {"__name__": f"reward_plugins_block_{number}"}
