@@ -33,8 +33,16 @@ def push_to_hub(folder: Path, repo_id: str, private: bool = True, api=None) -> s
 
 
 def check_repo_id(repo_id: str) -> None:
-    if repo_id.count("/") != 1 or not all(repo_id.split("/")) or any(c.isspace() for c in repo_id):
-        raise ValueError(f"--push-to-hub {repo_id!r}: name the repository as USER_OR_ORG/NAME")
+    """USER_OR_ORG/NAME, by the Hub's own rules (huggingface_hub's validate_repo_id: characters, length, '--')."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        if repo_id.count("/") != 1:
+            raise HFValidationError("one / between owner and name")
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise ValueError(f"--push-to-hub {repo_id!r}: name the repository as USER_OR_ORG/NAME, with letters, digits, "
+                         f"'-', '_' and '.' (the Hub says: {str(exc).splitlines()[0]})") from None
 
 
 def _first_line(exc: Exception) -> str:

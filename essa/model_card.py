@@ -9,6 +9,7 @@ Nothing is claimed that the run did not measure.
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from pathlib import Path
@@ -32,10 +33,7 @@ def model_card(run_dir: Path, cfg: Config, base_model: str, best: dict, has_plot
     tags = ["essa", "lora", "peft", "evolution-strategies", "antithetic-es" if s.strategy == "es" else "cma-es", cfg.task.name]
     lines = [
         "---",
-        f"base_model: {base_model}",
-        *(["base_model_relation: finetune", "library_name: transformers"] if merged else ["library_name: peft"]),
-        "tags:",
-        *[f"- {t}" for t in tags],
+        _metadata(run_dir, cfg, base_model, tags, merged).to_yaml(),
         "---",
         "",
         f"# {run_dir.resolve().name}",
@@ -89,6 +87,27 @@ def model_card(run_dir: Path, cfg: Config, base_model: str, best: dict, has_plot
         "vLLM: `LLM(model=..., enable_lora=True)` and `LoRARequest(\"essa\", 1, \"PATH/TO/THIS/FOLDER\")`.", "",
     ]
     return "\n".join(lines)
+
+
+def _metadata(run_dir: Path, cfg: Config, base_model: str, tags: list[str], merged: bool):
+    """The Hub's YAML header (huggingface_hub's ModelCardData), the held-out results as its model-index."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    from essa.rewards.task import TASKS
+
+    hub_id = getattr(importlib.import_module(TASKS[cfg.task.name]), "HUB_ID", None) if cfg.task.name in TASKS else None
+    results = []
+    path = run_dir / HELDOUT_FILE
+    if path.is_file():
+        h = json.loads(path.read_text())
+        results.append(EvalResult(
+            task_type="text-generation", dataset_type=hub_id or cfg.task.name, dataset_name=cfg.task.name,
+            dataset_split=h["split"], metric_type=h["metric"], metric_value=round(float(h["after"]), 6),
+            metric_name=f"{h['metric']} on the first {h['prompts']} {h['split']} prompts (warm start {h['before']:.4f})"))
+    return ModelCardData(
+        base_model=base_model, library_name="transformers" if merged else "peft", pipeline_tag="text-generation",
+        tags=tags, datasets=[hub_id] if hub_id else None, model_name=run_dir.resolve().name,
+        eval_results=results or None, **({"base_model_relation": "finetune"} if merged else {}))
 
 
 def shareable(text: str) -> str:

@@ -100,6 +100,13 @@ def test_the_export_carries_a_model_card_from_the_run(finished_run, tmp_path):
     assert f"{heldout['diff']:+.4f}" in card and "λ = 8" in card and "![reward" in card
     assert f"The base model on the same prompts: {heldout['from_base']['before']:.4f}" in card
     assert (out / "reward.png").read_bytes() == (finished_run / "reward.png").read_bytes()
+    from huggingface_hub import ModelCard  # the Hub's own reader: the header and its model-index
+
+    data = ModelCard.load(out / "README.md").data
+    assert data.library_name == "peft" and data.pipeline_tag == "text-generation" and data.datasets == ["openai/gsm8k"]
+    (result,) = data.eval_results
+    assert (result.dataset_split, result.metric_type) == (heldout["split"], heldout["metric"])
+    assert result.metric_value == pytest.approx(heldout["after"]) and result.dataset_type == "openai/gsm8k"
     recorded = json.loads((out / "essa.json").read_text())["files"]
     assert set(recorded) == {"README.md", "reward.png"}
     # an unedited card is essa's to replace; an edited one is the user's and stops the export
@@ -137,8 +144,10 @@ def test_push_creates_the_repository_then_uploads_and_fails_clearly(finished_run
     with pytest.raises(RuntimeError, match=r"push to me/adapter failed \(OSError: We couldn't connect.*saved at"):
         push_to_hub(out, "me/adapter", api=FakeHubApi(fail_on="create_repo"))
     assert (out / "adapter_model.safetensors").is_file()  # the local export stays
-    with pytest.raises(ValueError, match="USER_OR_ORG/NAME"):
-        push_to_hub(out, "no-slash", api=api)
+    for bad in ("no-slash", "a/b/c", "me/two words", "me/a--b", "me/" + "x" * 97):  # the Hub's own rules
+        with pytest.raises(ValueError, match="USER_OR_ORG/NAME"):
+            push_to_hub(out, bad, api=api)
+    assert len(api.calls) == 2  # refused before any call
     provenance = (out / "essa.json").read_text() + (out / "README.md").read_text()
     assert str(tmp_path) not in provenance  # nothing local goes to the Hub
 
