@@ -44,6 +44,7 @@ import ast
 import functools
 import random
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -182,11 +183,7 @@ def partial_credit(completion: str, example: Mapping[str, object]) -> float:
     right_numbers = sorted(literals) == sorted(given)
     if right_numbers and value == target and (stated is None or stated == target):
         return 1.0
-    remaining, shared = list(given), 0
-    for n in literals:
-        if n in remaining:
-            remaining.remove(n)
-            shared += 1
+    shared = sum((Counter(literals) & Counter(given)).values())  # multiset overlap
     credit = FORMAT_SCORE + NUMBERS_CREDIT * shared / max(len(given), len(literals))
     if right_numbers and value is not None:
         credit += VALUE_CREDIT * max(0.0, 1.0 - abs(float(value) - target) / target)
