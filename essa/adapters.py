@@ -16,8 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from essa.io import (UMASK, atomic_write_bytes, atomic_write_json, atomic_write_safetensors, pickle_files, read_json,
-                     read_safetensors)
+from essa.io import (
+    UMASK,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_safetensors,
+    pickle_files,
+    read_json,
+    read_safetensors,
+)
 
 PEFT_PREFIX = "base_model.model."
 ADAPTER_CONFIG = "adapter_config.json"

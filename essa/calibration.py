@@ -41,8 +41,8 @@ RUN/calibration.json, which a resumed run reads instead of measuring again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import numpy as np
 

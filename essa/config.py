@@ -194,7 +194,7 @@ def _parse_override(item: str, schema: DictConfig) -> DictConfig:
                           f"give {key} a value without it")
     try:
         return OmegaConf.from_dotlist([f"{key}={raw}"])
-    except Exception as exc:  # yaml's ScannerError / ParserError
+    except Exception as exc:  # noqa: BLE001 - yaml's ScannerError / ParserError, and whatever OmegaConf wraps them in
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); "
                           f"quote it or write a list as [a,b]") from None

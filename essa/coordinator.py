@@ -10,33 +10,41 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from essa.adapters import ESSA_MARKER, update_strength, write_peft_adapter
+from essa.calibration import calibrate_sigma, calibration_prompts
 from essa.checkpoint import Checkpoint, load_latest, save_checkpoint
 from essa.config import Config, resume_config, to_yaml
 from essa.forgetting import FORGETTING_FILE, check_forgetting, check_task
 from essa.heldout import HELDOUT_FILE, compare_heldout
 from essa.inputs import check_inputs, fingerprint
-from essa.calibration import calibrate_sigma, calibration_prompts
 from essa.io import atomic_write_json, atomic_write_text, read_json
-from essa.model_card import model_card
 from essa.merge import check_merge_target, write_merged_model
+from essa.model_card import model_card
 from essa.models import resolve_model
 from essa.plots import PLOT_FILE
 from essa.rewards.data import data_dir
 from essa.rewards.task import load_task
-from essa.run_dir import (CALIBRATION_FILE, create_run, hold_run, open_run, refuse_existing_run, shared_base_name,
-                          truncate_metrics)
+from essa.run_dir import (
+    CALIBRATION_FILE,
+    create_run,
+    hold_run,
+    open_run,
+    refuse_existing_run,
+    shared_base_name,
+    truncate_metrics,
+)
 from essa.run_log import Progress, RunLog
 from essa.sampler import PromptSampler
-from essa.stats import measure_signal, paired_difference
 from essa.search import Strategy, candidate_fitness, make_strategy
+from essa.stats import measure_signal, paired_difference
 from essa.svd_lora import SVDLoRA
-from essa.adapters import ESSA_MARKER, update_strength, write_peft_adapter
 from essa.warm_start import report_strength, warm_start
 
 

@@ -23,7 +23,7 @@ def push_to_hub(folder: Path, repo_id: str, private: bool = True, api=None) -> s
         url = api.create_repo(repo_id, private=private, exist_ok=True)
         api.upload_folder(repo_id=repo_id, folder_path=str(folder),
                           commit_message=f"essa export of {Path(folder).name}")
-    except Exception as exc:  # noqa: BLE001 - every failure gets the same advice
+    except Exception as exc:
         raise RuntimeError(
             f"push to {repo_id} failed ({type(exc).__name__}: {_first_line(exc)}). The adapter is saved at {folder}; "
             "check the network and that a token with write access is set (HF_TOKEN, or `hf auth login`), then "

@@ -17,7 +17,6 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load, save
 
-
 UMASK = os.umask(0)
 os.umask(UMASK)  # read once at import (os.umask can only be read by setting it)
 

@@ -106,7 +106,6 @@ def quantize_checkpoint(src: Path, dst: Path, method: str) -> dict:
 
     Returns the provenance record (also written to `dst/essa_quantization.json`).
     """
-    import torch
     from safetensors import safe_open
     from safetensors.torch import save_file
 

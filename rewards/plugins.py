@@ -26,8 +26,8 @@ import importlib.util
 import inspect
 import math
 import numbers
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 ENTRY_POINT_GROUP = "essa.rewards"
 RewardFn = Callable[[str, dict], float]
@@ -143,7 +143,7 @@ class SafeReward:
     def many(self, completions: list[str], examples: list[dict], wheres: list[str]) -> list[float]:
         """Rewards of `completions`: one call of a batch-form reward, else one call per completion."""
         if not self.batch:
-            return [self._checked(lambda: [self.fn(c, e)], c, w)[0] for c, e, w in zip(completions, examples, wheres)]
+            return [self._checked(lambda c=c, e=e: [self.fn(c, e)], c, w)[0] for c, e, w in zip(completions, examples, wheres)]
         if not completions:
             return []
         where = wheres[0] if len(wheres) == 1 else f"{wheres[0]} .. {wheres[-1]} (one batch call)"

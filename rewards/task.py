@@ -11,9 +11,9 @@ reward can be replaced by a plugin (`task.reward`, see plugins.py).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from essa.rewards.data import data_dir
 

@@ -55,7 +55,7 @@ def main() -> None:
     try:  # the workers read the prompts: a missing data folder is said here in one line, not in a worker's traceback
         load_task(TaskConfig(name="gsm8k", data_dir=args.data_dir)).examples("train")
     except DataError as exc:
-        raise SystemExit(f"bench_throughput: {exc}")
+        raise SystemExit(f"bench_throughput: {exc}") from None
 
     rows = []
     for mode in args.modes:

@@ -54,9 +54,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-
-from grpo_side import grpo_config  # noqa: E402  (scripts/ is on sys.path: this script's folder)
-from timed_side import GIB, REPO, UserError, run_side  # noqa: E402
+from grpo_side import grpo_config
+from timed_side import GIB, REPO, UserError, run_side
 
 INSTALL_HINT = "pip install -e .[compare]"
 
@@ -423,9 +422,9 @@ def score_adapters(cfg, warm: Path, points: list[dict], split: str, indices: lis
     """Sets point["reward"]: mean task reward of its adapter on `indices` of `split`, one engine for all, each
     adapter alone in its call; and point["headline"], the task's own metric per prompt (Countdown: solved)."""
     from essa.adapters import read_peft_adapter
-    from essa.svd_lora import SVDLoRA
-    from essa.rollout_pool import worker_spec
     from essa.rewards.task import load_task
+    from essa.rollout_pool import worker_spec
+    from essa.svd_lora import SVDLoRA
     from essa.workers.actor import RolloutWorker, WorkItem
 
     def basis_of(folder) -> SVDLoRA:

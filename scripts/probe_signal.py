@@ -41,10 +41,10 @@ def main() -> int:
     from essa.models import resolve_model
     from essa.rewards.plugins import load_reward
     from essa.rewards.task import load_task
-    from essa.warm_start import warm_start
+    from essa.rollout_pool import pool_from_config
     from essa.stats import measure_signal
     from essa.svd_lora import SVDLoRA
-    from essa.rollout_pool import pool_from_config
+    from essa.warm_start import warm_start
 
     flags = {"adapter.init": args.init, "task.batch_size": args.batch_size, "search.popsize": args.popsize,
              "generation.max_new_tokens": args.max_new_tokens}

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling scripts, also when imported
-import learning_curves  # noqa: E402
+import learning_curves
 
 SIDES = ("essa", "grpo")
 

@@ -23,7 +23,7 @@ All strategies maximize: scores told to them are rewards, higher is better.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .base import Strategy
 from .cma import CMAES

@@ -108,9 +108,9 @@ def test_exported_adapter_loads_in_peft_and_generates(runs):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from essa.checkpoint import load_latest
     from essa.models import resolve_model
     from essa.run_dir import open_run
-    from essa.checkpoint import load_latest
 
     out = runs["root"] / "exported"
     essa("export", str(runs["resumed"]), "--out", str(out))

@@ -136,7 +136,7 @@ def local_gpu_problem(gpus: int, ray_address: str | None) -> str | None:
         found = gpus_of_node.get_current_node_num_accelerators()
         visible = gpus_of_node.get_current_process_visible_accelerator_ids()
         found = found if visible is None else min(found, len(visible))
-    except Exception:  # a Ray without this (private) helper: plan_actors still checks after start-up
+    except Exception:  # noqa: BLE001 - a Ray without this (private) helper: plan_actors still checks after start-up
         return None
     if gpus <= found:
         return None

@@ -337,7 +337,7 @@ def _kill(actor) -> None:
     if actor is not None:
         try:
             ray.kill(actor, no_restart=True)
-        except Exception:  # already gone: nothing to free
+        except Exception:  # noqa: BLE001 - already gone: nothing to free
             pass
 
 

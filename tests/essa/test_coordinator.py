@@ -17,7 +17,7 @@ from essa.config import load_config
 from essa.coordinator import align
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_pool import FakePool, write_tiny_model  # noqa: E402
+from fake_pool import FakePool, write_tiny_model
 
 
 @pytest.fixture(scope="module")

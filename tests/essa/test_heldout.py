@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from essa.config import load_config
 from essa.heldout import compare_heldout
 from essa.rewards.task import load_task
-from essa.config import load_config
 from essa.workers.pool import PoolResult
 
 

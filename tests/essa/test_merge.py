@@ -15,7 +15,7 @@ from essa.coordinator import export_best
 from essa.merge import write_merged_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-import fake_pool  # noqa: E402
+import fake_pool
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,14 @@ import torch
 from safetensors import safe_open
 
 from essa import quantize
-from essa.quantize import (dequantize_weight, is_quantized, load_scheme, local_cpu_problem, quantize_checkpoint,
-                           quantized_model_dir)
+from essa.quantize import (
+    dequantize_weight,
+    is_quantized,
+    load_scheme,
+    local_cpu_problem,
+    quantize_checkpoint,
+    quantized_model_dir,
+)
 
 HIDDEN, INTERMEDIATE = 128, 256
 

@@ -19,8 +19,8 @@ from essa.config import load_config
 from essa.coordinator import align, export_best
 
 sys.path.insert(0, str(Path(__file__).parent))
-import fake_pool  # noqa: E402
-from fake_pool import FakePool, tiny_config, write_tiny_model  # noqa: E402
+import fake_pool
+from fake_pool import FakePool, tiny_config, write_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from essa.coordinator import align
 from essa.run_log import scalars, wandb_run_id
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_pool import FakePool, write_tiny_model  # noqa: E402
+from fake_pool import FakePool, write_tiny_model
 
 wandb = pytest.importorskip("wandb")
 

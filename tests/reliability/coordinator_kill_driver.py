@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "essa"))
-from fake_pool import FakePool  # noqa: E402
+from fake_pool import FakePool
 
-import essa.checkpoint as checkpoint  # noqa: E402
-import essa.coordinator as coordinator  # noqa: E402
-from essa.config import load_config  # noqa: E402
+import essa.checkpoint as checkpoint
+import essa.coordinator as coordinator
+from essa.config import load_config
 
 OVERRIDES = ["adapter.rank=2", "adapter.target_modules=[q_proj]", "task.batch_size=8", "task.val_size=16",
              "run.validate_every=2", "run.checkpoint_every=1", "search.generations=6", "search.sigma=0.5"]

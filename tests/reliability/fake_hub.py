@@ -96,7 +96,7 @@ class FakeHub:
             return 400, {"errors": [{"message": "the metadata must be a YAML mapping"}]}
         return 200, {"errors": [], "warnings": []}
 
-    def __enter__(self) -> "FakeHub":
+    def __enter__(self) -> FakeHub:
         self._thread.start()
         return self
 

@@ -26,7 +26,6 @@ from essa.coordinator import align
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "essa"))
 sys.path.insert(0, str(HERE))
-from coordinator_kill_driver import config  # noqa: E402
 from fake_pool import FakePool  # noqa: E402  (fixtures model_dir, straight: conftest.py)
 
 

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import pytest
 
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "essa"))
 sys.path.insert(0, str(HERE))
-from fake_hub import FakeHub  # noqa: E402
 import fake_pool  # noqa: E402
+from fake_hub import FakeHub  # noqa: E402
 
 TOKEN = "hf_essaTestTokenThatMustNeverLeak0123"
 ESSA = [sys.executable, "-c", "import sys; from essa.cli import main; sys.exit(main())"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import soak  # noqa: E402
+import soak
 
 
 def test_sixty_generations_stay_within_the_soak_bounds(tmp_path):
@@ -30,7 +30,7 @@ def test_a_leak_of_open_files_breaks_the_bound(tmp_path, monkeypatch):
 
     def leaky(self, vectors, split, indices, generation=-1, **kw):
         if split == "train":
-            leaked.append(open(__file__))  # noqa: SIM115 - the leak under test
+            leaked.append(open(__file__))
         return evaluate(self, vectors, split, indices, generation, **kw)
 
     monkeypatch.setattr(soak.SampledPool, "evaluate", leaky)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from essa.rewards.data import DataError, read_jsonl, stable_order
 from essa.config import TaskConfig
+from essa.rewards.data import DataError, read_jsonl, stable_order
 from essa.rewards.task import TASKS
 from essa.rewards.task import load_task as _load_task
 

@@ -94,4 +94,4 @@ def test_every_runnable_block_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for number, code in enumerate(blocks, start=1):
         namespace = {"__name__": f"reward_plugins_block_{number}"}
-        exec(compile(code, f"{DOC.name}, runnable block {number}", "exec"), namespace)  # noqa: S102
+        exec(compile(code, f"{DOC.name}, runnable block {number}", "exec"), namespace)

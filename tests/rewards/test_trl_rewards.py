@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from essa.config import TaskConfig
 from essa.rewards.plugins import SafeReward, is_trl_reward, trl_batch_reward
 from essa.rewards.task import load_task
-from essa.config import TaskConfig
 
 EXAMPLE_FILE = Path(__file__).resolve().parents[2] / "examples" / "rewards" / "trl_style.py"
 

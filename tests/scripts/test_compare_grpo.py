@@ -11,8 +11,8 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import compare_grpo  # noqa: E402
-import timed_side  # noqa: E402
+import compare_grpo
+import timed_side
 
 
 def run(peak_gib: float) -> dict:

@@ -355,7 +355,7 @@ def test_mirrored_sigma_is_unbiased_under_random_selection() -> None:
     for seed in range(4):
         rng = np.random.default_rng(seed)
         es = CMAES(200, 16, 0.5, seed=seed, variant="sep", mirrored=True)
-        _run(es, lambda X: rng.standard_normal(len(X)), 100)
+        _run(es, lambda X, rng=rng: rng.standard_normal(len(X)), 100)
         final.append(es.sigma)
     assert 0.3 < min(final) and max(final) < 0.5
 

@@ -8,7 +8,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from essa.config import Config, EngineConfig, TaskConfig
 from essa.io import atomic_write_safetensors
@@ -26,9 +25,8 @@ def explode(completion, example):
 '''
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("pool")
+def write_pool_files(root: Path) -> Path:
+    """The jsonl task, its reward file and an empty model folder, under `root` (the `files` fixture)."""
     rows = [f'{{"prompt": "question {i}", "k": {i}}}' for i in range(40)]
     (root / "data.jsonl").write_text("\n".join(rows) + "\n")
     (root / "reward.py").write_text(REWARD)

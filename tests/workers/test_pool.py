@@ -11,24 +11,18 @@ from __future__ import annotations
 import os
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
+from pool_helpers import INDICES, actor_env, candidates, expected_scores, make_config, open_pool
 
-from essa.config import Config, ConfigError, EngineConfig, TaskConfig
-from essa.rewards.task import load_task
+from essa.config import ConfigError
 from essa.workers.actor import WorkItem, WorkResult
-from essa.rollout_pool import pool_from_config
 from essa.workers.placement import actor_options, cpu_list, split_cores
 from essa.workers.pool import PoolError, ResultCollector, chunk_size, cut_work
 
 pytestmark = pytest.mark.timeout(120)
-from pool_helpers import (  # noqa: F401  (files is a fixture)
-    HERE, INDICES, actor_env, candidates, expected_scores, files, make_config, open_pool,
-)
 
 
 # --- pure helpers (no Ray) ---------------------------------------------------------------------

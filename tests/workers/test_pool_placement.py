@@ -11,11 +11,10 @@ import time
 
 import numpy as np
 import pytest
+from pool_helpers import INDICES, candidates, expected_scores, make_config, open_pool
 
 from essa.config import ConfigError, validate
 from essa.workers.placement import actor_options, gpu_bundles, one_node_cpus
-
-from pool_helpers import INDICES, candidates, expected_scores, files, make_config, open_pool  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -34,7 +33,7 @@ def test_tensor_parallel_slots_hold_no_gpu_themselves():
      (dict(gpus=2, tensor_parallel_size=2, mode="merge"), "use engine.mode=lora"),
      (dict(gpus=2, tensor_parallel_size=0), "engine.tensor_parallel_size=0 must be >= 1")],
 )
-def test_bad_tensor_parallel_settings_are_config_errors(files, engine, problem):  # noqa: F811
+def test_bad_tensor_parallel_settings_are_config_errors(files, engine, problem):
     with pytest.raises(ConfigError, match=problem):
         validate(make_config(files, **engine))
 
@@ -52,7 +51,7 @@ def _actor_group(actor) -> str:
 
 
 @pytest.mark.usefixtures("gpu_cluster")
-def test_each_engine_gets_its_own_packed_group_which_survives_a_restart_and_is_freed(files, tmp_path):  # noqa: F811
+def test_each_engine_gets_its_own_packed_group_which_survives_a_restart_and_is_freed(files, tmp_path):
     import ray
 
     cfg, marker = make_config(files, gpus=4, tensor_parallel_size=2, mode="lora"), tmp_path / "crash"
@@ -83,7 +82,7 @@ def test_each_engine_gets_its_own_packed_group_which_survives_a_restart_and_is_f
 
 
 @pytest.mark.usefixtures("gpu_cluster")
-def test_more_gpus_than_the_cluster_has_is_a_clear_error(files):  # noqa: F811
+def test_more_gpus_than_the_cluster_has_is_a_clear_error(files):
     from essa.workers.pool import PoolError
 
     with pytest.raises(PoolError, match=r"--gpus 8 asks for 8 GPUs but the Ray cluster has 4"):

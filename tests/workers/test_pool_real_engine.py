@@ -80,8 +80,8 @@ def test_real_engine_actor_killed_mid_generation_is_retried_with_identical_score
     from essa.adapters import principal_init, read_base_weights
     from essa.config import Config
     from essa.models import resolve_model
-    from essa.svd_lora import SVDLoRA
     from essa.rollout_pool import pool_from_config
+    from essa.svd_lora import SVDLoRA
 
     (tmp_path / "reward.py").write_text(REWARD)
     cfg = Config()

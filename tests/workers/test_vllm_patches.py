@@ -50,7 +50,6 @@ def test_lora_device_lookup_patch_targets_both_names_of_the_function():
 
 def test_lora_device_lookup_uses_the_remaining_parameters_of_a_layer_without_weight():
     import torch
-
     from vllm.lora.layers import utils
 
     vllm_patches.patch_lora_device_lookup()

@@ -35,7 +35,7 @@ import torch
 # another basis leaves O(1).
 RESIDUAL_TOLERANCE = 2e-2
 
-_registry: dict[int, "LayerBasis"] = {}  # data_ptr of the layer's lora_a_stacked[0] -> its basis
+_registry: dict[int, LayerBasis] = {}  # data_ptr of the layer's lora_a_stacked[0] -> its basis
 
 
 @dataclass
@@ -48,7 +48,7 @@ class SliceBasis:
     vt_b: torch.Tensor  # (r, r)
 
     @classmethod
-    def of(cls, fa, fb) -> "SliceBasis":
+    def of(cls, fa, fb) -> SliceBasis:
         """The frozen U and V of one module's factors A and B (essa.svd_lora.FactorSVD), float32."""
         f32 = dict(dtype=torch.float32)
         return cls(torch.as_tensor(fa.U, **f32), torch.as_tensor(fa.Vt, **f32), torch.as_tensor(fb.U, **f32),
