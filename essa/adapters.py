@@ -37,8 +37,9 @@ ESSA_FILES = {ADAPTER_CONFIG, ADAPTER_WEIGHTS, ESSA_MARKER}  # what every export
 LoRA = dict[str, tuple[np.ndarray, np.ndarray]]  # module -> (A: r × in, B: out × r)
 
 
-def read_base_weights(model_dir: str | Path, target_modules: list[str],
-                      only: set[str] | None = None) -> dict[str, np.ndarray]:
+def read_base_weights(
+    model_dir: str | Path, target_modules: list[str], only: set[str] | None = None
+) -> dict[str, np.ndarray]:
     """The target linear weights of a Hugging Face model folder, as float32 arrays keyed by module
     (`only`: just these modules)."""
     from safetensors import safe_open  # torch-backed: bf16 has no numpy dtype
@@ -52,8 +53,12 @@ def read_base_weights(model_dir: str | Path, target_modules: list[str],
             for key in f.keys():
                 parts = key.split(".")
                 module = key[: -len(".weight")]
-                if (len(parts) >= 2 and parts[-1] == "weight" and parts[-2] in target_modules
-                        and (only is None or module in only)):
+                if (
+                    len(parts) >= 2
+                    and parts[-1] == "weight"
+                    and parts[-2] in target_modules
+                    and (only is None or module in only)
+                ):
                     weights[module] = f.get_tensor(key).float().numpy()
     if not weights:
         raise ValueError(f"none of the target modules {target_modules} found in {model_dir}")
@@ -70,8 +75,11 @@ def update_strength(lora: LoRA, scaling: float, model_dir: str | Path, sample: i
     names = sorted(lora)
     picked = [names[i] for i in np.unique(np.linspace(0, len(names) - 1, min(sample, len(names))).round().astype(int))]
     base = read_base_weights(model_dir, sorted({m.rsplit(".", 1)[-1] for m in picked}), only=set(picked))
-    ratios = [np.linalg.norm(scaling * (lora[m][1] @ lora[m][0])) / max(np.linalg.norm(base[m]), 1e-30)
-              for m in picked if m in base]
+    ratios = [
+        np.linalg.norm(scaling * (lora[m][1] @ lora[m][0])) / max(np.linalg.norm(base[m]), 1e-30)
+        for m in picked
+        if m in base
+    ]
     return float(np.median(ratios)) if ratios else float("nan")
 
 
@@ -140,11 +148,14 @@ def write_peft_adapter(
         recorded = {}
         for name, data in (files or {}).items():
             if Path(name).name != name or name in ESSA_FILES:
-                raise ValueError(f"an export's extra file must be a plain name other than {sorted(ESSA_FILES)}: {name!r}")
+                raise ValueError(
+                    f"an export's extra file must be a plain name other than {sorted(ESSA_FILES)}: {name!r}"
+                )
             atomic_write_bytes(tmp / name, data)
             recorded[name] = hashlib.sha256(data).hexdigest()
-        atomic_write_json(tmp / ESSA_MARKER, {**(provenance or {}), **({"files": recorded} if recorded else {}),
-                                             "written_by": "essa"})
+        atomic_write_json(
+            tmp / ESSA_MARKER, {**(provenance or {}), **({"files": recorded} if recorded else {}), "written_by": "essa"}
+        )
         os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes it 0700; an export is for sharing
         replace_dir(tmp, out_dir)
     except BaseException:
@@ -249,4 +260,3 @@ def read_peft_adapter(adapter_dir: str | Path) -> tuple[LoRA, dict]:
     if incomplete:
         raise ValueError(f"{adapter_dir}: modules missing lora_A or lora_B: {incomplete[:3]}")
     return {m: (a, b) for m, (a, b) in lora.items()}, config
-

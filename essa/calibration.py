@@ -70,7 +70,7 @@ def calibration_prompts(train_size: int, batch_size: int, seed: int) -> tuple[li
     order = np.random.default_rng([seed, CALIBRATION_STREAM]).permutation(train_size)
     b = min(batch_size, train_size)
     screen = order[:b].tolist()
-    confirm = order[b:2 * b].tolist()
+    confirm = order[b : 2 * b].tolist()
     if len(confirm) < b:
         confirm = np.random.default_rng([seed, CALIBRATION_STREAM, 2]).permutation(train_size)[:b].tolist()
     return screen, confirm
@@ -105,14 +105,22 @@ def calibrate_sigma(
         signal = measure_signal(rewards)
         means = rewards.mean(axis=1)
         harmful = refuse_harmful and bool(
-            means.mean() < start_reward - max(0.1 * abs(start_reward), 2 * means.std(ddof=1) / np.sqrt(len(means))))
-        level = {"sigma": float(sigma), **signal.as_record(), "start_reward": round(start_reward, 6),
-                 "reward_mean": round(float(means.mean()), 6), "reward_max": round(float(means.max()), 6),
-                 "harmful": harmful}
+            means.mean() < start_reward - max(0.1 * abs(start_reward), 2 * means.std(ddof=1) / np.sqrt(len(means)))
+        )
+        level = {
+            "sigma": float(sigma),
+            **signal.as_record(),
+            "start_reward": round(start_reward, 6),
+            "reward_mean": round(float(means.mean()), 6),
+            "reward_max": round(float(means.max()), 6),
+            "harmful": harmful,
+        }
         levels.append(level)
-        report(f"[essa] calibration: sigma {sigma:g}: snr {level['snr']}, candidates' mean reward "
-               f"{level['reward_mean']:.3f} (max {level['reward_max']:.3f}, warm start {start_reward:.3f})"
-               + (": harmful" if harmful else ""))
+        report(
+            f"[essa] calibration: sigma {sigma:g}: snr {level['snr']}, candidates' mean reward "
+            f"{level['reward_mean']:.3f} (max {level['reward_max']:.3f}, warm start {start_reward:.3f})"
+            + (": harmful" if harmful else "")
+        )
         if harmful:
             break
         if signal.snr < target_snr:
@@ -121,17 +129,25 @@ def calibrate_sigma(
             return Calibration(float(sigma), f"smallest step with snr >= {target_snr:g} (unconfirmed)", prompts, levels)
         confirmed = measure_signal(score(z, confirm))
         level["confirmed_snr"] = confirmed.as_record()["snr"]
-        report(f"[essa] calibration: sigma {sigma:g} on a second batch: snr {level['confirmed_snr']}"
-               + ("" if confirmed.snr >= target_snr else ": not confirmed"))
+        report(
+            f"[essa] calibration: sigma {sigma:g} on a second batch: snr {level['confirmed_snr']}"
+            + ("" if confirmed.snr >= target_snr else ": not confirmed")
+        )
         if confirmed.snr >= target_snr:
-            return Calibration(float(sigma), f"smallest step with snr >= {target_snr:g}, confirmed on a second batch",
-                               prompts, levels, confirm)
+            return Calibration(
+                float(sigma),
+                f"smallest step with snr >= {target_snr:g}, confirmed on a second batch",
+                prompts,
+                levels,
+                confirm,
+            )
     safe = [lv for lv in levels if not lv["harmful"]]
     if not safe:
         return Calibration(levels[0]["sigma"], "every step tried was harmful; the smallest", prompts, levels, confirm)
     best = max(safe, key=lambda lv: (min(_snr(lv["snr"]), _snr(lv.get("confirmed_snr", lv["snr"]))), -lv["sigma"]))
-    return Calibration(best["sigma"], f"no harmless step reached snr {target_snr:g}; the largest snr", prompts, levels,
-                       confirm)
+    return Calibration(
+        best["sigma"], f"no harmless step reached snr {target_snr:g}; the largest snr", prompts, levels, confirm
+    )
 
 
 def _snr(value) -> float:

@@ -108,8 +108,11 @@ def load_latest(run_dir: Path) -> Checkpoint | None:
             ckpt = load_checkpoint(candidate)
         except (OSError, ValueError):
             continue
-        print(f"[essa] warning: {problem}; using the previous good checkpoint {candidate} instead",
-              file=sys.stderr, flush=True)
+        print(
+            f"[essa] warning: {problem}; using the previous good checkpoint {candidate} instead",
+            file=sys.stderr,
+            flush=True,
+        )
         return ckpt
     raise ValueError(f"{problem}; no earlier checkpoint in {root} reads either") from problem
 

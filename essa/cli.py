@@ -31,13 +31,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="essa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    align = sub.add_parser("align", help="search the singular values of a LoRA adapter with an evolution strategy (CMA-ES or antithetic ES)")
+    align = sub.add_parser(
+        "align",
+        help="search the singular values of a LoRA adapter with an evolution strategy (CMA-ES or antithetic ES)",
+    )
     align.add_argument("--task", help="task name (gsm8k, ifeval, math500, countdown)")
-    align.add_argument("--resume", metavar="RUN_DIR",
-                       help="continue a run exactly where it stopped; --generations, --gpus, --workers and engine.* "
-                            "keys may change, nothing that changes the search")
-    align.add_argument("--allow-change", nargs="+", choices=["data", "reward", "model"], default=[],
-                       help="with --resume: continue although these inputs changed since the run started")
+    align.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run exactly where it stopped; --generations, --gpus, --workers and engine.* "
+        "keys may change, nothing that changes the search",
+    )
+    align.add_argument(
+        "--allow-change",
+        nargs="+",
+        choices=["data", "reward", "model"],
+        default=[],
+        help="with --resume: continue although these inputs changed since the run started",
+    )
     align.add_argument("--config", help="YAML file merged over the task's defaults")
     align.add_argument("--gpus", type=int, help="engine slots: 0 runs on CPU (default 0)")
     align.add_argument("--workers", type=int, help="with --gpus 0: CPU engines, each on its own cores (default 1)")
@@ -63,20 +74,30 @@ def build_parser() -> argparse.ArgumentParser:
     sft.add_argument("--data-dir", help="folder with local task data (default $ESSA_DATA_DIR)")
     sft.add_argument("--data", help="with --task jsonl: your prompts (pairs come from rejection sampling)")
     sft.add_argument("--reward", help="reward plugin for rejection sampling")
-    sft.add_argument("--max-examples", type=int, help="SFT pairs used (default: the task's sft.max_examples, 1024; Countdown 512)")
+    sft.add_argument(
+        "--max-examples", type=int, help="SFT pairs used (default: the task's sft.max_examples, 1024; Countdown 512)"
+    )
     sft.add_argument("--out", help="also copy the adapter folder here")
-    sft.add_argument("--no-eval", action="store_true",
-                     help="skip scoring the base model and the adapter on task.val_size validation prompts")
+    sft.add_argument(
+        "--no-eval",
+        action="store_true",
+        help="skip scoring the base model and the adapter on task.val_size validation prompts",
+    )
     sft.add_argument("overrides", nargs="*", metavar="key=value", help="any config key, e.g. sft.learning_rate=1e-4")
 
     export = sub.add_parser("export", help="write a run's best adapter as a PEFT LoRA folder")
     export.add_argument("run_dir")
     export.add_argument("--out", required=True)
-    export.add_argument("--merge", action="store_true", help="write the base model with the adapter merged in "
-                        "(a full model folder for transformers and vLLM) instead of the adapter")
+    export.add_argument(
+        "--merge",
+        action="store_true",
+        help="write the base model with the adapter merged in "
+        "(a full model folder for transformers and vLLM) instead of the adapter",
+    )
     export.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the folder to the Hugging Face Hub")
-    export.add_argument("--public", action="store_true", help="with --push-to-hub: create the repository public "
-                                                              "(default private)")
+    export.add_argument(
+        "--public", action="store_true", help="with --push-to-hub: create the repository public (default private)"
+    )
 
     status = sub.add_parser("status", help="where a run stands: generation, best validation, ETA, whether it runs")
     status.add_argument("run_dir")
@@ -107,14 +128,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
-        hint = ("; key=value overrides go together at the end, after every --flag"
-                if any("=" in e and not e.startswith("-") for e in extra) else "")
+        hint = (
+            "; key=value overrides go together at the end, after every --flag"
+            if any("=" in e and not e.startswith("-") for e in extra)
+            else ""
+        )
         parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
     previous = signal.signal(signal.SIGTERM, _terminated)  # as timeout, batch schedulers and containers stop us
     _received.clear()
     try:
-        commands = {"align": cmd_align, "sft": cmd_sft, "export": cmd_export, "eval": cmd_eval, "status": cmd_status,
-                    "plot": cmd_plot}
+        commands = {
+            "align": cmd_align,
+            "sft": cmd_sft,
+            "export": cmd_export,
+            "eval": cmd_eval,
+            "status": cmd_status,
+            "plot": cmd_plot,
+        }
         return commands[args.command](args)
     except KeyboardInterrupt as exc:
         if _ray_head_lost():  # the watchdog said so and sent the SIGTERM: a failure, not a user's stop
@@ -122,8 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         # The handler's signal: a library that catches KeyboardInterrupt and raises a fresh one (Ray's
         # waits do) drops the exception's argument, and SIGTERM must not be reported as Ctrl-C.
         signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else _received.get("signal", signal.SIGINT)
-        print(f"\ninterrupted ({signal.Signals(signum).name}); {AFTER_INTERRUPT.get(args.command, 'stopped')}",
-              file=sys.stderr)
+        print(
+            f"\ninterrupted ({signal.Signals(signum).name}); {AFTER_INTERRUPT.get(args.command, 'stopped')}",
+            file=sys.stderr,
+        )
         return 128 + signum
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
         print(f"essa: error: {exc}", file=sys.stderr)
@@ -150,16 +182,17 @@ def describe_os_error(exc: OSError) -> str:
     where = f" ({exc.filename})" if exc.filename else ""
     reason = exc.strerror or str(exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        fix = ("free space on that file system (or lower run.keep_checkpoints, or put the run elsewhere "
-               "with --run-dir)")
+        fix = "free space on that file system (or lower run.keep_checkpoints, or put the run elsewhere with --run-dir)"
     elif exc.errno == errno.EROFS:
         fix = "the file system is read-only: choose a writable folder (--run-dir, --out)"
     elif exc.errno in (errno.EACCES, errno.EPERM):
         fix = "essa may not write there: fix the folder's permissions or choose another (--run-dir, --out)"
     else:
         fix = "fix the cause named above"
-    return (f"{reason}{where}: {fix}. Every file essa finished before this is intact (writes are atomic); "
-            "an interrupted essa align continues with essa align --resume RUN_DIR")
+    return (
+        f"{reason}{where}: {fix}. Every file essa finished before this is intact (writes are atomic); "
+        "an interrupted essa align continues with essa align --resume RUN_DIR"
+    )
 
 
 def _ray_head_lost() -> bool:
@@ -186,15 +219,20 @@ def cmd_align(args) -> int:
 
     if args.resume:
         if args.task or args.config:
-            raise ValueError("--resume continues a run with its saved config: drop --task and --config (flags such "
-                             "as --generations, --gpus and --workers, and the engine placement keys in RESUMABLE_KEYS, may change)")
+            raise ValueError(
+                "--resume continues a run with its saved config: drop --task and --config (flags such "
+                "as --generations, --gpus and --workers, and the engine placement keys in RESUMABLE_KEYS, may change)"
+            )
         run_dir = Path(args.resume)
         flags = {key: getattr(args, flag) for flag, key in ALIGN_FLAGS.items() if getattr(args, flag) is not None}
-        adapter = align(None, run_dir, resume=True, changes=flags, overrides=args.overrides,
-                        allow_change=tuple(args.allow_change))
+        adapter = align(
+            None, run_dir, resume=True, changes=flags, overrides=args.overrides, allow_change=tuple(args.allow_change)
+        )
     else:
         if args.data and args.task not in (None, "jsonl"):
-            raise ValueError(f"--data brings your own prompts (task jsonl); it cannot be combined with --task {args.task}")
+            raise ValueError(
+                f"--data brings your own prompts (task jsonl); it cannot be combined with --task {args.task}"
+            )
         args.task = args.task or ("jsonl" if args.data else None)
         if not args.task:
             raise ValueError("essa align needs --task (e.g. --task gsm8k), --data FILE.jsonl, or --resume RUN_DIR")
@@ -235,19 +273,36 @@ def print_summary(run_dir: Path, adapter: Path) -> None:
     if v["mean"]:
         table.append(("validation, final mean", f"{v['mean'][-1][1]:.3f} (after generation {v['mean'][-1][0]})"))
     if (best := best_point(run_dir, v)) is not None:
-        table.append(("exported point, validation", f"{best[1]:.3f}, " + (
-            "the warm start itself: no validated mean beat it" if best[0] == 0 else f"after generation {best[0]}")))
+        table.append(
+            (
+                "exported point, validation",
+                f"{best[1]:.3f}, "
+                + (
+                    "the warm start itself: no validated mean beat it"
+                    if best[0] == 0
+                    else f"after generation {best[0]}"
+                ),
+            )
+        )
     for file, label in ((HELDOUT_FILE, "held-out"), (FORGETTING_FILE, "forgetting check")):
         if not (run_dir / file).is_file():
             continue
         h = json.loads((run_dir / file).read_text())
         if file == FORGETTING_FILE and h.get("task"):  # recorded since the check was first measured
             label = f"forgetting check, {h['task']}"
-        table.append((f"{label} {h['split']} ({h['prompts']}), warm start -> best",
-                      f"{h['before']:.3f} -> {h['after']:.3f}, {h['diff']:+.3f} [{h['low']:+.3f}, {h['high']:+.3f}]"))
+        table.append(
+            (
+                f"{label} {h['split']} ({h['prompts']}), warm start -> best",
+                f"{h['before']:.3f} -> {h['after']:.3f}, {h['diff']:+.3f} [{h['low']:+.3f}, {h['high']:+.3f}]",
+            )
+        )
         if b := h.get("from_base"):  # absent in runs made before it was recorded
-            table.append((f"{label} {h['split']} ({h['prompts']}), base model -> best",
-                          f"{b['before']:.3f} -> {b['after']:.3f}, {b['diff']:+.3f} [{b['low']:+.3f}, {b['high']:+.3f}]"))
+            table.append(
+                (
+                    f"{label} {h['split']} ({h['prompts']}), base model -> best",
+                    f"{b['before']:.3f} -> {b['after']:.3f}, {b['diff']:+.3f} [{b['low']:+.3f}, {b['high']:+.3f}]",
+                )
+            )
     table.append(("best adapter", str(adapter)))
     if (run_dir / PLOT_FILE).is_file():
         table.append(("reward curve", str(run_dir / PLOT_FILE)))
@@ -265,14 +320,21 @@ def cmd_sft(args) -> int:
     task = args.task or ("jsonl" if args.data else None)
     if not task:
         raise ValueError("essa sft needs --task (e.g. --task gsm8k) or --data FILE.jsonl --reward FILE.py:function")
-    flags = {"model.name": args.model, "task.data_dir": args.data_dir, "task.data_file": args.data,
-             "task.reward": args.reward, "sft.max_examples": args.max_examples}
+    flags = {
+        "model.name": args.model,
+        "task.data_dir": args.data_dir,
+        "task.data_file": args.data,
+        "task.reward": args.reward,
+        "sft.max_examples": args.max_examples,
+    }
     cfg = load_config(task, args.config, flags, args.overrides)
     adapter = sft_adapter(cfg, resolve_model(cfg.model.name))
     info = describe(adapter)
-    print(f"[essa] SFT adapter: {adapter} ({info.get('pairs_used')} {info.get('source')} pairs, "
-          f"{info.get('steps')} steps, loss {info.get('loss_first', float('nan')):.3f} → "
-          f"{info.get('loss_last', float('nan')):.3f}, {info.get('train_seconds')} s)")
+    print(
+        f"[essa] SFT adapter: {adapter} ({info.get('pairs_used')} {info.get('source')} pairs, "
+        f"{info.get('steps')} steps, loss {info.get('loss_first', float('nan')):.3f} → "
+        f"{info.get('loss_last', float('nan')):.3f}, {info.get('train_seconds')} s)"
+    )
     if args.out:
         print(f"[essa] copied to {copy_adapter(adapter, Path(args.out))}")
     if cfg.task.val_size and not args.no_eval:
@@ -328,12 +390,19 @@ def cmd_eval(args) -> int:
     from essa.config import load_config
     from essa.evaluate import evaluate, format_table
 
-    flags = {"model.name": args.model, "engine.gpus": args.gpus, "task.data_dir": args.data_dir,
-             "engine.tensor_parallel_size": args.tensor_parallel_size,
-             "generation.max_new_tokens": args.max_new_tokens, "task.reward": args.reward,
-             "model.quantization": args.quantization}
+    flags = {
+        "model.name": args.model,
+        "engine.gpus": args.gpus,
+        "task.data_dir": args.data_dir,
+        "engine.tensor_parallel_size": args.tensor_parallel_size,
+        "generation.max_new_tokens": args.max_new_tokens,
+        "task.reward": args.reward,
+        "model.quantization": args.quantization,
+    }
     if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit {args.limit}: give a positive number of examples, or leave it out for the whole split")
+        raise ValueError(
+            f"--limit {args.limit}: give a positive number of examples, or leave it out for the whole split"
+        )
     cfg = load_config(args.task, None, flags, args.overrides)
     metrics = evaluate(cfg, args.split, Path(args.adapter) if args.adapter else None, args.limit)
     print(format_table(metrics))

@@ -162,7 +162,9 @@ def _load_yaml(path: Path):
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path} is not valid YAML{where}: {problem}; fix that line (keys as in configs/gsm8k.yaml)") from None
+        raise ConfigError(
+            f"{path} is not valid YAML{where}: {problem}; fix that line (keys as in configs/gsm8k.yaml)"
+        ) from None
     if not isinstance(node, DictConfig):
         raise ConfigError(f"{path} must hold a YAML mapping of sections (search:, task:, ...), not a list")
     return node
@@ -190,14 +192,17 @@ def _parse_override(item: str, schema: DictConfig) -> DictConfig:
             nested = {part: nested}
         return OmegaConf.create(nested)
     if re.search(r"(^|\s)#", raw):
-        raise ConfigError(f"override {item!r}: YAML would read the text from '#' on as a comment and drop it; "
-                          f"give {key} a value without it")
+        raise ConfigError(
+            f"override {item!r}: YAML would read the text from '#' on as a comment and drop it; "
+            f"give {key} a value without it"
+        )
     try:
         return OmegaConf.from_dotlist([f"{key}={raw}"])
     except Exception as exc:  # noqa: BLE001 - yaml's ScannerError / ParserError, and whatever OmegaConf wraps them in
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); "
-                          f"quote it or write a list as [a,b]") from None
+        raise ConfigError(
+            f"override {item!r}: the value is not valid YAML ({problem}); quote it or write a list as [a,b]"
+        ) from None
 
 
 def _unquoted(raw: str) -> str:
@@ -288,16 +293,28 @@ def load_config(
 # generation, engine.mode / lora_kernel / deterministic) is refused.
 RESUMABLE_KEYS = (
     "search.generations",
-    "engine.gpus", "engine.workers", "engine.tensor_parallel_size", "engine.ray_address", "engine.timeout_s",
-    "engine.start_timeout_s", "engine.max_retries", "engine.kv_cache_gib", "engine.gpu_memory_utilization",
-    "run.checkpoint_every", "run.keep_checkpoints", "run.tensorboard", "run.wandb_project",
+    "engine.gpus",
+    "engine.workers",
+    "engine.tensor_parallel_size",
+    "engine.ray_address",
+    "engine.timeout_s",
+    "engine.start_timeout_s",
+    "engine.max_retries",
+    "engine.kv_cache_gib",
+    "engine.gpu_memory_utilization",
+    "run.checkpoint_every",
+    "run.keep_checkpoints",
+    "run.tensorboard",
+    "run.wandb_project",
     # where the data lives may change; what it holds may not (RUN/inputs.json, essa.inputs)
-    "task.data_dir", "task.data_file",
+    "task.data_dir",
+    "task.data_file",
 )
 
 
-def resume_config(saved: Config, flags: dict[str, Any] | None = None,
-                  overrides: list[str] | None = None) -> tuple[Config, dict[str, tuple[Any, Any]]]:
+def resume_config(
+    saved: Config, flags: dict[str, Any] | None = None, overrides: list[str] | None = None
+) -> tuple[Config, dict[str, tuple[Any, Any]]]:
     """The saved config with a resume's changes applied and validated, and what changed
     ({key: (old, new)}); a change outside RESUMABLE_KEYS is refused, naming it."""
     before = _flat(saved)
@@ -359,8 +376,10 @@ def validate(cfg: Config) -> None:
     if s.generations < 0:
         problems.append(f"search.generations={s.generations} must be >= 0")
     if r.wandb_project is not None and importlib.util.find_spec("wandb") is None:
-        problems.append(f"run.wandb_project={r.wandb_project!r} needs the wandb package: pip install wandb "
-                        "(or drop run.wandb_project; TensorBoard logs are written either way)")
+        problems.append(
+            f"run.wandb_project={r.wandb_project!r} needs the wandb package: pip install wandb "
+            "(or drop run.wandb_project; TensorBoard logs are written either way)"
+        )
     if r.forgetting_task is not None and r.forgetting_task not in FORGETTING_TASKS:
         problems.append(f"run.forgetting_task={r.forgetting_task!r}: choose one of {', '.join(FORGETTING_TASKS)}")
     if r.forgetting_size < 2:

@@ -60,9 +60,15 @@ class Search:
     generation: int  # generations completed
 
 
-def align(cfg: Config | None, run_dir: Path, resume: bool, changes: dict[str, Any] | None = None,
-          overrides: list[str] | None = None, pool_factory: Callable | None = None,
-          allow_change: tuple[str, ...] = ()) -> Path:
+def align(
+    cfg: Config | None,
+    run_dir: Path,
+    resume: bool,
+    changes: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+    pool_factory: Callable | None = None,
+    allow_change: tuple[str, ...] = (),
+) -> Path:
     """Run (or continue) a search while holding the run directory's lock; returns the exported adapter.
 
     On resume, `changes` (dotted key -> value) and `overrides` (key=value) may change the saved
@@ -76,8 +82,15 @@ def align(cfg: Config | None, run_dir: Path, resume: bool, changes: dict[str, An
         return _align(cfg, run_dir, resume, changes, overrides, pool_factory, tuple(allow_change))
 
 
-def _align(cfg: Config | None, run_dir: Path, resume: bool, changes: dict[str, Any] | None,
-           overrides: list[str] | None, pool_factory: Callable | None, allow_change: tuple[str, ...]) -> Path:
+def _align(
+    cfg: Config | None,
+    run_dir: Path,
+    resume: bool,
+    changes: dict[str, Any] | None,
+    overrides: list[str] | None,
+    pool_factory: Callable | None,
+    allow_change: tuple[str, ...],
+) -> Path:
     """Run (or continue) a search; returns the exported adapter folder.
 
     `pool_factory(cfg, basis)` builds the rollout pool (default: Ray actors with vLLM engines,
@@ -92,8 +105,9 @@ def _align(cfg: Config | None, run_dir: Path, resume: bool, changes: dict[str, A
                 check_task(cfg)
                 check_forgetting(cfg, basis, done.best_z, run_dir, pool_factory or default_pool_factory())
             else:
-                print(f"[essa] {run_dir} already ran {done.generation} generations; exporting its best point",
-                      flush=True)
+                print(
+                    f"[essa] {run_dir} already ran {done.generation} generations; exporting its best point", flush=True
+                )
             write_plot(run_dir)
             return export_best(run_dir, run_dir / "adapter")
     task = load_task(cfg.task)  # bad task/data fail first
@@ -105,8 +119,10 @@ def _align(cfg: Config | None, run_dir: Path, resume: bool, changes: dict[str, A
             raise ValueError(problem)  # before the engines: the run is untouched
         if changed:  # the saved config says so from now on
             atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
-            print("[essa] resuming with " + ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items()),
-                  flush=True)
+            print(
+                "[essa] resuming with " + ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items()),
+                flush=True,
+            )
     else:
         if cfg.task.data_dir is None and (found := data_dir(None)) is not None:
             cfg.task.data_dir = str(found.resolve())  # $ESSA_DATA_DIR as it is now, not as it is at resume
@@ -121,9 +137,13 @@ def _align(cfg: Config | None, run_dir: Path, resume: bool, changes: dict[str, A
     try:
         pool = pool_factory(cfg, basis)
     except Exception:
-        print(f"[essa] the engines did not start; {run_dir} is kept. Once the cause is fixed, continue it with "
-              f"essa align --resume {run_dir} (--gpus, --workers, --tp and the engine placement keys in RESUMABLE_KEYS, "
-              "such as engine.timeout_s and engine.kv_cache_gib, may change on resume)", file=sys.stderr, flush=True)
+        print(
+            f"[essa] the engines did not start; {run_dir} is kept. Once the cause is fixed, continue it with "
+            f"essa align --resume {run_dir} (--gpus, --workers, --tp and the engine placement keys in RESUMABLE_KEYS, "
+            "such as engine.timeout_s and engine.kv_cache_gib, may change on resume)",
+            file=sys.stderr,
+            flush=True,
+        )
         raise
     log = RunLog(run_dir, cfg.run.tensorboard, cfg.run.wandb_project, config=dataclasses.asdict(cfg))
     try:
@@ -135,8 +155,14 @@ def _align(cfg: Config | None, run_dir: Path, resume: bool, changes: dict[str, A
         run_generations(cfg, run_dir, pool, search, val_indices, log)
         ran = search.generation > resumed_at  # else a finished run resumed for the final checks it owes
         if cfg.run.heldout_size and (ran or heldout_due(cfg, run_dir)):
-            compare_heldout(pool, task, basis.offsets(np.vstack([np.zeros(basis.dim), search.best_z])),
-                            cfg.run.heldout_split, cfg.run.heldout_size, run_dir)
+            compare_heldout(
+                pool,
+                task,
+                basis.offsets(np.vstack([np.zeros(basis.dim), search.best_z])),
+                cfg.run.heldout_split,
+                cfg.run.heldout_size,
+                run_dir,
+            )
     finally:
         log.close()
         pool.shutdown()
@@ -162,8 +188,9 @@ def machine_problem(cfg: Config, resuming: Path | None = None) -> str | None:
     from essa.quantize import local_cpu_problem
     from essa.workers.placement import local_gpu_problem
 
-    return (local_gpu_problem(cfg.engine.gpus, cfg.engine.ray_address)
-            or local_cpu_problem(cfg.model.quantization, cfg.engine.gpus, cfg.engine.ray_address, resuming))
+    return local_gpu_problem(cfg.engine.gpus, cfg.engine.ray_address) or local_cpu_problem(
+        cfg.model.quantization, cfg.engine.gpus, cfg.engine.ray_address, resuming
+    )
 
 
 def default_pool_factory() -> Callable:
@@ -207,8 +234,9 @@ def run_generations(cfg: Config, run_dir: Path, pool, search: Search, val_indice
             save_checkpoint(run_dir, snapshot(search), keep=cfg.run.keep_checkpoints)
         progress.update(record, search.best["validation"])
         if stopped:
-            progress.write(f"[essa] the search converged after generation {search.generation} ({_reasons(stopped)}); "
-                           "stopping")
+            progress.write(
+                f"[essa] the search converged after generation {search.generation} ({_reasons(stopped)}); stopping"
+            )
     progress.close()
 
 
@@ -221,9 +249,17 @@ def initial_sigma(cfg: Config, run_dir: Path, pool, basis: SVDLoRA, train_size: 
     if saved.is_file():
         return float(read_json(saved, what="step-size calibration")["sigma"])
     screen, confirm = calibration_prompts(train_size, cfg.task.batch_size, s.seed)
-    cal = calibrate_sigma(lambda z, prompts: pool.evaluate(basis.offsets(z), "train", prompts, generation=-2).rewards,
-                          basis.dim, s.popsize, list(s.calibration_sigmas), s.calibration_snr, s.seed, screen, confirm,
-                          refuse_harmful=s.strategy != "es")
+    cal = calibrate_sigma(
+        lambda z, prompts: pool.evaluate(basis.offsets(z), "train", prompts, generation=-2).rewards,
+        basis.dim,
+        s.popsize,
+        list(s.calibration_sigmas),
+        s.calibration_snr,
+        s.seed,
+        screen,
+        confirm,
+        refuse_harmful=s.strategy != "es",
+    )
     print(f"[essa] calibration: sigma = {cal.sigma:g} ({cal.reason})", flush=True)
     atomic_write_json(saved, cal.as_dict())
     return cal.sigma
@@ -231,11 +267,17 @@ def initial_sigma(cfg: Config, run_dir: Path, pool, basis: SVDLoRA, train_size: 
 
 def restore(cfg: Config, basis: SVDLoRA, task, run_dir: Path, sigma: float) -> Search:
     """A fresh search at generation 0, or the state of the latest checkpoint."""
-    strategy = make_strategy(cfg.search.strategy, basis.dim, cfg.search.popsize, sigma, cfg.search.seed,
-                             mean_lr=cfg.search.mean_lr, mirrored=cfg.search.mirrored)
+    strategy = make_strategy(
+        cfg.search.strategy,
+        basis.dim,
+        cfg.search.popsize,
+        sigma,
+        cfg.search.seed,
+        mean_lr=cfg.search.mean_lr,
+        mirrored=cfg.search.mirrored,
+    )
     sampler = PromptSampler(len(task.examples("train")), cfg.task.batch_size, cfg.search.seed)
-    search = Search(basis, strategy, sampler, {"generation": 0, "validation": None},
-                    np.zeros(basis.dim), 0)
+    search = Search(basis, strategy, sampler, {"generation": 0, "validation": None}, np.zeros(basis.dim), 0)
     ckpt = load_latest(run_dir)
     if ckpt is not None:
         strategy.load_state_dict(ckpt.strategy)
@@ -261,9 +303,12 @@ def validate_start(pool, search: Search, indices: list[int], log: RunLog) -> Non
     log.append({"generation": -1, "validation": warm, "validation_base": base})
     print(f"[essa] validation reward: base model {base:.3f}, warm start {warm:.3f}", flush=True)
     if warm < base:
-        print(f"[essa] warning: the warm start validates below the base model ({warm:.3f} < {base:.3f}); the "
-              "search starts from it and exports its best validated point, which may stay below the base",
-              file=sys.stderr, flush=True)
+        print(
+            f"[essa] warning: the warm start validates below the base model ({warm:.3f} < {base:.3f}); the "
+            "search starts from it and exports its best validated point, which may stay below the base",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def validate_mean(cfg: Config, pool, search: Search, indices: list[int], record: dict, last: bool) -> None:
@@ -289,7 +334,6 @@ def _worse_beyond_noise(best_scores: list[float] | None, scores: np.ndarray) -> 
 def validate_scores(pool, search: Search, z: np.ndarray, indices: list[int]) -> np.ndarray:
     """Per-prompt rewards of one point of the search on the fixed validation prompts."""
     return pool.evaluate(search.basis.offsets(z)[None, :], "validation", indices).rewards[0]
-
 
 
 def generation_record(g: int, result, search: Search, ask_tell: float, total: float) -> dict:
@@ -343,7 +387,9 @@ def export_best(run_dir: Path, out_dir: Path, merge: bool = False) -> Path:
     if plot.is_file():
         files[PLOT_FILE] = plot.read_bytes()
     if merge:
-        files[ESSA_MARKER] = (json.dumps({**provenance, "merged": True, "written_by": "essa"}, indent=2) + "\n").encode()
+        files[ESSA_MARKER] = (
+            json.dumps({**provenance, "merged": True, "written_by": "essa"}, indent=2) + "\n"
+        ).encode()
         return write_merged_model(out_dir, resolve_model(cfg.model.name), lora, basis.lora_alpha / basis.rank, files)
     return write_peft_adapter(out_dir, lora, basis.rank, basis.lora_alpha, base, provenance, files)
 

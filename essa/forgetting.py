@@ -40,8 +40,15 @@ def check_forgetting(cfg: Config, basis, best_z: np.ndarray, run_dir: Path, pool
     task = load_task(other.task)
     pool = pool_factory(other, basis)
     try:
-        return compare_heldout(pool, task, basis.offsets(np.vstack([np.zeros(basis.dim), best_z])), "test",
-                               cfg.run.forgetting_size, run_dir, file=FORGETTING_FILE,
-                               label=f"forgetting check, {other.task.name}")
+        return compare_heldout(
+            pool,
+            task,
+            basis.offsets(np.vstack([np.zeros(basis.dim), best_z])),
+            "test",
+            cfg.run.forgetting_size,
+            run_dir,
+            file=FORGETTING_FILE,
+            label=f"forgetting check, {other.task.name}",
+        )
     finally:
         pool.shutdown()

@@ -24,8 +24,16 @@ from essa.stats import paired_difference
 HELDOUT_FILE = "heldout.json"
 
 
-def compare_heldout(pool, task, vectors: np.ndarray, split: str, size: int, run_dir: Path,
-                    file: str = HELDOUT_FILE, label: str = "held-out") -> dict:
+def compare_heldout(
+    pool,
+    task,
+    vectors: np.ndarray,
+    split: str,
+    size: int,
+    run_dir: Path,
+    file: str = HELDOUT_FILE,
+    label: str = "held-out",
+) -> dict:
     """Score `vectors` = [before, after] on the first `size` prompts of `split`; print and save the result
     (RUN/`file`; the forgetting check, essa.forgetting, uses its own file and label)."""
     n = min(size, len(task.examples(split)))
@@ -47,20 +55,33 @@ def compare_heldout(pool, task, vectors: np.ndarray, split: str, size: int, run_
     if task.aggregate is not None and result.details:
         for side, row in (("before", 0), ("after", 1)):
             figures[side] = task.aggregate({k: v[row].tolist() for k, v in result.details.items()})
-    record = {"task": task.name, "split": split, "prompts": n, "metric": metric, **diff.as_record(), "same_point": same,
-              "reward_before": float(result.rewards[0].mean()), "reward_after": float(result.rewards[1].mean()),
-              "reward": {"name": task.reward_name, **reward_diff.as_record()},
-              "standard": figures, "from_base": {**from_base.as_record(), "reward_base": float(base.rewards[0].mean())}}
+    record = {
+        "task": task.name,
+        "split": split,
+        "prompts": n,
+        "metric": metric,
+        **diff.as_record(),
+        "same_point": same,
+        "reward_before": float(result.rewards[0].mean()),
+        "reward_after": float(result.rewards[1].mean()),
+        "reward": {"name": task.reward_name, **reward_diff.as_record()},
+        "standard": figures,
+        "from_base": {**from_base.as_record(), "reward_base": float(base.rewards[0].mean())},
+    }
     atomic_write_json(run_dir / file, record)
     rate = set(np.unique(np.concatenate([per_prompt.ravel(), base_per_prompt])).tolist()) <= {0.0, 1.0}
     if same:
-        print(f"[essa] {label}: the exported point is the warm start itself (no validated mean beat it); "
-              "scored once", flush=True)
+        print(
+            f"[essa] {label}: the exported point is the warm start itself (no validated mean beat it); scored once",
+            flush=True,
+        )
     print(f"[essa] {label} {split} ({metric}), warm start -> best: {diff.describe(percent=rate)}", flush=True)
     print(f"[essa] {label} {split} ({metric}), base model -> best: {from_base.describe(percent=rate)}", flush=True)
     if task.headline:
-        print(f"[essa] {label} {split} (reward: {task.reward_name}), warm start -> best: {reward_diff.describe()}",
-              flush=True)
+        print(
+            f"[essa] {label} {split} (reward: {task.reward_name}), warm start -> best: {reward_diff.describe()}",
+            flush=True,
+        )
     for key in figures.get("before", {}):
         print(f"[essa]   {key}: {figures['before'][key]:.4f} -> {figures['after'][key]:.4f}", flush=True)
     return record
@@ -68,6 +89,9 @@ def compare_heldout(pool, task, vectors: np.ndarray, split: str, size: int, run_
 
 def _stack(results: list):
     """One pool result whose rows are those of `results`, in order."""
-    return dataclasses.replace(results[0], rewards=np.vstack([r.rewards for r in results]),
-                               tokens=np.concatenate([r.tokens for r in results]),
-                               details={k: np.vstack([r.details[k] for r in results]) for k in results[0].details})
+    return dataclasses.replace(
+        results[0],
+        rewards=np.vstack([r.rewards for r in results]),
+        tokens=np.concatenate([r.tokens for r in results]),
+        details={k: np.vstack([r.details[k] for r in results]) for k in results[0].details},
+    )

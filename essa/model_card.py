@@ -21,8 +21,7 @@ from essa.run_dir import CALIBRATION_FILE, COMMAND_FILE, read_metrics
 from essa.status import validations
 
 
-def model_card(run_dir: Path, cfg: Config, base_model: str, best: dict, has_plot: bool,
-               merged: bool = False) -> str:
+def model_card(run_dir: Path, cfg: Config, base_model: str, best: dict, has_plot: bool, merged: bool = False) -> str:
     """The card's text; `base_model` as the export names it (essa.run_dir.shared_base_name: no local path);
     `merged`: the folder is the base model with the adapter merged in (essa.merge)."""
     run_dir = Path(run_dir)
@@ -30,7 +29,14 @@ def model_card(run_dir: Path, cfg: Config, base_model: str, best: dict, has_plot
     done = v["generations"][-1]["generation"] + 1 if v["generations"] else 0
     sigma = _sigma(run_dir, cfg)
     s, a = cfg.search, cfg.adapter
-    tags = ["essa", "lora", "peft", "evolution-strategies", "antithetic-es" if s.strategy == "es" else "cma-es", cfg.task.name]
+    tags = [
+        "essa",
+        "lora",
+        "peft",
+        "evolution-strategies",
+        "antithetic-es" if s.strategy == "es" else "cma-es",
+        cfg.task.name,
+    ]
     lines = [
         "---",
         _metadata(run_dir, cfg, base_model, tags, merged).to_yaml(),
@@ -38,11 +44,20 @@ def model_card(run_dir: Path, cfg: Config, base_model: str, best: dict, has_plot
         "",
         f"# {run_dir.resolve().name}",
         "",
-        ("`" + base_model + "` with a LoRA adapter merged into its weights" if merged else
-         f"A LoRA adapter for `{base_model}`") + f", aligned to the `{cfg.task.name}` task"
-        + (f" with the reward `{Path(cfg.task.reward).name if '/' in cfg.task.reward else cfg.task.reward}`"
-           if cfg.task.reward else "") + " by essa, without gradients: "
-        + ("an evolution strategy (antithetic ES)" if s.strategy == "es" else "CMA-ES") + " searched the",
+        (
+            "`" + base_model + "` with a LoRA adapter merged into its weights"
+            if merged
+            else f"A LoRA adapter for `{base_model}`"
+        )
+        + f", aligned to the `{cfg.task.name}` task"
+        + (
+            f" with the reward `{Path(cfg.task.reward).name if '/' in cfg.task.reward else cfg.task.reward}`"
+            if cfg.task.reward
+            else ""
+        )
+        + " by essa, without gradients: "
+        + ("an evolution strategy (antithetic ES)" if s.strategy == "es" else "CMA-ES")
+        + " searched the",
         "singular values of a LoRA adapter whose singular vectors stay fixed, scoring every candidate",
         "with vLLM. This folder is the best point of the search on the validation prompts.",
         "",
@@ -70,21 +85,46 @@ def model_card(run_dir: Path, cfg: Config, base_model: str, best: dict, has_plot
         lines += ["", "![reward against generation and search time](reward.png)"]
     command = run_dir / COMMAND_FILE
     if command.is_file():
-        lines += ["", "## Command", "", "(folders of local paths left out)", "", "```bash",
-                  shareable(command.read_text().strip()), "```"]
+        lines += [
+            "",
+            "## Command",
+            "",
+            "(folders of local paths left out)",
+            "",
+            "```bash",
+            shareable(command.read_text().strip()),
+            "```",
+        ]
     if merged:
-        return "\n".join(lines + [
-            "", "## Use", "", "```python", "from transformers import AutoModelForCausalLM", "",
-            'model = AutoModelForCausalLM.from_pretrained("PATH/TO/THIS/FOLDER")', "```", "",
-            "vLLM: `LLM(model=\"PATH/TO/THIS/FOLDER\")`.", ""])
+        return "\n".join(
+            lines
+            + [
+                "",
+                "## Use",
+                "",
+                "```python",
+                "from transformers import AutoModelForCausalLM",
+                "",
+                'model = AutoModelForCausalLM.from_pretrained("PATH/TO/THIS/FOLDER")',
+                "```",
+                "",
+                'vLLM: `LLM(model="PATH/TO/THIS/FOLDER")`.',
+                "",
+            ]
+        )
     lines += [
-        "", "## Use", "", "```python",
+        "",
+        "## Use",
+        "",
+        "```python",
         "from peft import PeftModel",
         "from transformers import AutoModelForCausalLM",
         "",
         f'model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{base_model}"), "PATH/TO/THIS/FOLDER")',
-        "```", "",
-        "vLLM: `LLM(model=..., enable_lora=True)` and `LoRARequest(\"essa\", 1, \"PATH/TO/THIS/FOLDER\")`.", "",
+        "```",
+        "",
+        'vLLM: `LLM(model=..., enable_lora=True)` and `LoRARequest("essa", 1, "PATH/TO/THIS/FOLDER")`.',
+        "",
     ]
     return "\n".join(lines)
 
@@ -100,14 +140,27 @@ def _metadata(run_dir: Path, cfg: Config, base_model: str, tags: list[str], merg
     path = run_dir / HELDOUT_FILE
     if path.is_file():
         h = json.loads(path.read_text())
-        results.append(EvalResult(
-            task_type="text-generation", dataset_type=hub_id or cfg.task.name, dataset_name=cfg.task.name,
-            dataset_split=h["split"], metric_type=h["metric"], metric_value=round(float(h["after"]), 6),
-            metric_name=f"{h['metric']} on the first {h['prompts']} {h['split']} prompts (warm start {h['before']:.4f})"))
+        results.append(
+            EvalResult(
+                task_type="text-generation",
+                dataset_type=hub_id or cfg.task.name,
+                dataset_name=cfg.task.name,
+                dataset_split=h["split"],
+                metric_type=h["metric"],
+                metric_value=round(float(h["after"]), 6),
+                metric_name=f"{h['metric']} on the first {h['prompts']} {h['split']} prompts (warm start {h['before']:.4f})",
+            )
+        )
     return ModelCardData(
-        base_model=base_model, library_name="transformers" if merged else "peft", pipeline_tag="text-generation",
-        tags=tags, datasets=[hub_id] if hub_id else None, model_name=run_dir.resolve().name,
-        eval_results=results or None, **({"base_model_relation": "finetune"} if merged else {}))
+        base_model=base_model,
+        library_name="transformers" if merged else "peft",
+        pipeline_tag="text-generation",
+        tags=tags,
+        datasets=[hub_id] if hub_id else None,
+        model_name=run_dir.resolve().name,
+        eval_results=results or None,
+        **({"base_model_relation": "finetune"} if merged else {}),
+    )
 
 
 def shareable(text: str) -> str:
@@ -136,8 +189,12 @@ def _scores(v: dict, best: dict, cfg: Config) -> list[str]:
         "|---|---|",
         f"| base model | {num(v['base'])} |",
         f"| warm start | {num(v['start'])} |",
-        ("| this adapter: the warm start itself (no validated mean beat it) |" if not best.get("generation") else
-         f"| this adapter (after generation {best['generation']}) |") + f" {num(best.get('validation'))} |",
+        (
+            "| this adapter: the warm start itself (no validated mean beat it) |"
+            if not best.get("generation")
+            else f"| this adapter (after generation {best['generation']}) |"
+        )
+        + f" {num(best.get('validation'))} |",
     ]
 
 
@@ -148,10 +205,13 @@ def _forgetting(run_dir: Path) -> list[str]:
     h = json.loads(path.read_text())
     b = h["from_base"]
     task = f"`{h['task']}`" if h.get("task") else "another task"
-    return ["", f"Forgetting check on {task}: the first {h['prompts']} prompts of its `{h['split']}` split "
-            f"({h['metric']}), warm start against this adapter: {h['before']:.4f} -> {h['after']:.4f}, difference "
-            f"{h['diff']:+.4f} (paired 95% interval [{h['low']:+.4f}, {h['high']:+.4f}]); the base model "
-            f"{b['before']:.4f}."]
+    return [
+        "",
+        f"Forgetting check on {task}: the first {h['prompts']} prompts of its `{h['split']}` split "
+        f"({h['metric']}), warm start against this adapter: {h['before']:.4f} -> {h['after']:.4f}, difference "
+        f"{h['diff']:+.4f} (paired 95% interval [{h['low']:+.4f}, {h['high']:+.4f}]); the base model "
+        f"{b['before']:.4f}.",
+    ]
 
 
 def _heldout(run_dir: Path) -> list[str]:
@@ -159,8 +219,15 @@ def _heldout(run_dir: Path) -> list[str]:
     if not path.is_file():
         return ["", "No held-out comparison was run (`run.heldout_size` was 0)."]
     h = json.loads(path.read_text())
-    return ["", f"Held-out, the first {h['prompts']} prompts of the `{h['split']}` split ({h['metric']}), warm start "
-            f"against this adapter: {h['before']:.4f} -> {h['after']:.4f}, difference {h['diff']:+.4f} "
-            f"(paired 95% interval [{h['low']:+.4f}, {h['high']:+.4f}])."
-            + (f" The base model on the same prompts: {b['before']:.4f} (this adapter {b['diff']:+.4f}, "
-               f"[{b['low']:+.4f}, {b['high']:+.4f}])." if (b := h.get("from_base")) else "")]
+    return [
+        "",
+        f"Held-out, the first {h['prompts']} prompts of the `{h['split']}` split ({h['metric']}), warm start "
+        f"against this adapter: {h['before']:.4f} -> {h['after']:.4f}, difference {h['diff']:+.4f} "
+        f"(paired 95% interval [{h['low']:+.4f}, {h['high']:+.4f}])."
+        + (
+            f" The base model on the same prompts: {b['before']:.4f} (this adapter {b['diff']:+.4f}, "
+            f"[{b['low']:+.4f}, {b['high']:+.4f}])."
+            if (b := h.get("from_base"))
+            else ""
+        ),
+    ]

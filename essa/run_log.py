@@ -36,8 +36,9 @@ TENSORBOARD_DIR = "tensorboard"
 
 
 class RunLog:
-    def __init__(self, run_dir: Path, tensorboard: bool = True, wandb_project: str | None = None,
-                 config: dict | None = None):
+    def __init__(
+        self, run_dir: Path, tensorboard: bool = True, wandb_project: str | None = None, config: dict | None = None
+    ):
         self.run_dir = Path(run_dir)
         self.writer = None
         self.wandb = start_wandb(self.run_dir, wandb_project, config) if wandb_project else None
@@ -45,8 +46,12 @@ class RunLog:
             try:
                 from tensorboardX import SummaryWriter
             except ImportError:
-                print("[essa] warning: tensorboardX is not installed; no TensorBoard log (pip install tensorboardX, "
-                      "or run.tensorboard=false to silence this)", file=sys.stderr, flush=True)
+                print(
+                    "[essa] warning: tensorboardX is not installed; no TensorBoard log (pip install tensorboardX, "
+                    "or run.tensorboard=false to silence this)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             else:
                 self.writer = SummaryWriter(str(self.run_dir / TENSORBOARD_DIR), flush_secs=30)
 
@@ -78,8 +83,15 @@ def wandb_run_id(run_dir: Path) -> str:
 def start_wandb(run_dir: Path, project: str, config: dict | None):
     import wandb  # checked by essa.config.validate: run.wandb_project needs it
 
-    return wandb.init(project=project, id=wandb_run_id(run_dir), name=run_dir.name, dir=str(run_dir),
-                      config=config or {}, resume="allow", settings=wandb.Settings(console="off"))
+    return wandb.init(
+        project=project,
+        id=wandb_run_id(run_dir),
+        name=run_dir.name,
+        dir=str(run_dir),
+        config=config or {},
+        resume="allow",
+        settings=wandb.Settings(console="off"),
+    )
 
 
 def scalars(record: dict) -> dict[str, float]:
@@ -116,17 +128,24 @@ class Progress:
             self.bar.set_postfix(best_val=_fmt(best_validation))
 
     def update(self, record: dict, best_validation: float | None) -> None:
-        figures = dict(reward=f"{record['reward_mean']:.3f}", snr=record["snr"], sigma=f"{record['sigma']:.3g}",
-                       best_val=_fmt(best_validation))
+        figures = dict(
+            reward=f"{record['reward_mean']:.3f}",
+            snr=record["snr"],
+            sigma=f"{record['sigma']:.3g}",
+            best_val=_fmt(best_validation),
+        )
         if self.bar is not None:
             self.bar.set_postfix(**figures)
             self.bar.update(1)
             return
         extra = f", validation {record['validation']:.3f}" if record.get("validation") is not None else ""
         seconds = (record.get("time") or {}).get("total", 0.0)
-        print(f"[essa] generation {record['generation'] + 1}/{self.total}: reward {figures['reward']}, snr "
-              f"{figures['snr']}, sigma {figures['sigma']}{extra}, best validation {figures['best_val']} "
-              f"({seconds:.1f} s)", flush=True)
+        print(
+            f"[essa] generation {record['generation'] + 1}/{self.total}: reward {figures['reward']}, snr "
+            f"{figures['snr']}, sigma {figures['sigma']}{extra}, best validation {figures['best_val']} "
+            f"({seconds:.1f} s)",
+            flush=True,
+        )
 
     def write(self, line: str) -> None:
         if self.bar is not None:

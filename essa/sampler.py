@@ -35,7 +35,13 @@ class PromptSampler:
         return batch
 
     def state_dict(self) -> dict:
-        return {"size": self.size, "batch_size": self.batch_size, "seed": self.seed, "epoch": self.epoch, "cursor": self.cursor}
+        return {
+            "size": self.size,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "cursor": self.cursor,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if (state["size"], state["seed"]) != (self.size, self.seed):

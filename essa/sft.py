@@ -57,15 +57,27 @@ def sft_adapter(cfg: Config, model_dir: Path, cache_root: Path | None = None) ->
         if (target / ADAPTER_CONFIG).is_file():  # another process trained it while we waited
             return target
         pairs, source = sft_pairs(cfg, task)
-        print(f"[essa] SFT warm start: training on {len(pairs)} {source} pairs (cached afterwards in {target})",
-              flush=True)
+        print(
+            f"[essa] SFT warm start: training on {len(pairs)} {source} pairs (cached afterwards in {target})",
+            flush=True,
+        )
         lora, stats = train_lora(model_dir, pairs, cfg)
         alpha = cfg.sft.lora_alpha or 2.0 * cfg.adapter.rank
-        provenance = {"kind": "sft", "task": cfg.task.name, "model": cfg.model.name, "source": source,
-                      "cache_key": key, "sft": asdict(cfg.sft), **stats}
+        provenance = {
+            "kind": "sft",
+            "task": cfg.task.name,
+            "model": cfg.model.name,
+            "source": source,
+            "cache_key": key,
+            "sft": asdict(cfg.sft),
+            **stats,
+        }
         write_peft_adapter(target, lora, cfg.adapter.rank, alpha, cfg.model.name, provenance)
-    print(f"[essa] SFT done in {stats['train_seconds']:.0f}s: loss {stats['loss_first']:.3f} → "
-          f"{stats['loss_last']:.3f}; adapter {target}", flush=True)
+    print(
+        f"[essa] SFT done in {stats['train_seconds']:.0f}s: loss {stats['loss_first']:.3f} → "
+        f"{stats['loss_last']:.3f}; adapter {target}",
+        flush=True,
+    )
     return target
 
 
@@ -163,10 +175,12 @@ def tokenize_pairs(tokenizer, pairs: list[Pair], max_length: int) -> tuple[list[
         prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": response}], tokenize=False)
         if not full.startswith(prompt):
-            raise SFTError("the model's chat template does not extend the prompt with the response; "
-                           "SFT needs a template where the assistant turn follows the generation prompt")
+            raise SFTError(
+                "the model's chat template does not extend the prompt with the response; "
+                "SFT needs a template where the assistant turn follows the generation prompt"
+            )
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        response_ids = tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"]
+        response_ids = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
         ids = prompt_ids + response_ids
         if len(ids) > max_length:
             skipped += 1
@@ -206,8 +220,13 @@ def train_lora(model_dir: Path, pairs: list[Pair], cfg: Config) -> tuple[dict, d
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = getattr(torch, training_dtype(cfg))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).to(device)
-    lora_config = LoraConfig(r=a.rank, lora_alpha=s.lora_alpha or 2.0 * a.rank, lora_dropout=0.0,
-                             target_modules=list(a.target_modules), task_type="CAUSAL_LM")
+    lora_config = LoraConfig(
+        r=a.rank,
+        lora_alpha=s.lora_alpha or 2.0 * a.rank,
+        lora_dropout=0.0,
+        target_modules=list(a.target_modules),
+        task_type="CAUSAL_LM",
+    )
     model = get_peft_model(model, lora_config)  # adapter weights in float32 (PEFT's autocast default)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=s.learning_rate, weight_decay=0.0)
@@ -237,9 +256,14 @@ def train_lora(model_dir: Path, pairs: list[Pair], cfg: Config) -> tuple[dict, d
         torch.cuda.empty_cache()  # the engines that start next may share this GPU
     head = max(1, min(10, len(losses) // 4))
     stats = {
-        "pairs": len(pairs), "pairs_used": len(encoded), "skipped_too_long": skipped, "steps": len(steps),
-        "loss_first": float(np.mean(losses[:head])), "loss_last": float(np.mean(losses[-head:])),
-        "losses": [round(x, 4) for x in losses], "train_seconds": round(time.perf_counter() - started, 1),
+        "pairs": len(pairs),
+        "pairs_used": len(encoded),
+        "skipped_too_long": skipped,
+        "steps": len(steps),
+        "loss_first": float(np.mean(losses[:head])),
+        "loss_last": float(np.mean(losses[-head:])),
+        "losses": [round(x, 4) for x in losses],
+        "train_seconds": round(time.perf_counter() - started, 1),
         "device": device,
     }
     return lora, stats

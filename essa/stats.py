@@ -70,8 +70,10 @@ class PairedDifference:
         f = (lambda v: f"{100 * v:+.1f} points") if percent else (lambda v: f"{v:+.4f}")
         g = (lambda v: f"{100 * v:.1f}%") if percent else (lambda v: f"{v:.4f}")
         verdict = "excludes 0" if self.low > 0 or self.high < 0 else "includes 0"
-        return (f"{g(self.before)} -> {g(self.after)} on {self.n} prompts: difference {f(self.diff)}, "
-                f"95% CI [{f(self.low)}, {f(self.high)}] ({verdict})")
+        return (
+            f"{g(self.before)} -> {g(self.after)} on {self.n} prompts: difference {f(self.diff)}, "
+            f"95% CI [{f(self.low)}, {f(self.high)}] ({verdict})"
+        )
 
 
 def paired_difference(before: np.ndarray, after: np.ndarray) -> PairedDifference:
@@ -85,9 +87,38 @@ def paired_difference(before: np.ndarray, after: np.ndarray) -> PairedDifference
     return PairedDifference(float(a.mean()), float(b.mean()), mean, mean - half, mean + half, int(a.size))
 
 
-_T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-          2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-          2.045, 2.042)  # df 1..30, the standard table
+_T_975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)  # df 1..30, the standard table
 
 
 def t_975(df: int) -> float:
@@ -97,8 +128,12 @@ def t_975(df: int) -> float:
     if df <= len(_T_975):
         return _T_975[df - 1]
     z = 1.959964
-    return (z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3))
+    return (
+        z
+        + (z**3 + z) / (4 * df)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
+    )
 
 
 def _round(value: float) -> float | str:

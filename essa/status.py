@@ -24,10 +24,16 @@ def validations(rows: list[dict]) -> dict:
     [(generations completed, reward)] of the mean, and the lines of the generations run."""
     start = next((r for r in rows if r.get("generation") == -1), {})
     gens = [r for r in rows if r.get("generation", -1) >= 0 and "reward_mean" in r]
-    return {"base": start.get("validation_base"), "start": start.get("validation"),
-            "mean": [(r["generation"] + 1, r["validation"]) for r in rows
-                     if r.get("generation", -1) >= 0 and r.get("validation") is not None],
-            "generations": gens}
+    return {
+        "base": start.get("validation_base"),
+        "start": start.get("validation"),
+        "mean": [
+            (r["generation"] + 1, r["validation"])
+            for r in rows
+            if r.get("generation", -1) >= 0 and r.get("validation") is not None
+        ],
+        "generations": gens,
+    }
 
 
 def best_point(run_dir: Path, v: dict | None = None) -> tuple[int, float] | None:
@@ -104,11 +110,23 @@ def format_status(s: dict) -> str:
         return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{sec:02d}s"
 
     finished = s["generation"] >= s["generations"]
-    running = (f"yes, {s['held_by']}" if s["held_by"] else
-               "no" if finished else f"no (continue it with: essa align --resume {s['run']})")
-    best = ("-" if s["validation_best"] is None else f"{num(s['validation_best'])}, "
-            + ("the warm start itself: no validated mean beat it" if s["validation_best_after"] == 0 else
-               f"after generation {s['validation_best_after']}"))
+    running = (
+        f"yes, {s['held_by']}"
+        if s["held_by"]
+        else "no"
+        if finished
+        else f"no (continue it with: essa align --resume {s['run']})"
+    )
+    best = (
+        "-"
+        if s["validation_best"] is None
+        else f"{num(s['validation_best'])}, "
+        + (
+            "the warm start itself: no validated mean beat it"
+            if s["validation_best_after"] == 0
+            else f"after generation {s['validation_best_after']}"
+        )
+    )
     rows = [
         ("run", s["run"]),
         ("task / model", f"{s['task']} / {s['model']}"),
@@ -118,8 +136,12 @@ def format_status(s: dict) -> str:
         ("time per generation", duration(s["seconds_per_generation"])),
         ("ETA", "done" if finished else duration(s["eta_seconds"])),
         ("running", running),
-        ("last checkpoint", f"{s['last_checkpoint']} ({duration(s['last_checkpoint_age_s'])} ago)"
-         if s["last_checkpoint"] else "none yet"),
+        (
+            "last checkpoint",
+            f"{s['last_checkpoint']} ({duration(s['last_checkpoint_age_s'])} ago)"
+            if s["last_checkpoint"]
+            else "none yet",
+        ),
         ("exported adapter", "RUN_DIR/adapter" if s["exported"] else "not yet"),
     ]
     width = max(len(k) for k, _ in rows)

@@ -44,5 +44,6 @@ def report_strength(strength: float, init: str) -> None:
             f"(below {WEAK_WARM_START:g}). The search moves singular values relative to the adapter's own, so its "
             "candidates will barely differ and may all score the same. Train the SFT start longer (more "
             "sft.max_examples or sft.epochs), or start from --init principal.",
-            file=sys.stderr, flush=True,
+            file=sys.stderr,
+            flush=True,
         )

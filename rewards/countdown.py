@@ -51,8 +51,16 @@ from pathlib import Path
 
 from essa.rewards.data import chat_messages
 
-__all__ = ["FORMAT_SCORE", "check", "evaluate_equation", "extract_equation", "generate", "load_splits",
-           "partial_credit", "score"]
+__all__ = [
+    "FORMAT_SCORE",
+    "check",
+    "evaluate_equation",
+    "extract_equation",
+    "generate",
+    "load_splits",
+    "partial_credit",
+    "score",
+]
 
 FORMAT_SCORE = 0.1
 MAX_CHARS = 100  # longer answers are not read (a 4-number solution needs about 25)
@@ -147,8 +155,11 @@ def check(completion: str, example: Mapping[str, object]) -> tuple[bool, bool]:
         return False, False
     value, literals, stated = parsed
     target = int(example["target"])
-    correct = (value == target and (stated is None or stated == target)
-               and sorted(literals) == sorted(int(n) for n in example["nums"]))
+    correct = (
+        value == target
+        and (stated is None or stated == target)
+        and sorted(literals) == sorted(int(n) for n in example["nums"])
+    )
     return True, correct
 
 
@@ -192,6 +203,7 @@ def partial_credit(completion: str, example: Mapping[str, object]) -> float:
 
 # The per-prompt field behind the headline figure of a before/after comparison (essa.heldout).
 HEADLINE = "correct"
+
 
 def eval_fields(response: str, example: Mapping[str, object]) -> dict[str, float]:
     """Per-example inputs of :func:`aggregate` (computed on the worker by ``essa eval``)."""
@@ -279,8 +291,9 @@ def generate(count: int, seed: int = SEED) -> tuple[tuple[tuple[int, ...], int, 
 # ---- the task: splits and prompts -------------------------------------------------------------
 
 HUB_ID = None  # generated here; the public set with the same fields is Jiayi-Pan/Countdown-Tasks-3to4
-SYSTEM_PROMPT = ("You are a helpful assistant. Work the puzzle out briefly, then give the final equation "
-                 "in <answer> </answer> tags.")
+SYSTEM_PROMPT = (
+    "You are a helpful assistant. Work the puzzle out briefly, then give the final equation in <answer> </answer> tags."
+)
 SFT_SPLIT = "sft"
 
 
@@ -314,6 +327,7 @@ def reference_response(example: Mapping[str, object]) -> str:
     steps: list[str] = []
     parsed = evaluate_equation(str(example["solution"]), steps)
     if parsed is None or parsed[0] != int(example["target"]):
-        raise ValueError(f"Countdown solution {example['solution']!r} is not an allowed expression "
-                         f"equal to {example['target']}")
+        raise ValueError(
+            f"Countdown solution {example['solution']!r} is not an allowed expression equal to {example['target']}"
+        )
     return f"{', '.join(steps)}.\n<answer> {example['solution']} </answer>"

@@ -46,9 +46,7 @@ _NUMBER = re.compile(
 )
 _HASHES = re.compile(r"####")
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
-_FRAC = re.compile(
-    r"^\s*(?P<sign>[-\u2212])?\s*\\[dt]?frac\s*\{(?P<n>[^{}]*)\}\s*\{(?P<d>[^{}]*)\}\s*$"
-)
+_FRAC = re.compile(r"^\s*(?P<sign>[-\u2212])?\s*\\[dt]?frac\s*\{(?P<n>[^{}]*)\}\s*\{(?P<d>[^{}]*)\}\s*$")
 _ANSWER_IS = re.compile(r"\banswer\b\s*(?:is\b\s*:?|:|=)", re.IGNORECASE)
 # Bound on the decimal exponent so that a pathological "1E+999999999" cannot
 # expand into a gigabyte-long string.

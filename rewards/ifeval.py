@@ -102,6 +102,7 @@ def score_all_strict(completion: str, example: Mapping[str, object]) -> float:
 # The per-prompt field behind the headline figure of a before/after comparison (essa.heldout).
 HEADLINE = "prompt_strict"
 
+
 def eval_fields(response: str, example: Mapping[str, object]) -> dict[str, float]:
     """Per-example counts behind the four standard numbers (computed on the worker by `essa eval`)."""
     result = follow_instructions(response, example)
@@ -171,9 +172,7 @@ def load_splits(data_dir: Path | None) -> dict[str, list[dict]]:
         except ValueError as exc:
             raise DataError(f"{path}: example with key {key}: {exc}") from exc
     if len(rows) <= VALIDATION_SIZE + TEST_SIZE:
-        raise DataError(
-            f"{path} holds {len(rows)} prompts; IFEval splits need more than {VALIDATION_SIZE + TEST_SIZE}"
-        )
+        raise DataError(f"{path} holds {len(rows)} prompts; IFEval splits need more than {VALIDATION_SIZE + TEST_SIZE}")
     ordered = stable_order(rows, key="key")
     return take_splits(ordered, [("validation", VALIDATION_SIZE), ("test", TEST_SIZE), ("train", None)])
 

@@ -276,9 +276,7 @@ def _number_highlighted_sections(a: _Args) -> Checker:
         # "*a*" counts once and "**a**" once (as "**...**": its "*...*" matches are the empty
         # "**" pairs, which do not count).
         single = [h for h in re.findall(r"\*[^\n\*]*\*", text) if h.strip("*").strip()]
-        double = [
-            h for h in re.findall(r"\*\*[^\n\*]*\*\*", text) if h.removeprefix("**").removesuffix("**").strip()
-        ]
+        double = [h for h in re.findall(r"\*\*[^\n\*]*\*\*", text) if h.removeprefix("**").removesuffix("**").strip()]
         return len(single) + len(double) >= minimum
 
     return check

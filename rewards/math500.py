@@ -117,14 +117,39 @@ def normalize_answer(text: str) -> str:
         s = s[m.end() + 1 : -1].strip()
     s = re.sub(r"(?<=\d),\s*\\!\s*(?=\d{3}(?!\d))", "", s)  # "10,\!080": MATH's thousands mark
     s = s.replace("\\\\", "\x01")  # a matrix row break, kept safe from the "\ " rule below
-    for old, new in [("\n", " "), ("\\!", ""), ("\\,", " "), ("\\;", " "), ("\\:", " "),
-                     ("\\ ", " "), ("~", " "), ("\\qquad", " "), ("\\quad", " "), ("\\(", ""),
-                     ("\\)", ""), ("\\[", ""), ("\\]", ""), ("{,}", ","), ("\\dfrac", "\\frac"),
-                     ("\\tfrac", "\\frac"), ("\\mbox", "\\text"), ("\\textbf", "\\text"),
-                     ("\\textrm", "\\text"), ("\\mathrm", "\\text"), ("\\displaystyle", ""),
-                     ("\\$", ""), ("$", ""), ("\\%", ""), ("%", ""), ("^{\\circ}", ""),
-                     ("^\\circ", ""), ("\\circ", ""), ("\u00b0", ""), ("\\leq", "\\le"),
-                     ("\\geq", "\\ge")]:
+    for old, new in [
+        ("\n", " "),
+        ("\\!", ""),
+        ("\\,", " "),
+        ("\\;", " "),
+        ("\\:", " "),
+        ("\\ ", " "),
+        ("~", " "),
+        ("\\qquad", " "),
+        ("\\quad", " "),
+        ("\\(", ""),
+        ("\\)", ""),
+        ("\\[", ""),
+        ("\\]", ""),
+        ("{,}", ","),
+        ("\\dfrac", "\\frac"),
+        ("\\tfrac", "\\frac"),
+        ("\\mbox", "\\text"),
+        ("\\textbf", "\\text"),
+        ("\\textrm", "\\text"),
+        ("\\mathrm", "\\text"),
+        ("\\displaystyle", ""),
+        ("\\$", ""),
+        ("$", ""),
+        ("\\%", ""),
+        ("%", ""),
+        ("^{\\circ}", ""),
+        ("^\\circ", ""),
+        ("\\circ", ""),
+        ("\u00b0", ""),
+        ("\\leq", "\\le"),
+        ("\\geq", "\\ge"),
+    ]:
         s = s.replace(old, new)
     s = re.sub(r"\\(?:left|right|[bB]igg?[lr]?)(?![A-Za-z])", "", s)
     s = re.sub(r"\\text\{\s*(?:and|or)\s*\}", ",", s)  # "1 \text{ and } 2" is a list
@@ -171,8 +196,15 @@ def _atom(toks: list[str], i: int) -> tuple[str | None, int]:
     if re.fullmatch(r"\d+(?:\.\d+)?", t):
         # "1\frac{4}{5}" is a mixed number in MATH answers: 1 + 4/5.
         tail = toks[i + 1 : i + 8]
-        if (t.isdigit() and len(tail) == 7 and tail[0] == "\\frac" and tail[1::3] == ["{", "{"]
-                and tail[3::3] == ["}", "}"] and tail[2].isdigit() and tail[5].isdigit()):
+        if (
+            t.isdigit()
+            and len(tail) == 7
+            and tail[0] == "\\frac"
+            and tail[1::3] == ["{", "{"]
+            and tail[3::3] == ["}", "}"]
+            and tail[2].isdigit()
+            and tail[5].isdigit()
+        ):
             return f"({t}+{tail[2]}/{tail[5]})", i + 8
         return t, i + 1
     if re.fullmatch(r"[A-Za-z]", t):
@@ -237,8 +269,7 @@ def _to_sympy(tex: str):
     from sympy.parsing.sympy_parser import parse_expr, rationalize, standard_transformations
 
     names = {n: sympy.Symbol(n) for n in re.findall(r"\bs_\w+", source)}
-    names.update({f: getattr(sympy, f) for f in _FUNCS.values()}, pi=sympy.pi, oo=sympy.oo,
-                 I=sympy.I, sqrt=sympy.sqrt)
+    names.update({f: getattr(sympy, f) for f in _FUNCS.values()}, pi=sympy.pi, oo=sympy.oo, I=sympy.I, sqrt=sympy.sqrt)
     transformations = standard_transformations + (rationalize,)
     return parse_expr(source, local_dict=names, transformations=transformations, evaluate=False)
 
@@ -351,13 +382,23 @@ def _equiv_normalized(a: str, b: str) -> bool:
         return True
     ma, mb = _matrix(a), _matrix(b)
     if ma is not None or mb is not None:
-        return (ma is not None and mb is not None and len(ma) == len(mb)
-                and all(len(x) == len(y) and all(map(_scalar_equiv, x, y)) for x, y in zip(ma, mb)))
+        return (
+            ma is not None
+            and mb is not None
+            and len(ma) == len(mb)
+            and all(len(x) == len(y) and all(map(_scalar_equiv, x, y)) for x, y in zip(ma, mb))
+        )
     ia, ib = _intervals(a), _intervals(b)
     if ia is not None or ib is not None:  # "(1,2)" is not "[1,2]": brackets must match
-        return (ia is not None and ib is not None and len(ia) == len(ib)
-                and all(p[0] == q[0] and p[2] == q[2] and len(p[1]) == len(q[1])
-                        and all(map(_scalar_equiv, p[1], q[1])) for p, q in zip(ia, ib)))
+        return (
+            ia is not None
+            and ib is not None
+            and len(ia) == len(ib)
+            and all(
+                p[0] == q[0] and p[2] == q[2] and len(p[1]) == len(q[1]) and all(map(_scalar_equiv, p[1], q[1]))
+                for p, q in zip(ia, ib)
+            )
+        )
     la, lb = _solutions(a), _solutions(b)
     if len(la) == 1 and len(lb) == 1:
         return _scalar_equiv(la[0], lb[0])

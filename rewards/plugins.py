@@ -49,8 +49,7 @@ def is_trl_reward(fn: Callable) -> bool:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):  # a builtin or a C function: not a TRL reward
         return False
-    return (any(p.name == "completions" for p in params)
-            and any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params))
+    return any(p.name == "completions" for p in params) and any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def trl_batch_reward(fn: Callable, build_messages: Callable[[dict], list[dict]]) -> Callable:
@@ -66,8 +65,11 @@ def trl_batch_reward(fn: Callable, build_messages: Callable[[dict], list[dict]])
     def reward(completions: list[str], examples: list[dict]) -> list[float]:
         keys = dict.fromkeys(k for example in examples for k in example if k not in ("prompts", "completions"))
         columns = {key: [example.get(key) for example in examples] for key in keys}
-        return fn(prompts=[build_messages(example) for example in examples],
-                  completions=[[{"role": "assistant", "content": text}] for text in completions], **columns)
+        return fn(
+            prompts=[build_messages(example) for example in examples],
+            completions=[[{"role": "assistant", "content": text}] for text in completions],
+            **columns,
+        )
 
     reward.essa_batch = True
     reward.__name__ = getattr(fn, "__name__", "trl_reward")
@@ -143,11 +145,16 @@ class SafeReward:
     def many(self, completions: list[str], examples: list[dict], wheres: list[str]) -> list[float]:
         """Rewards of `completions`: one call of a batch-form reward, else one call per completion."""
         if not self.batch:
-            return [self._checked(lambda c=c, e=e: [self.fn(c, e)], c, w)[0] for c, e, w in zip(completions, examples, wheres)]
+            return [
+                self._checked(lambda c=c, e=e: [self.fn(c, e)], c, w)[0]
+                for c, e, w in zip(completions, examples, wheres)
+            ]
         if not completions:
             return []
         where = wheres[0] if len(wheres) == 1 else f"{wheres[0]} .. {wheres[-1]} (one batch call)"
-        return self._checked(lambda: self.fn(list(completions), list(examples)), completions[0], where, len(completions))
+        return self._checked(
+            lambda: self.fn(list(completions), list(examples)), completions[0], where, len(completions)
+        )
 
     def _checked(self, call, completion: str, where: str, n: int = 1) -> list[float]:
         try:

@@ -74,13 +74,27 @@ def load_task(cfg) -> Task:
     score = load_reward(cfg.reward) if cfg.reward else module.score
     if is_trl_reward(score):  # written for TRL's GRPOTrainer: called as it calls it
         score = trl_batch_reward(score, build)
-    return Task(cfg.name, splits, build, score, cfg.reward or f"{cfg.name} (built-in)",
-                getattr(module, "eval_fields", None), getattr(module, "aggregate", None), reference, sft_split,
-                getattr(module, "HEADLINE", None))
+    return Task(
+        cfg.name,
+        splits,
+        build,
+        score,
+        cfg.reward or f"{cfg.name} (built-in)",
+        getattr(module, "eval_fields", None),
+        getattr(module, "aggregate", None),
+        reference,
+        sft_split,
+        getattr(module, "HEADLINE", None),
+    )
 
 
-def with_few_shot(build: Callable[[dict], list[dict]], task: str, pool: list[dict],
-                  reference: Callable[[dict], str] | None, shots: int) -> Callable[[dict], list[dict]]:
+def with_few_shot(
+    build: Callable[[dict], list[dict]],
+    task: str,
+    pool: list[dict],
+    reference: Callable[[dict], str] | None,
+    shots: int,
+) -> Callable[[dict], list[dict]]:
     """`build` with `shots` solved examples (the first of `pool`) as earlier user/assistant turns.
 
     The examples come from the SFT split, never from the prompts being scored; they sit between

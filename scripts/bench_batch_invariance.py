@@ -51,8 +51,11 @@ def main() -> None:
         cfg.model.dtype = args.dtype
     ckpt = load_latest(args.run_dir)
     z = ckpt.best_z if ckpt is not None else np.zeros(basis.dim)
-    sigma = float(json.loads((args.run_dir / "calibration.json").read_text())["sigma"]) \
-        if cfg.search.sigma is None else cfg.search.sigma
+    sigma = (
+        float(json.loads((args.run_dir / "calibration.json").read_text())["sigma"])
+        if cfg.search.sigma is None
+        else cfg.search.sigma
+    )
     others = np.random.default_rng(0).standard_normal((args.crowd, basis.dim)) * sigma + z
     cfg.search.popsize = max(cfg.search.popsize, args.crowd + 1)  # max_loras: room for the crowd
     task = load_task(cfg.task)
@@ -64,8 +67,11 @@ def main() -> None:
     try:
         for name, points in calls.items():
             started = time.perf_counter()
-            result = worker.evaluate(WorkItem(-1, list(range(len(points))), basis.offsets(points), args.split, prompts,
-                                              details=True, texts=True))
+            result = worker.evaluate(
+                WorkItem(
+                    -1, list(range(len(points))), basis.offsets(points), args.split, prompts, details=True, texts=True
+                )
+            )
             seconds[name] = time.perf_counter() - started
             headline = task.headline_scores(result.rewards, result.details)
             rows = [0, 1] if name == "twice" else [0]
@@ -74,20 +80,31 @@ def main() -> None:
                 texts[key], solved[key] = result.texts[row], headline[row]
     finally:
         worker.engine.close()
-    print(f"run {args.run_dir}, point: {'generation ' + str(ckpt.best['generation']) if ckpt else 'warm start'}, "
-          f"{n} {args.split} prompts, kernel {cfg.engine.lora_kernel}, dtype {cfg.model.dtype}")
+    print(
+        f"run {args.run_dir}, point: {'generation ' + str(ckpt.best['generation']) if ckpt else 'warm start'}, "
+        f"{n} {args.split} prompts, kernel {cfg.engine.lora_kernel}, dtype {cfg.model.dtype}"
+    )
     for key in texts:
         print(f"  {key:<9} {task.headline or 'reward'} {solved[key].mean():.4f}")
     figures = {}
     for a, b in (("alone", "again"), ("twice[0]", "twice[1]"), ("alone", "twice[0]"), ("alone", "crowd")):
         differ = sum(x != y for x, y in zip(texts[a], texts[b]))
         moved = int(np.sum(solved[a] != solved[b]))
-        figures[f"{a} vs {b}"] = {"completions_differ": differ, "headline_differs": moved, "prompts": n,
-                                  "headline": [float(solved[a].mean()), float(solved[b].mean())]}
+        figures[f"{a} vs {b}"] = {
+            "completions_differ": differ,
+            "headline_differs": moved,
+            "prompts": n,
+            "headline": [float(solved[a].mean()), float(solved[b].mean())],
+        }
         print(f"  {a} vs {b}: {differ} of {n} completions differ, the headline metric on {moved}")
     if args.out:
-        args.out.write_text(json.dumps({"figures": figures, "seconds": seconds, "dtype": cfg.model.dtype,
-                                        "kernel": cfg.engine.lora_kernel}, indent=2) + "\n")
+        args.out.write_text(
+            json.dumps(
+                {"figures": figures, "seconds": seconds, "dtype": cfg.model.dtype, "kernel": cfg.engine.lora_kernel},
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--load", type=int, default=2, help="busy processes running during the repeats")
     parser.add_argument("--sigma", type=float, default=2.0, help="candidate spread, in step scales")
-    parser.add_argument("--settings", nargs="+", default=["in-process", "own-process"],
-                        choices=["in-process", "own-process"])
+    parser.add_argument(
+        "--settings", nargs="+", default=["in-process", "own-process"], choices=["in-process", "own-process"]
+    )
     parser.add_argument("--data-dir", help="folder with gsm8k/*.jsonl (default $ESSA_DATA_DIR)")
     args = parser.parse_args()
 
@@ -47,15 +48,23 @@ def main() -> None:
     from essa.workers.actor import RolloutWorker, WorkerSpec, WorkItem
 
     model_dir = resolve_model(args.model)
-    basis = SVDLoRA.from_lora(principal_init(read_base_weights(model_dir, ["q_proj", "k_proj", "v_proj", "o_proj"]), 8, 0.05), 8, 8)
+    basis = SVDLoRA.from_lora(
+        principal_init(read_base_weights(model_dir, ["q_proj", "k_proj", "v_proj", "o_proj"]), 8, 0.05), 8, 8
+    )
     x = basis.offsets(np.random.default_rng(0).normal(size=(args.popsize, basis.dim)) * args.sigma)
     prompts = list(range(args.prompts))
     speeds, firsts = {}, {}
     for setting in args.settings:
         spec = WorkerSpec(
-            task=TaskConfig(name="gsm8k", data_dir=args.data_dir), model=args.model,
-            engine_options=dict(mode="lora", kv_cache_gib=1.0, max_loras=args.popsize, enforce_eager=True,
-                                deterministic=setting == "in-process"),
+            task=TaskConfig(name="gsm8k", data_dir=args.data_dir),
+            model=args.model,
+            engine_options=dict(
+                mode="lora",
+                kv_cache_gib=1.0,
+                max_loras=args.popsize,
+                enforce_eager=True,
+                deterministic=setting == "in-process",
+            ),
             sampling=dict(temperature=0.0, max_tokens=args.tokens),
             basis_bytes=basis.to_bytes(),
         )
@@ -77,12 +86,17 @@ def main() -> None:
             worker.engine.close()
         differing = [sum(a != b for a, b in zip(texts[0], t)) for t in texts[1:]]
         speeds[setting], firsts[setting] = statistics.median(tps), texts[0]
-        print(f"[{setting}] completions differing from the first repeat, per later repeat: {differing} "
-              f"of {len(texts[0])}; median {speeds[setting]:.1f} tok/s (load {args.load})", flush=True)
+        print(
+            f"[{setting}] completions differing from the first repeat, per later repeat: {differing} "
+            f"of {len(texts[0])}; median {speeds[setting]:.1f} tok/s (load {args.load})",
+            flush=True,
+        )
     if len(speeds) == 2:
         a, b = args.settings
         same = sum(p == q for p, q in zip(firsts[a], firsts[b]))
-        print(f"tok/s {a}/{b}: {speeds[a] / speeds[b]:.2f}; first repeats agree on {same} of {len(firsts[a])} completions")
+        print(
+            f"tok/s {a}/{b}: {speeds[a] / speeds[b]:.2f}; first repeats agree on {same} of {len(firsts[a])} completions"
+        )
 
 
 if __name__ == "__main__":

@@ -57,12 +57,27 @@ def main() -> None:
 
     flags = cpu_flags() or set()
     levels = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    print(f"CPU: {os.cpu_count()} cores, flags {' '.join(levels) or 'unknown'}; model.dtype=auto picks "
-          f"{engine_dtype('auto', gpu=False)[0]} here", flush=True)
+    print(
+        f"CPU: {os.cpu_count()} cores, flags {' '.join(levels) or 'unknown'}; model.dtype=auto picks "
+        f"{engine_dtype('auto', gpu=False)[0]} here",
+        flush=True,
+    )
     rows = []
     for dtype in args.dtypes:
-        cmd = [sys.executable, __file__, "--one", dtype, "--model", args.model, "--prompts", str(args.prompts),
-               "--tokens", str(args.tokens), "--rounds", str(args.rounds)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            dtype,
+            "--model",
+            args.model,
+            "--prompts",
+            str(args.prompts),
+            "--tokens",
+            str(args.tokens),
+            "--rounds",
+            str(args.rounds),
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True)
         line = next((x for x in out.stdout.splitlines() if x.startswith("{")), None)
         if out.returncode or line is None:
@@ -73,8 +88,10 @@ def main() -> None:
     print("dtype       load (s)   tok/s per round        ratio to first")
     mean = lambda row: sum(row["tok_s"]) / len(row["tok_s"])  # noqa: E731
     for row in rows:
-        print(f"{row['dtype']:<10} {row['load_s']:8.1f}   {', '.join(f'{r:.1f}' for r in row['tok_s']):<22} "
-              f"{mean(row) / mean(rows[0]):.2f}")
+        print(
+            f"{row['dtype']:<10} {row['load_s']:8.1f}   {', '.join(f'{r:.1f}' for r in row['tok_s']):<22} "
+            f"{mean(row) / mean(rows[0]):.2f}"
+        )
 
 
 if __name__ == "__main__":

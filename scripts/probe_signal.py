@@ -46,8 +46,12 @@ def main() -> int:
     from essa.svd_lora import SVDLoRA
     from essa.warm_start import warm_start
 
-    flags = {"adapter.init": args.init, "task.batch_size": args.batch_size, "search.popsize": args.popsize,
-             "generation.max_new_tokens": args.max_new_tokens}
+    flags = {
+        "adapter.init": args.init,
+        "task.batch_size": args.batch_size,
+        "search.popsize": args.popsize,
+        "generation.max_new_tokens": args.max_new_tokens,
+    }
     cfg = load_config(args.task, None, flags, args.overrides)
     task = load_task(cfg.task)
     lora, rank, alpha = warm_start(cfg, resolve_model(cfg.model.name))
@@ -75,11 +79,24 @@ def main() -> int:
             for name, (r, r0) in figures.items():
                 s = measure_signal(r)
                 means = r.mean(axis=1)
-                rows.append({"sigma": sigma, "reward": name, "snr": s.snr, "spread": s.spread,
-                             "start": float(r0.mean()), "mean": float(means.mean()), "max": float(means.max()),
-                             "changed": changed, "seconds": time.perf_counter() - t0})
-                print(f"sigma {sigma:<5g} {name:<40} snr {s.snr:7.2f}  spread {s.spread:.3f}  start {r0.mean():.3f}"
-                      f"  mean {means.mean():.3f}  max {means.max():.3f}  changed {changed:.0%}", flush=True)
+                rows.append(
+                    {
+                        "sigma": sigma,
+                        "reward": name,
+                        "snr": s.snr,
+                        "spread": s.spread,
+                        "start": float(r0.mean()),
+                        "mean": float(means.mean()),
+                        "max": float(means.max()),
+                        "changed": changed,
+                        "seconds": time.perf_counter() - t0,
+                    }
+                )
+                print(
+                    f"sigma {sigma:<5g} {name:<40} snr {s.snr:7.2f}  spread {s.spread:.3f}  start {r0.mean():.3f}"
+                    f"  mean {means.mean():.3f}  max {means.max():.3f}  changed {changed:.0%}",
+                    flush=True,
+                )
     finally:
         pool.shutdown()
     if args.out:

@@ -43,8 +43,11 @@ def main() -> None:
         for c in args.scales:
             result = worker.evaluate(WorkItem(-1, [0], ((c - 1.0) * top)[None], args.split, prompts, details=True))
             headline = task.headline_scores(result.rewards, result.details)[0]
-            print(f"  c {c:<5g} {task.headline or 'reward'} {headline.mean():.4f}  reward {result.rewards[0].mean():.4f}  "
-                  f"tokens {int(result.tokens.sum())}", flush=True)
+            print(
+                f"  c {c:<5g} {task.headline or 'reward'} {headline.mean():.4f}  reward {result.rewards[0].mean():.4f}  "
+                f"tokens {int(result.tokens.sum())}",
+                flush=True,
+            )
     finally:
         worker.engine.close()
 

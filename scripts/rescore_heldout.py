@@ -40,8 +40,16 @@ def main() -> None:
     task = load_task(cfg.task)
     pool = pool_from_config(cfg, basis)
     try:
-        compare_heldout(pool, task, basis.offsets(np.vstack([np.zeros(basis.dim), ckpt.best_z])), args.split,
-                        args.prompts, args.run_dir, file=out, label=f"rescored (generation {ckpt.best.get('generation')})")
+        compare_heldout(
+            pool,
+            task,
+            basis.offsets(np.vstack([np.zeros(basis.dim), ckpt.best_z])),
+            args.split,
+            args.prompts,
+            args.run_dir,
+            file=out,
+            label=f"rescored (generation {ckpt.best.get('generation')})",
+        )
     finally:
         pool.shutdown()
 

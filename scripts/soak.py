@@ -70,13 +70,24 @@ def sample(run_dir: Path, ignore: frozenset[str] = frozenset()) -> dict[str, flo
             continue
         rss += size
         by_process[name] = size / 2**20
-    scratch = sum(p.stat().st_size for folder in ram_root().glob(f"{SCRATCH_PREFIX}*") if folder.name not in ignore
-                  for p in folder.rglob("*") if p.is_file())
+    scratch = sum(
+        p.stat().st_size
+        for folder in ram_root().glob(f"{SCRATCH_PREFIX}*")
+        if folder.name not in ignore
+        for p in folder.rglob("*")
+        if p.is_file()
+    )
     shm = shutil.disk_usage("/dev/shm").used if os.path.isdir("/dev/shm") else 0
     run = sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file()) if run_dir.exists() else 0
     mib = 2**20
-    return {"rss_mib": rss / mib, "open_files": files, "scratch_mib": scratch / mib, "shm_used_mib": shm / mib,
-            "run_mib": run / mib, "rss_by_process_mib": by_process}
+    return {
+        "rss_mib": rss / mib,
+        "open_files": files,
+        "scratch_mib": scratch / mib,
+        "shm_used_mib": shm / mib,
+        "run_mib": run / mib,
+        "rss_by_process_mib": by_process,
+    }
 
 
 class SampledPool:
@@ -91,12 +102,19 @@ class SampledPool:
         result = self.pool.evaluate(vectors, split, indices, generation, **kw)
         if split == "train" and generation >= 0:  # the pool counts generations from 0, the log from 1
             generation += 1
-            row = {"generation": generation, "time_s": time.monotonic() - self.start, **sample(self.run_dir, self.ignore)}
+            row = {
+                "generation": generation,
+                "time_s": time.monotonic() - self.start,
+                **sample(self.run_dir, self.ignore),
+            }
             self.samples.append(row)
             if generation % self.every == 0 or generation == self.total:
-                print(f"[soak] gen {generation:4d}  rss {row['rss_mib']:8.1f} MiB  files {row['open_files']:4d}  "
-                      f"scratch {row['scratch_mib']:6.2f} MiB  shm {row['shm_used_mib']:8.1f} MiB  "
-                      f"run {row['run_mib']:6.2f} MiB  ({row['time_s']:.0f} s)", flush=True)
+                print(
+                    f"[soak] gen {generation:4d}  rss {row['rss_mib']:8.1f} MiB  files {row['open_files']:4d}  "
+                    f"scratch {row['scratch_mib']:6.2f} MiB  shm {row['shm_used_mib']:8.1f} MiB  "
+                    f"run {row['run_mib']:6.2f} MiB  ({row['time_s']:.0f} s)",
+                    flush=True,
+                )
         return result
 
     def __getattr__(self, name):
@@ -105,7 +123,7 @@ class SampledPool:
 
 def growth_per_100(samples: list[dict], key: str) -> float:
     """Least-squares slope of `key` against generation over the second half, per 100 generations."""
-    half = samples[len(samples) // 2:]
+    half = samples[len(samples) // 2 :]
     if len(half) < 2:
         return 0.0
     x = np.array([s["generation"] for s in half], float)
@@ -115,9 +133,12 @@ def growth_per_100(samples: list[dict], key: str) -> float:
 
 def run_dir_bound(run_dir: Path, keep: int, generations: int) -> float:
     """MiB a run directory may use: its fixed files, `keep` checkpoints, and the log per generation."""
-    fixed = sum(p.stat().st_size for name in ("warm_start", "basis.safetensors", "adapter")
-                for p in ([run_dir / name] if (run_dir / name).is_file() else (run_dir / name).rglob("*"))
-                if p.is_file())
+    fixed = sum(
+        p.stat().st_size
+        for name in ("warm_start", "basis.safetensors", "adapter")
+        for p in ([run_dir / name] if (run_dir / name).is_file() else (run_dir / name).rglob("*"))
+        if p.is_file()
+    )
     checkpoints = sorted((run_dir / "checkpoints").glob("gen_*"))
     one = max((sum(p.stat().st_size for p in c.rglob("*") if p.is_file()) for c in checkpoints), default=0)
     plot = (run_dir / "reward.png").stat().st_size if (run_dir / "reward.png").is_file() else 0
@@ -127,7 +148,7 @@ def run_dir_bound(run_dir: Path, keep: int, generations: int) -> float:
 def check_bounds(samples: list[dict], final: dict, run_dir: Path, keep: int) -> list[str]:
     """What broke a bound (empty when none did); `final` is a sample taken after the run ended."""
     problems = []
-    steady = samples[len(samples) // 4:]
+    steady = samples[len(samples) // 4 :]
     rss = growth_per_100(steady, "rss_mib")
     if rss > RSS_GROWTH_MIB_PER_100:
         problems.append(f"resident memory grows {rss:.1f} MiB per 100 generations (bound {RSS_GROWTH_MIB_PER_100})")
@@ -150,8 +171,13 @@ def soak(engine: str, generations: int, run_dir: Path, every: int = 10, keep: in
     from essa.config import load_config
     from essa.coordinator import align
 
-    overrides = [f"search.generations={generations}", f"run.keep_checkpoints={keep}", "run.checkpoint_every=1",
-                 "run.validate_every=10", "search.sigma=0.5"]
+    overrides = [
+        f"search.generations={generations}",
+        f"run.keep_checkpoints={keep}",
+        "run.checkpoint_every=1",
+        "run.validate_every=10",
+        "search.sigma=0.5",
+    ]
     if engine == "fake":
         sys.path.insert(0, str(ROOT / "tests" / "essa"))
         from fake_pool import FakePool, write_tiny_model
@@ -171,8 +197,12 @@ def soak(engine: str, generations: int, run_dir: Path, every: int = 10, keep: in
 
     before = frozenset(p.name for p in ram_root().glob(f"{SCRATCH_PREFIX}*"))
     samples: list[dict] = []
-    align(cfg, run_dir, resume=False,
-          pool_factory=lambda c, b: SampledPool(make_pool(c, b), run_dir, samples, every, generations, before))
+    align(
+        cfg,
+        run_dir,
+        resume=False,
+        pool_factory=lambda c, b: SampledPool(make_pool(c, b), run_dir, samples, every, generations, before),
+    )
     return samples, sample(run_dir, before)
 
 
@@ -199,15 +229,27 @@ def main() -> int:
         print("|---|---|---|---|---|---|")
         for key in ("rss_mib", "open_files", "scratch_mib", "shm_used_mib", "run_mib"):
             values = [s[key] for s in samples]
-            print(f"| {key} | {values[0]:.1f} | {values[-1]:.1f} | {max(values):.1f} | "
-                  f"{growth_per_100(samples, key):+.2f} | {final[key]:.1f} |")
+            print(
+                f"| {key} | {values[0]:.1f} | {values[-1]:.1f} | {max(values):.1f} | "
+                f"{growth_per_100(samples, key):+.2f} | {final[key]:.1f} |"
+            )
         first, last = samples[len(samples) // 4]["rss_by_process_mib"], samples[-1]["rss_by_process_mib"]
         grown = sorted(((last[n] - first[n], n) for n in set(first) & set(last)), reverse=True)[:4]
         print("resident memory grown most after warm-up (MiB):", ", ".join(f"{n} {d:+.1f}" for d, n in grown))
         print("bounds:", "all held" if not problems else "; ".join(problems))
         if args.out:
-            args.out.write_text(json.dumps({"engine": args.engine, "generations": args.generations,
-                                            "samples": samples, "final": final, "problems": problems}, indent=1))
+            args.out.write_text(
+                json.dumps(
+                    {
+                        "engine": args.engine,
+                        "generations": args.generations,
+                        "samples": samples,
+                        "final": final,
+                        "problems": problems,
+                    },
+                    indent=1,
+                )
+            )
         return 1 if problems else 0
     finally:
         if temp is not None:

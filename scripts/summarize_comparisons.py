@@ -44,9 +44,16 @@ def side_figures(results: dict, side: str) -> dict:
     points = [p for p in results["points"] if p["side"] == side and p.get("point") != "exported"]
     row = next(r for r in results["summary"] if r["side"] == side)
     best = max(points, key=lambda p: p["reward"])
-    return {"final": row["final"] - start, "best": best["reward"] - start, "best_at_s": best["wall_s"],
-            "best_label": best["label"], "to_target_s": row["time_to_target_s"], "rss": row["peak_rss_gib"],
-            "trained": row["trained"], "scored": len(points)}
+    return {
+        "final": row["final"] - start,
+        "best": best["reward"] - start,
+        "best_at_s": best["wall_s"],
+        "best_label": best["label"],
+        "to_target_s": row["time_to_target_s"],
+        "rss": row["peak_rss_gib"],
+        "trained": row["trained"],
+        "scored": len(points),
+    }
 
 
 def exported_found_s(folder: Path, results: dict) -> float | None:
@@ -68,9 +75,11 @@ def exported_found_s(folder: Path, results: dict) -> float | None:
 def exported_table(folders: list[Path], runs: list[dict]) -> str:
     """Runs with essa's own validation (compare_grpo.py --essa-validation): its exported point against
     GRPO's final adapter, per run with paired 95% intervals on the held-out prompts."""
-    lines = ["| seed | σ (calibrated) | start | essa exported: gain [95% CI] | best validated generation (found at) | GRPO final: gain "
-             "[95% CI] | essa − GRPO [95% CI] | work in budget, essa / GRPO | peak RSS GiB, essa / GRPO |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| seed | σ (calibrated) | start | essa exported: gain [95% CI] | best validated generation (found at) | GRPO final: gain "
+        "[95% CI] | essa − GRPO [95% CI] | work in budget, essa / GRPO | peak RSS GiB, essa / GRPO |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     ci = lambda d: f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"  # noqa: E731
     for folder, r in zip(folders, runs):
         paired, rows = r.get("paired", {}), {row["side"]: row for row in r["summary"]}
@@ -81,10 +90,12 @@ def exported_table(folders: list[Path], runs: list[dict]) -> str:
         when = f"{exported['best_generation']}" + (f" ({found:.0f} s)" if found is not None else "")
         calibration = folder / "essa" / "calibration.json"
         sigma = f"{json.loads(calibration.read_text())['sigma']:g}" if calibration.is_file() else "set"
-        lines.append(f"| {r['settings']['args']['seed']} | {sigma} | {r['start_reward']:.3f} | {ci(paired['essa - start'])} "
-                     f"| {when} | {ci(paired['grpo - start'])} | {ci(paired['essa - grpo'])} "
-                     f"| {rows['essa']['trained']} generations / {rows['grpo']['trained']} steps "
-                     f"| {rows['essa']['peak_rss_gib']:.2f} / {rows['grpo']['peak_rss_gib']:.2f} |")
+        lines.append(
+            f"| {r['settings']['args']['seed']} | {sigma} | {r['start_reward']:.3f} | {ci(paired['essa - start'])} "
+            f"| {when} | {ci(paired['grpo - start'])} | {ci(paired['essa - grpo'])} "
+            f"| {rows['essa']['trained']} generations / {rows['grpo']['trained']} steps "
+            f"| {rows['essa']['peak_rss_gib']:.2f} / {rows['grpo']['peak_rss_gib']:.2f} |"
+        )
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -95,30 +106,40 @@ def interval(values: list[float]) -> str:
 
 
 def table(runs: list[dict]) -> str:
-    lines = ["| seed | start | essa final | essa best (when) | GRPO final | GRPO best (when) | time to target, essa / GRPO "
-             "| work in budget, essa / GRPO | peak RSS GiB, essa / GRPO |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| seed | start | essa final | essa best (when) | GRPO final | GRPO best (when) | time to target, essa / GRPO "
+        "| work in budget, essa / GRPO | peak RSS GiB, essa / GRPO |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in runs:
         e, g = (side_figures(r, s) for s in SIDES)
-        when = " / ".join(f"{x['to_target_s']:.0f} s" if x["to_target_s"] is not None else "not reached" for x in (e, g))
+        when = " / ".join(
+            f"{x['to_target_s']:.0f} s" if x["to_target_s"] is not None else "not reached" for x in (e, g)
+        )
         lines.append(
             f"| {r['settings']['args']['seed']} | {r['start_reward']:.3f} | {e['final']:+.3f} | {e['best']:+.3f} "
             f"({e['best_label']}, {e['best_at_s']:.0f} s) | {g['final']:+.3f} | {g['best']:+.3f} ({g['best_label']}, "
             f"{g['best_at_s']:.0f} s) | {when} | {e['trained']} generations / {g['trained']} steps "
-            f"| {e['rss']:.2f} / {g['rss']:.2f} |")
+            f"| {e['rss']:.2f} / {g['rss']:.2f} |"
+        )
     per = {s: [side_figures(r, s) for r in runs] for s in SIDES}
     lines.append("")
     for r in runs:
         if "essa - grpo" in r.get("paired", {}):
             d = r["paired"]["essa - grpo"]
-            lines.append(f"- seed {r['settings']['args']['seed']}: essa's final point ({d['after_point']}) - GRPO's ({d['before_point']}) "
-                         f"on the same {d['n']} prompts: {d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]")
+            lines.append(
+                f"- seed {r['settings']['args']['seed']}: essa's final point ({d['after_point']}) - GRPO's ({d['before_point']}) "
+                f"on the same {d['n']} prompts: {d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+            )
     # With one scored point per side (compare_grpo.py --points 1) "best" is that point, the mean at the
     # budget: no pick over a trajectory, so no line of its own that reads like one.
     keys = ("final", "best") if all(x["scored"] > 1 for side in per.values() for x in side) else ("final",)
     for key in keys:
         diff = [a[key] - b[key] for a, b in zip(per["essa"], per["grpo"])]
-        lines.append(f"- gain at the {key} point over {len(runs)} runs, mean [95% t]: essa {interval([x[key] for x in per['essa']])}, "
-                     f"GRPO {interval([x[key] for x in per['grpo']])}; essa - GRPO paired by run {interval(diff)}")
+        lines.append(
+            f"- gain at the {key} point over {len(runs)} runs, mean [95% t]: essa {interval([x[key] for x in per['essa']])}, "
+            f"GRPO {interval([x[key] for x in per['grpo']])}; essa - GRPO paired by run {interval(diff)}"
+        )
     return "\n".join(lines)
 
 
@@ -135,11 +156,23 @@ def plot(runs: list[dict], path: Path) -> None:
             mine = [p for p in r["points"] if p["side"] == side and p.get("point") != "exported"]
             for p in r["points"]:
                 if p["side"] == side and p.get("point") == "exported":  # essa's exported best validated point
-                    ax.plot([p["wall_s"]], [p["reward"] - start], "*", color=color, markersize=12,
-                            label="essa, exported (best validated)" if i == 0 else None)
-            ax.plot([0.0] + [p["wall_s"] for p in mine], [0.0] + [p["reward"] - start for p in mine], style, color=color,
-                    alpha=0.8, markersize=4, label=f"{'essa' if side == 'essa' else 'GRPO (TRL, LoRA)'}"
-                    if i == 0 else None)
+                    ax.plot(
+                        [p["wall_s"]],
+                        [p["reward"] - start],
+                        "*",
+                        color=color,
+                        markersize=12,
+                        label="essa, exported (best validated)" if i == 0 else None,
+                    )
+            ax.plot(
+                [0.0] + [p["wall_s"] for p in mine],
+                [0.0] + [p["reward"] - start for p in mine],
+                style,
+                color=color,
+                alpha=0.8,
+                markersize=4,
+                label=f"{'essa' if side == 'essa' else 'GRPO (TRL, LoRA)'}" if i == 0 else None,
+            )
     ax.axhline(0.0, linestyle="--", color="gray", linewidth=0.8, label="warm start")
     first = runs[0]
     ax.set_xlabel("wall-clock seconds of training (process start to adapter saved)")

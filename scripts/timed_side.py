@@ -30,8 +30,13 @@ class UserError(RuntimeError):
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
     # Nothing may reach a hub: everything is local. Unbuffered so the logs keep up.
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1",
-               TOKENIZERS_PARALLELISM="false")
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
 
@@ -92,7 +97,9 @@ class TreeMonitor(threading.Thread):
         self.join(timeout=5)
 
 
-def run_side(name: str, cmd: list[str], log_path: Path, budget_s: float, count_points, t0_file: Path | None = None) -> dict:
+def run_side(
+    name: str, cmd: list[str], log_path: Path, budget_s: float, count_points, t0_file: Path | None = None
+) -> dict:
     """Run `cmd` until it exits or the budget is spent; returns timing and peak RSS of its tree."""
     print(f"[compare] {name}: starting, budget {budget_s:g}s, log {log_path}", flush=True)
     print(f"[compare] {name}: {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
@@ -102,8 +109,9 @@ def run_side(name: str, cmd: list[str], log_path: Path, budget_s: float, count_p
         t0 = time.time()
         if t0_file is not None:  # the child's clock origin: the same as ours
             t0_file.write_text(repr(t0))
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env(), cwd=str(REPO),
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env(), cwd=str(REPO), start_new_session=True
+        )
     monitor = TreeMonitor(proc.pid, t0)
     monitor.start()
     stopped_by_budget, last_report = False, t0
@@ -118,8 +126,11 @@ def run_side(name: str, cmd: list[str], log_path: Path, budget_s: float, count_p
                 break
             if now - last_report >= 30:
                 last_report = now
-                print(f"[compare] {name}: {now - t0:4.0f}/{budget_s:g}s, {count_points()} saved, "
-                      f"RSS {monitor.current / GIB:.2f} GiB (peak {monitor.peak / GIB:.2f})", flush=True)
+                print(
+                    f"[compare] {name}: {now - t0:4.0f}/{budget_s:g}s, {count_points()} saved, "
+                    f"RSS {monitor.current / GIB:.2f} GiB (peak {monitor.peak / GIB:.2f})",
+                    flush=True,
+                )
             time.sleep(0.25)
     finally:
         returncode = stop_tree(proc, monitor)
@@ -129,11 +140,21 @@ def run_side(name: str, cmd: list[str], log_path: Path, budget_s: float, count_p
         tail = log_path.read_text(errors="replace").strip().splitlines()[-15:]
         print("\n".join(f"    {line}" for line in tail), file=sys.stderr)
         raise UserError(f"the {name} run stopped with exit code {returncode} after {wall:.0f}s; its log: {log_path}")
-    print(f"[compare] {name}: {'budget spent' if stopped_by_budget else 'finished'} after {wall:.0f}s, "
-          f"{count_points()} saved, peak RSS {monitor.peak / GIB:.2f} GiB over {monitor.peak_procs} processes", flush=True)
-    return {"t0": t0, "wall_s": round(wall, 1), "stopped_by_budget": stopped_by_budget, "returncode": returncode,
-            "peak_rss": monitor.peak, "peak_processes": monitor.peak_procs, "rss_gib_series": monitor.series,
-            "log": str(log_path)}
+    print(
+        f"[compare] {name}: {'budget spent' if stopped_by_budget else 'finished'} after {wall:.0f}s, "
+        f"{count_points()} saved, peak RSS {monitor.peak / GIB:.2f} GiB over {monitor.peak_procs} processes",
+        flush=True,
+    )
+    return {
+        "t0": t0,
+        "wall_s": round(wall, 1),
+        "stopped_by_budget": stopped_by_budget,
+        "returncode": returncode,
+        "peak_rss": monitor.peak,
+        "peak_processes": monitor.peak_procs,
+        "rss_gib_series": monitor.series,
+        "log": str(log_path),
+    }
 
 
 def _interrupt(signum, frame):

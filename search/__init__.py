@@ -30,8 +30,16 @@ from .cma import CMAES
 from .es import AntitheticES
 from .fitness import FITNESS_MODES, candidate_fitness
 
-__all__ = ["AUTO_FULL_MAX_DIM", "AntitheticES", "CMAES", "FITNESS_MODES", "STRATEGIES", "Strategy",
-           "candidate_fitness", "make_strategy"]
+__all__ = [
+    "AUTO_FULL_MAX_DIM",
+    "AntitheticES",
+    "CMAES",
+    "FITNESS_MODES",
+    "STRATEGIES",
+    "Strategy",
+    "candidate_fitness",
+    "make_strategy",
+]
 
 # Largest dim for which cma_auto still picks the full-covariance variant.
 AUTO_FULL_MAX_DIM = 200

@@ -396,8 +396,9 @@ class CMAES:
         mine = (self.variant, self.dim, self.popsize, self.mirrored)
         theirs = (str(state["variant"]), int(state["dim"]), int(state["popsize"]), bool(state.get("mirrored", False)))
         if mine != theirs:
-            raise ValueError(f"incompatible CMA-ES state: (variant, dim, popsize, mirrored) = {theirs}, "
-                             f"this strategy has {mine}")
+            raise ValueError(
+                f"incompatible CMA-ES state: (variant, dim, popsize, mirrored) = {theirs}, this strategy has {mine}"
+            )
         needed = {*self._ARRAYS, "sigma", "counteval", "generation", "eigen_generation", "rng_state"}
         if self._B is not None:
             needed.add("B")

@@ -44,8 +44,9 @@ import numpy as np
 class AntitheticES:
     """Antithetic ES maximizer with z-scored fitness and fixed lr and sigma. Implements ``Strategy``."""
 
-    def __init__(self, dim: int, popsize: int, sigma0: float, seed: int, mean_lr: float = 0.5,
-                 mean0: np.ndarray | None = None) -> None:
+    def __init__(
+        self, dim: int, popsize: int, sigma0: float, seed: int, mean_lr: float = 0.5, mean0: np.ndarray | None = None
+    ) -> None:
         if int(dim) < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
         if int(popsize) % 2 or int(popsize) < 2:
@@ -123,7 +124,9 @@ class AntitheticES:
         X = np.asarray(X, dtype=np.float64)
         scores = np.asarray(scores, dtype=np.float64)
         if X.shape != (self._popsize, self._dim):
-            raise ValueError(f"X has shape {X.shape}, expected {(self._popsize, self._dim)} (the population from ask())")
+            raise ValueError(
+                f"X has shape {X.shape}, expected {(self._popsize, self._dim)} (the population from ask())"
+            )
         if scores.shape != (self._popsize,):
             raise ValueError(f"scores has shape {scores.shape}, expected {(self._popsize,)}")
         bad = np.flatnonzero(~np.isfinite(scores))
@@ -147,10 +150,18 @@ class AntitheticES:
     def state_dict(self) -> dict[str, Any]:
         """Plain state (copies); ``pending`` holds the asked directions, or None."""
         return {
-            "kind": "antithetic_es", "dim": self._dim, "popsize": self._popsize, "sigma0": self.sigma0,
-            "seed": self.seed, "mean_lr": self.mean_lr, "mean": self._mean.copy(), "sigma": float(self._sigma),
-            "generation": self._generation, "counteval": self._counteval,
-            "flat_generations": self._flat_generations, "rng_state": self._rng.bit_generator.state,
+            "kind": "antithetic_es",
+            "dim": self._dim,
+            "popsize": self._popsize,
+            "sigma0": self.sigma0,
+            "seed": self.seed,
+            "mean_lr": self.mean_lr,
+            "mean": self._mean.copy(),
+            "sigma": float(self._sigma),
+            "generation": self._generation,
+            "counteval": self._counteval,
+            "flat_generations": self._flat_generations,
+            "rng_state": self._rng.bit_generator.state,
             "pending": None if self._pending is None else self._pending.copy(),
         }
 

@@ -19,12 +19,26 @@ import pytest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
-SMALL = ["--task", "gsm8k", "--gpus", "0", "--popsize", "4", "--batch-size", "4", "--max-new-tokens", "48",
-         "task.val_size=4", "run.validate_every=1", "run.checkpoint_every=1",
-         # the default warm start, SFT, on 8 GSM8K pairs (2 steps); the second run finds it cached
-         "sft.max_examples=8", "sft.batch_size=4",
-         "engine.enforce_eager=true",  # eager starts in ~30 s instead of ~80 s; merge under compile is tested elsewhere
-         "search.sigma=0.5"]  # a set step: the step-size calibration is exercised by tests/test_e2e_learning.py
+SMALL = [
+    "--task",
+    "gsm8k",
+    "--gpus",
+    "0",
+    "--popsize",
+    "4",
+    "--batch-size",
+    "4",
+    "--max-new-tokens",
+    "48",
+    "task.val_size=4",
+    "run.validate_every=1",
+    "run.checkpoint_every=1",
+    # the default warm start, SFT, on 8 GSM8K pairs (2 steps); the second run finds it cached
+    "sft.max_examples=8",
+    "sft.batch_size=4",
+    "engine.enforce_eager=true",  # eager starts in ~30 s instead of ~80 s; merge under compile is tested elsewhere
+    "search.sigma=0.5",
+]  # a set step: the step-size calibration is exercised by tests/test_e2e_learning.py
 
 
 def essa(*args: str) -> subprocess.CompletedProcess:
@@ -84,8 +98,12 @@ def test_sigkill_in_the_middle_of_a_generation_then_resume_equals_the_uninterrup
     import time
 
     run = runs["root"] / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "essa.cli", "align", *SMALL, "--generations", "2", "--run-dir",
-                             str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "essa.cli", "align", *SMALL, "--generations", "2", "--run-dir", str(run)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     latest, deadline = run / "checkpoints" / "latest", time.monotonic() + 900
     while proc.poll() is None and time.monotonic() < deadline:
         if latest.is_file() and latest.read_text().strip() == "gen_000001":
@@ -134,8 +152,23 @@ def test_eval_scores_the_exported_adapter_through_vllm_lora_with_ifevals_four_nu
     out = runs["root"] / "exported-for-vllm"
     essa("export", str(runs["resumed"]), "--out", str(out))
     result = tmp_path / "ifeval.json"
-    essa("eval", "--task", "ifeval", "--split", "test", "--adapter", str(out), "--limit", "3", "--max-new-tokens", "48",
-         "--out", str(result), "engine.mode=lora", "engine.enforce_eager=true")
+    essa(
+        "eval",
+        "--task",
+        "ifeval",
+        "--split",
+        "test",
+        "--adapter",
+        str(out),
+        "--limit",
+        "3",
+        "--max-new-tokens",
+        "48",
+        "--out",
+        str(result),
+        "engine.mode=lora",
+        "engine.enforce_eager=true",
+    )
     report = json.loads(result.read_text())
     assert report["examples"] == 3 and 0 < report["mean_new_tokens"] <= 48
     for key in ("prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc"):
@@ -143,7 +176,7 @@ def test_eval_scores_the_exported_adapter_through_vllm_lora_with_ifevals_four_nu
     assert report["prompt_level_loose_acc"] >= report["prompt_level_strict_acc"]
 
 
-FLAKY_REWARD = '''
+FLAKY_REWARD = """
 from pathlib import Path
 
 FLAG = Path({flag!r})
@@ -153,22 +186,41 @@ def score(completion, example):
     if FLAG.exists():
         raise RuntimeError("reward backend unavailable")
     return float(len(completion) % 2)
-'''
+"""
 
 
 def test_failing_reward_plugin_stops_with_a_clear_error_and_the_run_resumes(tmp_path):
     flag, plugin, run = tmp_path / "fail-now", tmp_path / "flaky_reward.py", tmp_path / "run"
     plugin.write_text(FLAKY_REWARD.format(flag=str(flag)))
-    tiny = ["--task", "gsm8k", "--reward", f"{plugin}:score", "--init", "principal", "--popsize", "2", "--batch-size", "2",
-            "--max-new-tokens", "16", "task.val_size=2", "run.checkpoint_every=1", "engine.enforce_eager=true",
-            "search.sigma=0.5"]  # no step-size calibration: not what this test is about
+    tiny = [
+        "--task",
+        "gsm8k",
+        "--reward",
+        f"{plugin}:score",
+        "--init",
+        "principal",
+        "--popsize",
+        "2",
+        "--batch-size",
+        "2",
+        "--max-new-tokens",
+        "16",
+        "task.val_size=2",
+        "run.checkpoint_every=1",
+        "engine.enforce_eager=true",
+        "search.sigma=0.5",
+    ]  # no step-size calibration: not what this test is about
     essa("align", *tiny, "--generations", "1", "--run-dir", str(run))
     assert (run / "checkpoints" / "latest").read_text().strip() == "gen_000001"
 
     flag.touch()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    failed = subprocess.run([sys.executable, "-m", "essa.cli", "align", "--resume", str(run), "--generations", "2"],
-                            capture_output=True, text=True, env=env)
+    failed = subprocess.run(
+        [sys.executable, "-m", "essa.cli", "align", "--resume", str(run), "--generations", "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert failed.returncode == 2
     for part in ("flaky_reward.py:score", "train example", "reward backend unavailable", "reward_errors=zero"):
         assert part in failed.stderr, part

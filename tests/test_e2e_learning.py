@@ -23,13 +23,38 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_a_short_search_raises_a_dense_reward_on_unseen_prompts(tmp_path):
     run = tmp_path / "run"
-    args = ["align", "--task", "gsm8k", "--gpus", "0", "--init", "principal", "--popsize", "8",
-            "--batch-size", "8", "--max-new-tokens", "48", "--generations", "6",
-            "--reward", str(REPO / "examples" / "rewards" / "dense.py") + ":concise", "--run-dir", str(run),
-            "task.val_size=16", "run.validate_every=3", "run.checkpoint_every=3", "run.heldout_size=24",
-            "engine.enforce_eager=true"]
-    proc = subprocess.run([sys.executable, "-m", "essa.cli", *args], capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    args = [
+        "align",
+        "--task",
+        "gsm8k",
+        "--gpus",
+        "0",
+        "--init",
+        "principal",
+        "--popsize",
+        "8",
+        "--batch-size",
+        "8",
+        "--max-new-tokens",
+        "48",
+        "--generations",
+        "6",
+        "--reward",
+        str(REPO / "examples" / "rewards" / "dense.py") + ":concise",
+        "--run-dir",
+        str(run),
+        "task.val_size=16",
+        "run.validate_every=3",
+        "run.checkpoint_every=3",
+        "run.heldout_size=24",
+        "engine.enforce_eager=true",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "essa.cli", *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     start = lines[0]["validation"]

@@ -17,8 +17,16 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 
 def test_sft_trains_a_peft_adapter_that_lowers_the_loss_and_caches_it(tmp_path):
-    cfg = load_config("gsm8k", overrides=["sft.max_examples=8", "sft.batch_size=4", "sft.epochs=4",
-                                          "sft.learning_rate=2e-3", "adapter.rank=4"])
+    cfg = load_config(
+        "gsm8k",
+        overrides=[
+            "sft.max_examples=8",
+            "sft.batch_size=4",
+            "sft.epochs=4",
+            "sft.learning_rate=2e-3",
+            "adapter.rank=4",
+        ],
+    )
     model_dir = resolve_model(cfg.model.name)
     adapter = sft.sft_adapter(cfg, model_dir, cache_root=tmp_path)
 
@@ -53,8 +61,16 @@ def local_ray():
 
 
 def test_rejection_sampling_draws_distinct_responses_from_the_real_engine(local_ray):
-    cfg = load_config("ifeval", overrides=["sft.max_examples=4", "sft.samples_per_prompt=2", "sft.min_reward=0.0",
-                                           "generation.max_new_tokens=24", "engine.enforce_eager=true"])
+    cfg = load_config(
+        "ifeval",
+        overrides=[
+            "sft.max_examples=4",
+            "sft.samples_per_prompt=2",
+            "sft.min_reward=0.0",
+            "generation.max_new_tokens=24",
+            "engine.enforce_eager=true",
+        ],
+    )
     task = load_task(cfg.task)
     pairs = sft.rejection_sample(cfg, task)
     assert len(pairs) == 4

@@ -18,8 +18,11 @@ REPO = Path(__file__).resolve().parents[1]
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     # Without build isolation: the backend pyproject asks for is in the dev extra, and no download happens.
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out),
-                    str(REPO)], check=True, cwd=out)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(REPO)],
+        check=True,
+        cwd=out,
+    )
     (built,) = out.glob("essa_align-*.whl")
     return built
 
@@ -44,14 +47,19 @@ def test_the_metadata_declares_the_spdx_licence_and_one_version(wheel) -> None:
 
 def test_the_installed_wheel_runs_the_command_away_from_the_source_tree(wheel, tmp_path) -> None:
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)], check=True
+    )
     env = {**os.environ, "PYTHONPATH": str(target)}
     probe = "import essa, essa.cli; print(essa.__file__); print(essa.__version__); essa.cli.main(['--help'])"
     done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     where, version, *help_text = done.stdout.splitlines()
     assert Path(where).is_relative_to(target)  # the installed copy, not the source tree
-    assert version == email.parser.Parser().parsestr(
-        zipfile.ZipFile(wheel).read(f"essa_align-{version}.dist-info/METADATA").decode())["Version"]
+    assert (
+        version
+        == email.parser.Parser().parsestr(
+            zipfile.ZipFile(wheel).read(f"essa_align-{version}.dist-info/METADATA").decode()
+        )["Version"]
+    )
     assert any("align" in line for line in help_text)

@@ -104,8 +104,15 @@ class RolloutWorker:
         tokens = np.array([sum(c.tokens for c in row) for row in completions], dtype=np.int64)
         details = self._details(completions, examples, work.indices) if work.details else {}
         return WorkResult(
-            work.generation, work.candidate_ids, rewards, tokens, timings, self.reward.errors - errors_before,
-            call=work.call, item_id=work.item_id, details=details,
+            work.generation,
+            work.candidate_ids,
+            rewards,
+            tokens,
+            timings,
+            self.reward.errors - errors_before,
+            call=work.call,
+            item_id=work.item_id,
+            details=details,
             texts=[[c.text for c in row] for row in completions] if work.texts else None,
         )
 

@@ -42,7 +42,9 @@ def cpu_kv_cache_gib(requested: float) -> int:
     return max(1, round(requested))
 
 
-def cpu_memory_problem(engines: int, kv_cache_gib: float, weights_gib: float, available_gib: float | None) -> str | None:
+def cpu_memory_problem(
+    engines: int, kv_cache_gib: float, weights_gib: float, available_gib: float | None
+) -> str | None:
     """Why `engines` CPU engines would not fit in this machine's free RAM, or None when they fit."""
     need = engines * (kv_cache_gib + weights_gib + ENGINE_RUNTIME_GIB)
     if available_gib is None or need <= available_gib:
@@ -95,8 +97,9 @@ def cpu_list(cores: list[int]) -> str:
 SMALL_MACHINE_CORES = 4  # up to this many cores, one CPU engine binds them all (see actor_options)
 
 
-def actor_options(gpus: int, workers: int, cores: list[int], cpus: int, env: dict[str, str],
-                  tensor_parallel: int = 1) -> list[dict]:
+def actor_options(
+    gpus: int, workers: int, cores: list[int], cpus: int, env: dict[str, str], tensor_parallel: int = 1
+) -> list[dict]:
     """Ray options (resources, runtime_env) of every actor slot; a replacement reuses its slot's.
 
     With tensor_parallel > 1 the GPUs are not the actor's but its placement group's (`gpu_bundles`).
@@ -133,6 +136,7 @@ def local_gpu_problem(gpus: int, ray_address: str | None) -> str | None:
         return None
     try:
         from ray._private.accelerators import NvidiaGPUAcceleratorManager as gpus_of_node
+
         found = gpus_of_node.get_current_node_num_accelerators()
         visible = gpus_of_node.get_current_process_visible_accelerator_ids()
         found = found if visible is None else min(found, len(visible))
@@ -140,13 +144,22 @@ def local_gpu_problem(gpus: int, ray_address: str | None) -> str | None:
         return None
     if gpus <= found:
         return None
-    return (f"--gpus {gpus} asks for {gpus} GPUs but this machine has {found}; use --gpus {found} "
-            f"{'(or --gpus 0 for CPU)' if found else 'to run on CPU'}, or join a cluster with GPUs "
-            "(engine.ray_address / $RAY_ADDRESS)")
+    return (
+        f"--gpus {gpus} asks for {gpus} GPUs but this machine has {found}; use --gpus {found} "
+        f"{'(or --gpus 0 for CPU)' if found else 'to run on CPU'}, or join a cluster with GPUs "
+        "(engine.ray_address / $RAY_ADDRESS)"
+    )
 
 
-def plan_actors(model: str, kv_cache_gib: float, gpus: int, workers: int, tensor_parallel: int,
-                ray_address: str | None, env: dict[str, str]) -> list[dict]:
+def plan_actors(
+    model: str,
+    kv_cache_gib: float,
+    gpus: int,
+    workers: int,
+    tensor_parallel: int,
+    ray_address: str | None,
+    env: dict[str, str],
+) -> list[dict]:
     """Start or join Ray, check that the engines fit (GPUs in the cluster, RAM on this machine) and
     return the Ray options of every actor slot."""
     import ray
@@ -159,8 +172,9 @@ def plan_actors(model: str, kv_cache_gib: float, gpus: int, workers: int, tensor
             "use --gpus 0 to run on CPU, or join a cluster with GPUs (engine.ray_address / $RAY_ADDRESS)"
         )
     if gpus == 0 and not (ray_address or os.environ.get("RAY_ADDRESS")):  # the engines share this machine's RAM
-        problem = cpu_memory_problem(workers, cpu_kv_cache_gib(kv_cache_gib), weights_gib(model),
-                                     available_memory_gib())
+        problem = cpu_memory_problem(
+            workers, cpu_kv_cache_gib(kv_cache_gib), weights_gib(model), available_memory_gib()
+        )
         if problem:
             raise PoolError(problem)
     # vLLM's warnings on these machines are about its own build (no Triton, a recompile), not the
@@ -188,8 +202,9 @@ def reserve_gpu_groups(slot_options: list[dict], tensor_parallel: int, timeout_s
 
     groups = []
     for index, options in enumerate(slot_options):
-        group = placement_group(gpu_bundles(tensor_parallel), strategy="STRICT_PACK",
-                                name=f"essa-engine-{index}-{os.getpid()}")
+        group = placement_group(
+            gpu_bundles(tensor_parallel), strategy="STRICT_PACK", name=f"essa-engine-{index}-{os.getpid()}"
+        )
         options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
             group, placement_group_bundle_index=0, placement_group_capture_child_tasks=True
         )
@@ -222,8 +237,13 @@ def init_ray(address: str | None) -> None:
         else:
             # "local": always a fresh local instance. Without it Ray joins a `ray start` cluster it finds
             # on this machine and then refuses num_cpus; that cluster is joined only when asked (address).
-            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True,
-                     logging_level=logging.WARNING)
+            ray.init(
+                address="local",
+                num_cpus=os.cpu_count(),
+                include_dashboard=False,
+                log_to_driver=True,
+                logging_level=logging.WARNING,
+            )
         if callable(previous) and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, previous)
         _head_lost.clear()  # a new head: an earlier one's loss is history
@@ -251,9 +271,11 @@ def _watch_local_head(interval_s: float = 1.0, grace_s: float = 3.0) -> None:
 
     node = worker._global_node
     try:
-        watched = [(kind, info.process) for kind in (ray_constants.PROCESS_TYPE_GCS_SERVER,
-                                                       ray_constants.PROCESS_TYPE_RAYLET)
-                   for info in node.all_processes.get(kind, [])]
+        watched = [
+            (kind, info.process)
+            for kind in (ray_constants.PROCESS_TYPE_GCS_SERVER, ray_constants.PROCESS_TYPE_RAYLET)
+            for info in node.all_processes.get(kind, [])
+        ]
     except AttributeError:  # Ray's internals moved: Ray's own message still comes
         return
 
@@ -268,9 +290,12 @@ def _watch_local_head(interval_s: float = 1.0, grace_s: float = 3.0) -> None:
                     if not in_use(kind):
                         return
                     _head_lost.append(f"its {kind} process (pid {process.pid}) exited with status {process.returncode}")
-                    print(f"\nessa: the Ray head of this command is gone: {_head_lost[0]}. Stopping; every file "
-                          "written so far is intact (an essa align run continues with essa align --resume RUN_DIR)",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"\nessa: the Ray head of this command is gone: {_head_lost[0]}. Stopping; every file "
+                        "written so far is intact (an essa align run continues with essa align --resume RUN_DIR)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     os.kill(os.getpid(), signal.SIGTERM)
                     return
             time.sleep(interval_s)

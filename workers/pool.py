@@ -55,15 +55,32 @@ def chunk_size(candidates: int, actors: int) -> int:
     return max(1, math.ceil(candidates / (1 if actors == 1 else 2 * actors)))
 
 
-def cut_work(call: int, generation: int, vectors: np.ndarray | None, split: str, indices: list[int],
-             actors: int, details: bool = False, texts: bool = False) -> list[WorkItem]:
+def cut_work(
+    call: int,
+    generation: int,
+    vectors: np.ndarray | None,
+    split: str,
+    indices: list[int],
+    actors: int,
+    details: bool = False,
+    texts: bool = False,
+) -> list[WorkItem]:
     """One call's work items, in candidate order; the base model (`vectors` None) is one item."""
     if vectors is None:
         return [WorkItem(generation, [0], None, split, indices, call=call, item_id=0, details=details, texts=texts)]
     size = chunk_size(len(vectors), actors)
     return [
-        WorkItem(generation, list(range(start, min(start + size, len(vectors)))), vectors[start : start + size],
-                 split, indices, call=call, item_id=k, details=details, texts=texts)
+        WorkItem(
+            generation,
+            list(range(start, min(start + size, len(vectors)))),
+            vectors[start : start + size],
+            split,
+            indices,
+            call=call,
+            item_id=k,
+            details=details,
+            texts=texts,
+        )
         for k, start in enumerate(range(0, len(vectors), size))
     ]
 
@@ -137,25 +154,47 @@ class _Flight:
 class RolloutPool:
     """Ray actors, one engine each, fed from a queue of work items (see the module docstring)."""
 
-    def __init__(self, spec: WorkerSpec, gpus: int = 0, ray_address: str | None = None, timeout_s: float = 1800.0,
-                 workers: int = 1, max_retries: int = 2, start_timeout_s: float = 1800.0, tensor_parallel: int = 1):
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        gpus: int = 0,
+        ray_address: str | None = None,
+        timeout_s: float = 1800.0,
+        workers: int = 1,
+        max_retries: int = 2,
+        start_timeout_s: float = 1800.0,
+        tensor_parallel: int = 1,
+    ):
         import ray
 
-        self.spec, self.timeout_s, self.max_retries, self.start_timeout_s = spec, timeout_s, max_retries, start_timeout_s
+        self.spec, self.timeout_s, self.max_retries, self.start_timeout_s = (
+            spec,
+            timeout_s,
+            max_retries,
+            start_timeout_s,
+        )
         self.stats = dict(items=0, dropped_stale=0, dropped_duplicate=0, restarts=0, timeouts=0, retries=0)
         self.slots: list[_Slot] = []
         self._call = 0  # nonce of the current evaluate() call
         self._flights: dict = {}  # ObjectRef -> _Flight; may outlive a failed call, then drained as stale
         self._starting: dict = {}  # ObjectRef of ready() -> (_Slot, deadline)
         self._owner = f"{os.getpid()}x{id(self) % 10**6}"  # this pool's engines' scratch tags start with it
-        options = plan_actors(spec.model, float(spec.engine_options.get("kv_cache_gib", 2.0)), gpus, workers,
-                              tensor_parallel, ray_address, spec.env)
+        options = plan_actors(
+            spec.model,
+            float(spec.engine_options.get("kv_cache_gib", 2.0)),
+            gpus,
+            workers,
+            tensor_parallel,
+            ray_address,
+            spec.env,
+        )
         self._remote = ray.remote(RolloutWorker)
         self.slots = [_Slot(i, o) for i, o in enumerate(options)]
         try:
             if gpus > 0 and tensor_parallel > 1:
-                groups = reserve_gpu_groups([slot.options for slot in self.slots], tensor_parallel,
-                                            self.start_timeout_s)
+                groups = reserve_gpu_groups(
+                    [slot.options for slot in self.slots], tensor_parallel, self.start_timeout_s
+                )
                 for slot, group in zip(self.slots, groups):
                     slot.placement_group = group
             for slot in self.slots:
@@ -173,14 +212,22 @@ class RolloutPool:
     def actors(self) -> list:
         return [slot.actor for slot in self.slots]
 
-    def evaluate(self, vectors: np.ndarray | None, split: str, indices: list[int], generation: int = -1,
-                 details: bool = False, texts: bool = False) -> PoolResult:
+    def evaluate(
+        self,
+        vectors: np.ndarray | None,
+        split: str,
+        indices: list[int],
+        generation: int = -1,
+        details: bool = False,
+        texts: bool = False,
+    ) -> PoolResult:
         """Score every candidate (row of `vectors`; None: the base model) on the same prompts."""
         if not self.slots:
             raise PoolError("the rollout pool was shut down; create a new one (essa.rollout_pool.pool_from_config)")
         self._call += 1
-        items = cut_work(self._call, generation, vectors, split, [int(i) for i in indices], len(self.slots), details,
-                         texts)
+        items = cut_work(
+            self._call, generation, vectors, split, [int(i) for i in indices], len(self.slots), details, texts
+        )
         collector = ResultCollector(self._call, items, self.stats)
         queue, failures = deque(items), {}
         while not collector.done:
@@ -297,7 +344,9 @@ class RolloutPool:
         for ref, (slot, deadline) in list(self._starting.items()):
             if now >= deadline:
                 del self._starting[ref]
-                self._start_failed(slot, f"did not start within engine.start_timeout_s={self.start_timeout_s:g}s", fatal)
+                self._start_failed(
+                    slot, f"did not start within engine.start_timeout_s={self.start_timeout_s:g}s", fatal
+                )
 
     def _start_failed(self, slot: _Slot, what: str, fatal: bool) -> None:
         slot.start_failures += 1

@@ -31,7 +31,7 @@ def final_number(completion: str) -> str | None:
     last_line = completion.rstrip().rpartition("\n")[2].strip()
     if not last_line.startswith("####"):
         return None
-    return normalize_number(last_line[len("####"):])
+    return normalize_number(last_line[len("####") :])
 
 
 def reference(example: dict) -> str | None:

@@ -56,9 +56,13 @@ def write_tiny_model(folder):
     """A two-layer 'model' folder: q_proj weights and a config.json, enough for a principal start."""
     rng = np.random.default_rng(0)
     atomic_write_json(folder / "config.json", {"model_type": "tiny"})
-    atomic_write_safetensors(folder / "model.safetensors", {
-        f"model.layers.{i}.self_attn.q_proj.weight": rng.standard_normal((12, 12)).astype(np.float32)
-        for i in range(2)})
+    atomic_write_safetensors(
+        folder / "model.safetensors",
+        {
+            f"model.layers.{i}.self_attn.q_proj.weight": rng.standard_normal((12, 12)).astype(np.float32)
+            for i in range(2)
+        },
+    )
     return folder
 
 
@@ -68,9 +72,20 @@ def tiny_config(model_dir, *overrides: str):
     from essa.config import load_config
 
     flags = {"model.name": str(model_dir), "adapter.init": "principal", "search.popsize": 8}
-    return load_config("gsm8k", None, flags, ["adapter.rank=2", "adapter.target_modules=[q_proj]", "task.batch_size=8",
-                                              "task.val_size=16", "run.validate_every=2", "search.sigma=0.5",
-                                              *overrides])
+    return load_config(
+        "gsm8k",
+        None,
+        flags,
+        [
+            "adapter.rank=2",
+            "adapter.target_modules=[q_proj]",
+            "task.batch_size=8",
+            "task.val_size=16",
+            "run.validate_every=2",
+            "search.sigma=0.5",
+            *overrides,
+        ],
+    )
 
 
 def tiny_run(root, *overrides: str, model_name: str = "model"):
@@ -80,4 +95,3 @@ def tiny_run(root, *overrides: str, model_name: str = "model"):
     model = write_tiny_model(Path(root) / model_name)
     align(tiny_config(model, *overrides), Path(root) / "run", resume=False, pool_factory=FakePool)
     return Path(root) / "run", model
-

@@ -47,8 +47,14 @@ def test_principal_init_covers_every_module():
 
 def test_write_read_round_trip(tmp_path):
     lora = random_lora()
-    out = write_peft_adapter(tmp_path / "adapter", lora, rank=4, lora_alpha=8.0, base_model="some/base",
-                             provenance={"run": "r1", "generation": 7})
+    out = write_peft_adapter(
+        tmp_path / "adapter",
+        lora,
+        rank=4,
+        lora_alpha=8.0,
+        base_model="some/base",
+        provenance={"run": "r1", "generation": 7},
+    )
     assert out == tmp_path / "adapter"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]  # no .adapter.tmp left behind
     assert sorted(p.name for p in out.iterdir()) == sorted([ADAPTER_CONFIG, ADAPTER_WEIGHTS, "essa.json"])
@@ -153,7 +159,9 @@ def edit_weights(adapter_dir, drop=(), add=None):
             r"unexpected tensor 'base_model.model.lm_head.weight'",
         ),
         (
-            lambda d: edit_weights(d, add={"model.layers.0.self_attn.q_proj.lora_A.weight": np.zeros((4, 10), np.float32)}),
+            lambda d: edit_weights(
+                d, add={"model.layers.0.self_attn.q_proj.lora_A.weight": np.zeros((4, 10), np.float32)}
+            ),
             ValueError,
             r"unexpected tensor 'model.layers.0.self_attn.q_proj.lora_A.weight'",
         ),
@@ -164,8 +172,19 @@ def edit_weights(adapter_dir, drop=(), add=None):
         ),
         (lambda d: (d / ADAPTER_WEIGHTS).write_bytes(b"\x00" * 64), ValueError, r"is corrupt"),
     ],
-    ids=["ia3", "no-peft-type", "dora", "rslora", "corrupt-config", "missing-B", "missing-A",
-         "extra-tensor", "unprefixed-key", "truncated-weights", "garbage-weights"],
+    ids=[
+        "ia3",
+        "no-peft-type",
+        "dora",
+        "rslora",
+        "corrupt-config",
+        "missing-B",
+        "missing-A",
+        "extra-tensor",
+        "unprefixed-key",
+        "truncated-weights",
+        "garbage-weights",
+    ],
 )
 def test_read_errors_say_what_is_wrong(adapter_dir, breakage, error, message):
     breakage(adapter_dir)
@@ -183,8 +202,13 @@ def tiny_llama():
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     config = transformers.LlamaConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=4, vocab_size=64, max_position_embeddings=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        vocab_size=64,
+        max_position_embeddings=64,
     )
     return config
 

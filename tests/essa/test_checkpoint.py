@@ -29,12 +29,16 @@ def run_strategy(generations, name="cma_sep", dim=50, popsize=4):
 def make_checkpoint(generation=2, name="cma_sep", dim=50, sampler=None):
     es = run_strategy(generation, name, dim)
     sampler = sampler or PromptSampler(37, 5, seed=3)
-    return es, sampler, Checkpoint(
-        generation=generation,
-        strategy=es.state_dict(),
-        sampler=sampler.state_dict(),
-        best={"generation": generation, "validation": 0.25},
-        best_z=es.mean.copy(),
+    return (
+        es,
+        sampler,
+        Checkpoint(
+            generation=generation,
+            strategy=es.state_dict(),
+            sampler=sampler.state_dict(),
+            best={"generation": generation, "validation": 0.25},
+            best_z=es.mean.copy(),
+        ),
     )
 
 

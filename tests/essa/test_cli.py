@@ -48,11 +48,27 @@ def test_existing_run_is_not_overwritten(tmp_path, capsys):
 def test_eval_table_shows_rates_in_percent_and_every_key():
     from essa.evaluate import format_table
 
-    table = format_table({"task": "ifeval", "prompt_level_strict_acc": 0.26, "accuracy": 0.355, "stderr": 0.0123,
-                          "adapter": None, "mean_new_tokens": 211.456, "examples": 200})
+    table = format_table(
+        {
+            "task": "ifeval",
+            "prompt_level_strict_acc": 0.26,
+            "accuracy": 0.355,
+            "stderr": 0.0123,
+            "adapter": None,
+            "mean_new_tokens": 211.456,
+            "examples": 200,
+        }
+    )
     lines = dict(line.split(None, 1) for line in table.splitlines())
-    assert lines == {"task": "ifeval", "prompt_level_strict_acc": "26.00%", "accuracy": "35.50%", "stderr": "1.23%",
-                     "adapter": "-", "mean_new_tokens": "211.5", "examples": "200"}
+    assert lines == {
+        "task": "ifeval",
+        "prompt_level_strict_acc": "26.00%",
+        "accuracy": "35.50%",
+        "stderr": "1.23%",
+        "adapter": "-",
+        "mean_new_tokens": "211.5",
+        "examples": "200",
+    }
 
 
 def test_more_gpus_than_this_machine_has_is_refused_before_the_run_folder_exists(tmp_path, capsys, monkeypatch):

@@ -129,8 +129,12 @@ def test_unknown_top_level_section_is_an_error():
 
 @pytest.mark.parametrize(
     ("override", "key"),
-    [("search.popsize=abc", "search.popsize"), ("search.sigma=big", "search.sigma"),
-     ("engine.enforce_eager=maybe", "engine.enforce_eager"), ("adapter.rank=[1,2]", "adapter.rank")],
+    [
+        ("search.popsize=abc", "search.popsize"),
+        ("search.sigma=big", "search.sigma"),
+        ("engine.enforce_eager=maybe", "engine.enforce_eager"),
+        ("adapter.rank=[1,2]", "adapter.rank"),
+    ],
 )
 def test_wrong_type_names_the_key(override, key):
     with pytest.raises(ConfigError, match=re.escape(key)):
@@ -186,8 +190,17 @@ def test_malformed_override_raises(bad):
 
 @pytest.mark.parametrize(
     "overrides",
-    [[], ["search.popsize=48", "adapter.target_modules=[q_proj,v_proj]", "task.data_dir=/x/y",
-          "task.system_prompt=Be brief.", "engine.ray_address=auto", "search.sigma=0.125"]],
+    [
+        [],
+        [
+            "search.popsize=48",
+            "adapter.target_modules=[q_proj,v_proj]",
+            "task.data_dir=/x/y",
+            "task.system_prompt=Be brief.",
+            "engine.ray_address=auto",
+            "search.sigma=0.125",
+        ],
+    ],
 )
 def test_yaml_round_trip(tmp_path, overrides):
     cfg = load_config("gsm8k", overrides=overrides)
@@ -208,8 +221,15 @@ def test_text_overrides_are_taken_verbatim(value):
     assert cfg.run.run_dir == value and cfg.task.system_prompt == value
 
 
-@pytest.mark.parametrize(("value", "expected"), [('"Be brief. #### 5"', "Be brief. #### 5"), ("'it''s'", "it's"),
-                                               ('"a" and "b"', '"a" and "b"'), ('"open', '"open')])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('"Be brief. #### 5"', "Be brief. #### 5"),
+        ("'it''s'", "it's"),
+        ('"a" and "b"', '"a" and "b"'),
+        ('"open', '"open'),
+    ],
+)
 def test_a_quoted_text_override_is_a_yaml_string(value, expected):
     assert load_config("gsm8k", overrides=[f"task.system_prompt={value}"]).task.system_prompt == expected
 

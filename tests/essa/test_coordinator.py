@@ -27,9 +27,21 @@ def model_dir(tmp_path_factory):
 
 def config(model_dir, *overrides):
     flags = {"model.name": str(model_dir), "adapter.init": "principal", "search.popsize": 8}
-    return load_config("gsm8k", None, flags, ["adapter.rank=2", "adapter.target_modules=[q_proj]",
-                                              "task.batch_size=8", "task.val_size=16", "run.validate_every=2",
-                                              "run.checkpoint_every=2", "search.generations=12", *overrides])
+    return load_config(
+        "gsm8k",
+        None,
+        flags,
+        [
+            "adapter.rank=2",
+            "adapter.target_modules=[q_proj]",
+            "task.batch_size=8",
+            "task.val_size=16",
+            "run.validate_every=2",
+            "run.checkpoint_every=2",
+            "search.generations=12",
+            *overrides,
+        ],
+    )
 
 
 def metrics(run):
@@ -39,8 +51,12 @@ def metrics(run):
 def test_a_run_calibrates_learns_and_exports_its_best_point(model_dir, tmp_path, capsys):
     pools = []
     run = tmp_path / "run"
-    adapter = align(config(model_dir, "run.heldout_size=32", "run.heldout_split=test"), run, resume=False,
-                    pool_factory=lambda cfg, basis: pools.append(FakePool(cfg, basis)) or pools[-1])
+    adapter = align(
+        config(model_dir, "run.heldout_size=32", "run.heldout_split=test"),
+        run,
+        resume=False,
+        pool_factory=lambda cfg, basis: pools.append(FakePool(cfg, basis)) or pools[-1],
+    )
     assert pools[0].closed
     cal = json.loads((run / "calibration.json").read_text())
     assert cal["sigma"] in [0.25, 0.5, 1.0, 2.0, 4.0] and cal["levels"][-1]["sigma"] == cal["sigma"]
@@ -70,8 +86,12 @@ def test_an_interrupted_run_resumes_to_the_same_result(model_dir, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     align(config(model_dir), straight, resume=False, pool_factory=FakePool)
     with pytest.raises(KeyboardInterrupt):
-        align(config(model_dir), resumed, resume=False,
-              pool_factory=lambda cfg, basis: FakePool(cfg, basis, fail_at_generation=7))
+        align(
+            config(model_dir),
+            resumed,
+            resume=False,
+            pool_factory=lambda cfg, basis: FakePool(cfg, basis, fail_at_generation=7),
+        )
     assert load_latest(resumed).generation == 6
     align(None, resumed, resume=True, pool_factory=FakePool)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
@@ -82,16 +102,21 @@ def test_an_interrupted_run_resumes_to_the_same_result(model_dir, tmp_path):
     for key, value in b.strategy.items():
         if isinstance(value, np.ndarray):
             np.testing.assert_array_equal(a.strategy[key], value, err_msg=key)
-    assert (resumed / "adapter" / "adapter_model.safetensors").read_bytes() == \
-        (straight / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert (resumed / "adapter" / "adapter_model.safetensors").read_bytes() == (
+        straight / "adapter" / "adapter_model.safetensors"
+    ).read_bytes()
 
 
 def test_a_run_stopped_before_its_first_checkpoint_resumes_with_one_start_line(model_dir, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     align(config(model_dir), straight, resume=False, pool_factory=FakePool)
     with pytest.raises(KeyboardInterrupt):  # after the start's validation line, before any checkpoint
-        align(config(model_dir), resumed, resume=False,
-              pool_factory=lambda cfg, basis: FakePool(cfg, basis, fail_at_generation=0))
+        align(
+            config(model_dir),
+            resumed,
+            resume=False,
+            pool_factory=lambda cfg, basis: FakePool(cfg, basis, fail_at_generation=0),
+        )
     assert load_latest(resumed) is None and [m["generation"] for m in metrics(resumed)] == [-1]
     align(None, resumed, resume=True, pool_factory=FakePool)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
@@ -121,8 +146,12 @@ def test_a_run_stopped_in_its_final_held_out_comparison_does_it_on_resume(model_
 
 def test_flat_rewards_leave_the_warm_start_in_place(model_dir, tmp_path):
     run = tmp_path / "flat"
-    align(config(model_dir, "search.sigma=0.5", "search.generations=4"), run, resume=False,
-          pool_factory=lambda cfg, basis: FakePool(cfg, basis, flat=True))
+    align(
+        config(model_dir, "search.sigma=0.5", "search.generations=4"),
+        run,
+        resume=False,
+        pool_factory=lambda cfg, basis: FakePool(cfg, basis, flat=True),
+    )
     assert not (run / "calibration.json").exists()  # a set sigma is not calibrated
     ckpt = load_latest(run)
     assert ckpt.strategy["flat_generations"] == 4
@@ -154,8 +183,7 @@ def test_resuming_a_finished_run_starts_no_pool(model_dir, tmp_path):
 def test_a_torn_last_metrics_line_is_dropped_and_the_run_resumes(model_dir, tmp_path, capsys):
     straight, torn = tmp_path / "straight", tmp_path / "torn"
     for run in (straight, torn):
-        align(config(model_dir, "search.sigma=0.5", "search.generations=4"), run, resume=False,
-              pool_factory=FakePool)
+        align(config(model_dir, "search.sigma=0.5", "search.generations=4"), run, resume=False, pool_factory=FakePool)
     # a kill while writing the line of generation 3 (of 4), after the generation-2 checkpoint
     lines = (torn / "metrics.jsonl").read_text().splitlines()
     (torn / "metrics.jsonl").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:25])
@@ -172,15 +200,23 @@ def test_resume_may_change_placement_and_length_but_not_the_search(model_dir, tm
     run = tmp_path / "run"
     align(config(model_dir, "search.sigma=0.5", "search.generations=2"), run, resume=False, pool_factory=FakePool)
     saved = (run / "config.yaml").read_text()
-    for changes, overrides, refused in (({"search.popsize": 4}, [], "search.popsize (8 -> 4)"),
-                                        ({}, ["search.sigma=0.3"], "search.sigma (0.5 -> 0.3)"),
-                                        ({"engine.gpus": 1}, ["engine.lora_kernel=grouped"], "engine.lora_kernel")):
+    for changes, overrides, refused in (
+        ({"search.popsize": 4}, [], "search.popsize (8 -> 4)"),
+        ({}, ["search.sigma=0.3"], "search.sigma (0.5 -> 0.3)"),
+        ({"engine.gpus": 1}, ["engine.lora_kernel=grouped"], "engine.lora_kernel"),
+    ):
         with pytest.raises(ConfigError, match=re.escape(refused)):
             align(None, run, resume=True, changes=changes, overrides=overrides, pool_factory=FakePool)
         assert (run / "config.yaml").read_text() == saved  # nothing written by a refused resume
     seen = []
-    align(None, run, resume=True, changes={"search.generations": 3, "engine.workers": 2},
-          overrides=["engine.timeout_s=60"], pool_factory=lambda cfg, basis: seen.append(cfg) or FakePool(cfg, basis))
+    align(
+        None,
+        run,
+        resume=True,
+        changes={"search.generations": 3, "engine.workers": 2},
+        overrides=["engine.timeout_s=60"],
+        pool_factory=lambda cfg, basis: seen.append(cfg) or FakePool(cfg, basis),
+    )
     assert (seen[0].engine.workers, seen[0].engine.timeout_s) == (2, 60.0)  # the pool was built with the change
     assert "engine.workers 1 -> 2" in capsys.readouterr().out
     assert load_latest(run).generation == 3
@@ -197,8 +233,12 @@ def test_a_run_whose_engines_fail_to_start_is_kept_and_resumes_with_corrected_fl
 
     run = tmp_path / "run"
     with pytest.raises(PoolError):
-        align(config(model_dir, "search.sigma=0.5", "search.generations=2", "engine.gpus=2"), run, resume=False,
-              pool_factory=no_gpus)
+        align(
+            config(model_dir, "search.sigma=0.5", "search.generations=2", "engine.gpus=2"),
+            run,
+            resume=False,
+            pool_factory=no_gpus,
+        )
     assert f"essa align --resume {run}" in capsys.readouterr().err
     adapter = align(None, run, resume=True, changes={"engine.gpus": 0}, pool_factory=no_gpus)
     assert load_latest(run).generation == 2 and (adapter / "adapter_model.safetensors").is_file()
@@ -215,12 +255,22 @@ def test_a_resume_this_machine_cannot_run_is_refused_before_any_engine_starts(mo
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     started = []
     with pytest.raises(ValueError, match="--gpus 3 asks for 3 GPUs but this machine has 2"):
-        align(None, run, resume=True, changes={"search.generations": 3, "engine.gpus": 3},
-              pool_factory=lambda cfg, basis: started.append(cfg) or FakePool(cfg, basis))
+        align(
+            None,
+            run,
+            resume=True,
+            changes={"search.generations": 3, "engine.gpus": 3},
+            pool_factory=lambda cfg, basis: started.append(cfg) or FakePool(cfg, basis),
+        )
     assert not started  # refused before the pool was built
     assert {f.relative_to(run): f.read_bytes() for f in run.rglob("*") if f.is_file()} == before
-    align(None, run, resume=True, changes={"search.generations": 3, "engine.gpus": 2},
-          pool_factory=lambda cfg, basis: started.append(cfg) or FakePool(cfg, basis))
+    align(
+        None,
+        run,
+        resume=True,
+        changes={"search.generations": 3, "engine.gpus": 2},
+        pool_factory=lambda cfg, basis: started.append(cfg) or FakePool(cfg, basis),
+    )
     assert started and load_latest(run).generation == 3
 
 
@@ -233,8 +283,18 @@ def test_resume_refuses_changed_data_or_reward_unless_allowed(model_dir, tmp_pat
     reward = tmp_path / "reward.py"
     reward.write_text("def score(completion, example):\n    return 1.0\n")
     run = tmp_path / "run"
-    align(config(model_dir, "search.sigma=0.5", "search.generations=1", f"task.data_dir={data}",
-                 f"task.reward={reward}:score"), run, resume=False, pool_factory=FakePool)
+    align(
+        config(
+            model_dir,
+            "search.sigma=0.5",
+            "search.generations=1",
+            f"task.data_dir={data}",
+            f"task.reward={reward}:score",
+        ),
+        run,
+        resume=False,
+        pool_factory=FakePool,
+    )
     recorded = json.loads((run / "inputs.json").read_text())
     assert set(recorded) == {"data", "reward", "model", "versions"}
     assert recorded["data"]["train"]["examples"] > 0 and recorded["reward"]["sha256"]
@@ -242,8 +302,7 @@ def test_resume_refuses_changed_data_or_reward_unless_allowed(model_dir, tmp_pat
     # the data moved, unchanged: fine (task.data_dir may change on resume)
     moved = tmp_path / "moved"
     shutil.copytree(data, moved)
-    align(None, run, resume=True, changes={"search.generations": 2, "task.data_dir": str(moved)},
-          pool_factory=FakePool)
+    align(None, run, resume=True, changes={"search.generations": 2, "task.data_dir": str(moved)}, pool_factory=FakePool)
     # the reward file edited: refused, naming it and the way out
     reward.write_text("def score(completion, example):\n    return 0.5\n")
     saved = (run / "config.yaml").read_text()
@@ -256,8 +315,14 @@ def test_resume_refuses_changed_data_or_reward_unless_allowed(model_dir, tmp_pat
     with pytest.raises(ValueError, match=r"data: test.examples .* --allow-change data reward"):
         align(None, run, resume=True, changes={"search.generations": 3}, pool_factory=FakePool)
     capsys.readouterr()
-    align(None, run, resume=True, changes={"search.generations": 3}, allow_change=("data", "reward"),
-          pool_factory=FakePool)
+    align(
+        None,
+        run,
+        resume=True,
+        changes={"search.generations": 3},
+        allow_change=("data", "reward"),
+        pool_factory=FakePool,
+    )
     assert "allowed by --allow-change" in capsys.readouterr().err
     assert load_latest(run).generation == 3
     assert json.loads((run / "inputs.json").read_text())["data"]["test"]["examples"] == len(lines) - 1
@@ -289,9 +354,12 @@ class ScriptedValidationPool(FakePool):
 def test_backtracking_returns_to_the_best_validated_point_with_a_smaller_step(model_dir, tmp_path):
     run = tmp_path / "run"
     # validations: warm start 0.5, gen 2: 0.6 (best), gen 4: 0.4 (a fall: back to gen 2), gen 6 (last): 0.55
-    align(config(model_dir, "search.sigma=0.5", "search.generations=6", "search.backtrack=0.5",
-                 "run.checkpoint_every=1"), run, resume=False,
-          pool_factory=lambda cfg, basis: ScriptedValidationPool(cfg, basis, [0.5, 0.6, 0.4, 0.55]))
+    align(
+        config(model_dir, "search.sigma=0.5", "search.generations=6", "search.backtrack=0.5", "run.checkpoint_every=1"),
+        run,
+        resume=False,
+        pool_factory=lambda cfg, basis: ScriptedValidationPool(cfg, basis, [0.5, 0.6, 0.4, 0.55]),
+    )
     lines = {m["generation"]: m for m in metrics(run)}
     assert lines[3]["backtracked_to"] == 2 and "backtracked_to" not in lines[1]
     assert "backtracked_to" not in lines[5]  # the last validation never backtracks: the run ends there
@@ -303,14 +371,22 @@ def test_backtracking_returns_to_the_best_validated_point_with_a_smaller_step(mo
     after_fall = load_checkpoint(run / "checkpoints" / "gen_000004").strategy["mean"]
     np.testing.assert_array_equal(after_fall, at_best)  # generation 4 ended back at generation 2's mean
     best = load_latest(run).best
-    assert (best["generation"], best["validation"], best["scores"]) == (2, pytest.approx(0.6), [pytest.approx(0.6)] * 16)
+    assert (best["generation"], best["validation"], best["scores"]) == (
+        2,
+        pytest.approx(0.6),
+        [pytest.approx(0.6)] * 16,
+    )
 
 
 def test_a_fall_within_the_noise_of_validation_does_not_backtrack(model_dir, tmp_path):
     run = tmp_path / "run"
     noisy_best, noisy_lower = np.tile([0.9, 0.3], 8), np.tile([0.3, 0.86], 8)  # means 0.60 and 0.58
-    align(config(model_dir, "search.sigma=0.5", "search.generations=6", "search.backtrack=0.5"), run, resume=False,
-          pool_factory=lambda cfg, basis: ScriptedValidationPool(cfg, basis, [0.5, noisy_best, noisy_lower, 0.55]))
+    align(
+        config(model_dir, "search.sigma=0.5", "search.generations=6", "search.backtrack=0.5"),
+        run,
+        resume=False,
+        pool_factory=lambda cfg, basis: ScriptedValidationPool(cfg, basis, [0.5, noisy_best, noisy_lower, 0.55]),
+    )
     assert not any("backtracked_to" in m for m in metrics(run))
     assert load_latest(run).best["generation"] == 2
 
@@ -325,8 +401,12 @@ def test_the_antithetic_es_learns_and_resumes_to_the_same_result(model_dir, tmp_
     assert best > lines[0]["validation"] + 0.05  # it learned, on prompts it never trained on
     assert load_latest(straight).strategy["kind"] == "antithetic_es"
     with pytest.raises(KeyboardInterrupt):
-        align(config(model_dir, *es), resumed, resume=False,
-              pool_factory=lambda cfg, basis: FakePool(cfg, basis, fail_at_generation=5))
+        align(
+            config(model_dir, *es),
+            resumed,
+            resume=False,
+            pool_factory=lambda cfg, basis: FakePool(cfg, basis, fail_at_generation=5),
+        )
     align(None, resumed, resume=True, pool_factory=FakePool)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
     assert strip(metrics(resumed)) == strip(metrics(straight))
@@ -345,13 +425,18 @@ class WarmStartBestPool(FakePool):
 
 
 def test_when_no_validated_mean_beats_the_warm_start_every_report_says_the_export_is_the_warm_start(
-        model_dir, tmp_path, capsys):
+    model_dir, tmp_path, capsys
+):
     from essa.cli import print_summary
     from essa.status import format_status, run_status
 
     run = tmp_path / "run"
-    adapter = align(config(model_dir, "search.sigma=1.0", "search.generations=4", "run.heldout_size=8",
-                           "run.heldout_split=test"), run, resume=False, pool_factory=WarmStartBestPool)
+    adapter = align(
+        config(model_dir, "search.sigma=1.0", "search.generations=4", "run.heldout_size=8", "run.heldout_split=test"),
+        run,
+        resume=False,
+        pool_factory=WarmStartBestPool,
+    )
     assert load_latest(run).best["generation"] == 0
     assert json.loads((run / "heldout.json").read_text())["same_point"] is True
     capsys.readouterr()
@@ -360,5 +445,7 @@ def test_when_no_validated_mean_beats_the_warm_start_every_report_says_the_expor
     assert re.search(r"exported point, validation +0\.500, the warm start itself: no validated mean beat it", out)
     assert "after generation" not in out.split("exported point")[1].splitlines()[0]
     assert "the warm start itself" in format_status(run_status(run))
-    assert "| this adapter: the warm start itself (no validated mean beat it) | 0.5000 |" in \
-        (adapter / "README.md").read_text()
+    assert (
+        "| this adapter: the warm start itself (no validated mean beat it) | 0.5000 |"
+        in (adapter / "README.md").read_text()
+    )

@@ -54,7 +54,10 @@ def test_the_engines_get_the_resolved_dtype_and_the_run_says_why(monkeypatch, ca
     monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: False)
     cfg = load_config("gsm8k")
     assert cfg.model.dtype == "auto" and worker_spec(cfg, None).engine_options["dtype"] == "float32"
-    assert worker_spec(load_config("gsm8k", overrides=["model.dtype=bfloat16"]), None).engine_options["dtype"] == "bfloat16"
+    assert (
+        worker_spec(load_config("gsm8k", overrides=["model.dtype=bfloat16"]), None).engine_options["dtype"]
+        == "bfloat16"
+    )
 
     class FakePool:  # records what it was built from; starts nothing
         def __init__(self, spec, **_):
@@ -63,4 +66,7 @@ def test_the_engines_get_the_resolved_dtype_and_the_run_says_why(monkeypatch, ca
     monkeypatch.setattr("essa.workers.pool.RolloutPool", FakePool)
     pool = pool_from_config(cfg, None)
     assert pool.spec.engine_options["dtype"] == "float32"
-    assert "[essa] engines load the model in float32: model.dtype=auto: this CPU has no native bfloat16" in capsys.readouterr().out
+    assert (
+        "[essa] engines load the model in float32: model.dtype=auto: this CPU has no native bfloat16"
+        in capsys.readouterr().out
+    )

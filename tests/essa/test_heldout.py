@@ -19,14 +19,26 @@ class FakeCountdownPool:
     def evaluate(self, vectors, split, indices, generation=-1, details=False, texts=False):
         solved = [set()] if vectors is None else [{0, 1}, {0, 1, 2, 3}]
         correct = np.array([[float(i in s) for i in indices] for s in solved])
-        return PoolResult(correct * 0.9 + 0.1, np.zeros(len(solved)), {},
-                          details={"correct": correct, "formatted": np.ones_like(correct)})
+        return PoolResult(
+            correct * 0.9 + 0.1,
+            np.zeros(len(solved)),
+            {},
+            details={"correct": correct, "formatted": np.ones_like(correct)},
+        )
 
 
 def test_the_comparison_names_its_label_and_reports_base_warm_start_and_best(tmp_path, capsys):
     task = load_task(load_config("countdown").task)
-    record = compare_heldout(FakeCountdownPool(), task, np.array([[0.0, 0, 0], [1, 0, 0]]), "test", 20, tmp_path,
-                             file="check.json", label="my check")
+    record = compare_heldout(
+        FakeCountdownPool(),
+        task,
+        np.array([[0.0, 0, 0], [1, 0, 0]]),
+        "test",
+        20,
+        tmp_path,
+        file="check.json",
+        label="my check",
+    )
     out = capsys.readouterr().out
     assert "[essa] my check test (correct), warm start -> best: 10.0% -> 20.0% on 20 prompts" in out
     assert "[essa] my check test (correct), base model -> best: 0.0% -> 20.0%" in out
@@ -47,8 +59,9 @@ class FakeBatchNoisePool(FakeCountdownPool):
         if vectors is None:
             return result
         n = len(vectors)
-        return PoolResult(result.rewards[:n], result.tokens[:n], {},
-                          details={k: v[:n] for k, v in result.details.items()})
+        return PoolResult(
+            result.rewards[:n], result.tokens[:n], {}, details={k: v[:n] for k, v in result.details.items()}
+        )
 
 
 def test_an_export_that_is_the_warm_start_is_scored_once_and_differs_by_nothing(tmp_path, capsys):

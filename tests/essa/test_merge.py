@@ -63,8 +63,13 @@ def test_transformers_loads_the_merged_default_model_and_it_answers_as_base_plus
     model_dir = resolve_model("smollm2-135m-instruct")
     rng = np.random.default_rng(0)
     weights = read_base_weights(model_dir, ["q_proj", "v_proj"])  # every layer's: PEFT expects them all
-    lora = {m: ((0.05 * rng.standard_normal((4, w.shape[1]))).astype(np.float32),
-                (0.05 * rng.standard_normal((w.shape[0], 4))).astype(np.float32)) for m, w in weights.items()}
+    lora = {
+        m: (
+            (0.05 * rng.standard_normal((4, w.shape[1]))).astype(np.float32),
+            (0.05 * rng.standard_normal((w.shape[0], 4))).astype(np.float32),
+        )
+        for m, w in weights.items()
+    }
     adapter = write_peft_adapter(tmp_path / "adapter", lora, 4, 8.0, str(model_dir))
     merged = write_merged_model(tmp_path / "merged", model_dir, lora, 8.0 / 4)
 

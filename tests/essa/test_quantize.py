@@ -33,8 +33,14 @@ def tiny_model(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     config = LlamaConfig(
-        hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=96, max_position_embeddings=64, tie_word_embeddings=False,
+        hidden_size=HIDDEN,
+        intermediate_size=INTERMEDIATE,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=96,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
     )
     folder = tmp_path_factory.mktemp("tiny") / "tiny-llama"
     LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(str(folder))
@@ -79,7 +85,12 @@ def test_checkpoint_format_and_round_trip_error(tiny_model, tmp_path, method):
         assert "model.layers.0.mlp.down_proj.weight" not in dst
 
     # Everything that is not a linear weight is copied bit for bit (norms, embeddings, lm_head).
-    for key in ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight", "model.layers.1.input_layernorm.weight"):
+    for key in (
+        "model.embed_tokens.weight",
+        "model.norm.weight",
+        "lm_head.weight",
+        "model.layers.1.input_layernorm.weight",
+    ):
         assert torch.equal(dst[key], src[key])
 
     # Round to nearest: every weight within half a step of its dequantized value, small overall error.
@@ -141,7 +152,9 @@ def test_concurrent_callers_quantize_once(tiny_model, cache, monkeypatch):
 
     monkeypatch.setattr(quantize, "quantize_checkpoint", slow)
     results = []
-    threads = [threading.Thread(target=lambda: results.append(quantized_model_dir(tiny_model, "int4"))) for _ in range(2)]
+    threads = [
+        threading.Thread(target=lambda: results.append(quantized_model_dir(tiny_model, "int4"))) for _ in range(2)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -202,8 +215,10 @@ def test_quantized_bases_generate_and_take_lora_candidates():
     # A small random rank-8 warm start on q/k/v/o, built from the bf16 shapes (the principal init's
     # 120 full SVDs take minutes on a busy 2-core machine; the engine path is the same).
     rng = np.random.default_rng(0)
-    lora = {m: (rng.normal(size=(8, w.shape[1])) * 0.02, rng.normal(size=(w.shape[0], 8)) * 0.02)
-            for m, w in read_base_weights(bf16, ["q_proj", "k_proj", "v_proj", "o_proj"]).items()}
+    lora = {
+        m: (rng.normal(size=(8, w.shape[1])) * 0.02, rng.normal(size=(w.shape[0], 8)) * 0.02)
+        for m, w in read_base_weights(bf16, ["q_proj", "k_proj", "v_proj", "o_proj"]).items()
+    }
     basis = SVDLoRA.from_lora(lora, rank=8, lora_alpha=8)
     x = np.zeros((2, basis.dim))
     x[1] = rng.normal(size=basis.dim) * basis.step_scales() * 3.0
@@ -212,7 +227,9 @@ def test_quantized_bases_generate_and_take_lora_candidates():
     for method in methods:
         folder = quantized_model_dir(bf16, method)
         engine = VLLMEngine(
-            EngineOptions(model_dir=str(folder), mode="lora", kv_cache_gib=1, enforce_eager=True, max_model_len=256, max_loras=2),
+            EngineOptions(
+                model_dir=str(folder), mode="lora", kv_cache_gib=1, enforce_eager=True, max_model_len=256, max_loras=2
+            ),
             basis,
         )
         try:

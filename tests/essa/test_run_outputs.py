@@ -37,8 +37,8 @@ def _events(folder: Path) -> list:
         data = path.read_bytes()
         at = 0
         while at < len(data):
-            (length,) = struct.unpack("<Q", data[at:at + 8])
-            event = event_pb2.Event.FromString(data[at + 12:at + 12 + length])
+            (length,) = struct.unpack("<Q", data[at : at + 8])
+            event = event_pb2.Event.FromString(data[at + 12 : at + 12 + length])
             at += 12 + length + 4
             found += [(v.tag, event.step, v.simple_value) for v in event.summary.value]
     return found
@@ -75,8 +75,11 @@ def test_status_reads_a_finished_run(finished_run, capsys):
 
     status = run_status(finished_run)
     assert (status["generation"], status["generations"], status["held_by"]) == (6, 6, None)
-    best = max(json.loads(line)["validation"] for line in (finished_run / "metrics.jsonl").read_text().splitlines()
-               if "validation" in json.loads(line))
+    best = max(
+        json.loads(line)["validation"]
+        for line in (finished_run / "metrics.jsonl").read_text().splitlines()
+        if "validation" in json.loads(line)
+    )
     assert status["validation_best"] == best and status["exported"] and status["last_checkpoint"] == "gen_000006"
     assert main(["status", str(finished_run)]) == 0
     text = capsys.readouterr().out
@@ -168,7 +171,12 @@ def test_the_forgetting_check_scores_another_task_after_the_run(tmp_path, capsys
     math500 = load_config("math500")
     assert seen == [("gsm8k", cfg.generation.max_new_tokens), ("math500", math500.generation.max_new_tokens)]
     check = json.loads((run / "forgetting.json").read_text())
-    assert check["task"] == "math500" and check["split"] == "test" and check["prompts"] == 20 and check["from_base"]["after"] == check["after"]
+    assert (
+        check["task"] == "math500"
+        and check["split"] == "test"
+        and check["prompts"] == 20
+        and check["from_base"]["after"] == check["after"]
+    )
     assert "forgetting check, math500 test" in capsys.readouterr().out
     print_summary(run, adapter)
     assert "forgetting check, math500 test (20), warm start -> best" in capsys.readouterr().out
@@ -178,7 +186,9 @@ def test_the_forgetting_check_scores_another_task_after_the_run(tmp_path, capsys
 def test_an_unknown_forgetting_task_is_refused_with_the_choices():
     from essa.config import ConfigError
 
-    with pytest.raises(ConfigError, match="run.forgetting_task='mmlu': choose one of gsm8k, ifeval, math500, countdown"):
+    with pytest.raises(
+        ConfigError, match="run.forgetting_task='mmlu': choose one of gsm8k, ifeval, math500, countdown"
+    ):
         load_config("gsm8k", overrides=["run.forgetting_task=mmlu"])
 
 

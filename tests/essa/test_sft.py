@@ -54,7 +54,7 @@ def test_reference_pairs_take_the_first_examples_of_the_sft_split(gsm8k_task):
 
 def test_tokenized_pair_is_the_engine_prompt_then_the_response(tokenizer, gsm8k_task):
     messages = gsm8k_task.build_messages(gsm8k_task.examples("sft")[0])
-    (ids, prompt_len), = sft.tokenize_pairs(tokenizer, [(messages, "6 + 7 = 13\n#### 13")], 768)[0]
+    ((ids, prompt_len),) = sft.tokenize_pairs(tokenizer, [(messages, "6 + 7 = 13\n#### 13")], 768)[0]
     engine_prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert tokenizer.decode(ids[:prompt_len]) == engine_prompt
     response = tokenizer.decode(ids[prompt_len:])
@@ -82,8 +82,11 @@ def test_batches_cover_each_pair_once_per_epoch_and_depend_only_on_the_seed():
     assert max(len(s) for s in steps) == 8 and len(steps) == 2 * 26  # 203 = 25·8 + 3: one short batch per epoch
     assert steps == sft.batches(encoded, batch_size=8, epochs=2, seed=3)
     assert steps != sft.batches(encoded, batch_size=8, epochs=2, seed=4)
+
     # grouped by length: far less padding than a random order
-    padding = lambda ss: sum(max(len(encoded[i][0]) for i in s) * len(s) - sum(len(encoded[i][0]) for i in s) for s in ss)  # noqa: E731
+    def padding(ss):
+        return sum(max(len(encoded[i][0]) for i in s) * len(s) - sum(len(encoded[i][0]) for i in s) for s in ss)
+
     shuffled = [list(range(k, min(k + 8, 203))) for k in range(0, 203, 8)] * 2
     assert padding(steps) < 0.5 * padding(shuffled)
 
@@ -93,8 +96,16 @@ def test_keep_rewarded_applies_the_threshold_and_drops_repeats():
     assert kept == [(0, "a"), (1, "c")]
 
 
-@pytest.mark.parametrize("override", ["adapter.rank=4", "sft.learning_rate=1e-4", "sft.max_examples=10",
-                                      "task.system_prompt=Be brief.", "adapter.target_modules=[q_proj]"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "adapter.rank=4",
+        "sft.learning_rate=1e-4",
+        "sft.max_examples=10",
+        "task.system_prompt=Be brief.",
+        "adapter.target_modules=[q_proj]",
+    ],
+)
 def test_cache_key_changes_with_what_shapes_the_adapter(gsm8k_task, override):
     model_dir = resolve_model("smollm2-135m-instruct")
     key = sft.cache_key(load_config("gsm8k"), gsm8k_task, model_dir)
@@ -117,8 +128,10 @@ def test_cache_key_changes_with_the_data(gsm8k_task):
 def test_lora_from_state_maps_peft_keys_to_modules():
     import torch
 
-    state = {"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.ones(2, 5),
-             "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": torch.zeros(7, 2)}
+    state = {
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.ones(2, 5),
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": torch.zeros(7, 2),
+    }
     lora = sft.lora_from_state(state)
     assert list(lora) == ["model.layers.0.self_attn.q_proj"]
     a, b = lora["model.layers.0.self_attn.q_proj"]

@@ -50,8 +50,9 @@ def test_one_candidate_is_refused():
         measure_signal(np.ones((1, 4)))
 
 
-@pytest.mark.parametrize("df, expected", [(1, 12.706), (2, 4.303), (3, 3.182), (9, 2.262), (30, 2.042), (99, 1.984),
-                                          (10**6, 1.960)])
+@pytest.mark.parametrize(
+    "df, expected", [(1, 12.706), (2, 4.303), (3, 3.182), (9, 2.262), (30, 2.042), (99, 1.984), (10**6, 1.960)]
+)
 def test_t_quantiles_match_the_tables(df, expected):
     from essa.stats import t_975
 

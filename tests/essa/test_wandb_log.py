@@ -24,8 +24,15 @@ from fake_pool import FakePool, write_tiny_model
 
 wandb = pytest.importorskip("wandb")
 
-OVERRIDES = ["adapter.rank=2", "adapter.target_modules=[q_proj]", "task.batch_size=8", "task.val_size=16",
-             "run.validate_every=2", "search.sigma=0.5", "run.wandb_project=essa-test"]
+OVERRIDES = [
+    "adapter.rank=2",
+    "adapter.target_modules=[q_proj]",
+    "task.batch_size=8",
+    "task.val_size=16",
+    "run.validate_every=2",
+    "search.sigma=0.5",
+    "run.wandb_project=essa-test",
+]
 
 
 def _wandb_history(run_file: Path) -> list[dict]:
@@ -36,11 +43,11 @@ def _wandb_history(run_file: Path) -> list[dict]:
     data, at, block, records, partial = run_file.read_bytes(), 7, 32768, [], b""
     while at + 7 <= len(data):
         left = block - at % block
-        _, length, kind = struct.unpack("<IHB", data[at:at + 7]) if left >= 7 else (0, 0, 0)
+        _, length, kind = struct.unpack("<IHB", data[at : at + 7]) if left >= 7 else (0, 0, 0)
         if left < 7 or (length == 0 and kind == 0):
             at += left
             continue
-        chunk, at = data[at + 7:at + 7 + length], at + 7 + length
+        chunk, at = data[at + 7 : at + 7 + length], at + 7 + length
         if kind == 1:
             records.append(chunk)
         elif kind in (2, 3):
@@ -52,8 +59,9 @@ def _wandb_history(run_file: Path) -> list[dict]:
     for raw in records:
         record = wandb_internal_pb2.Record.FromString(raw)
         if record.WhichOneof("record_type") == "history":
-            rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                         for item in record.history.item})
+            rows.append(
+                {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+            )
     return rows
 
 

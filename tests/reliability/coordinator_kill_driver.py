@@ -22,8 +22,16 @@ import essa.checkpoint as checkpoint
 import essa.coordinator as coordinator
 from essa.config import load_config
 
-OVERRIDES = ["adapter.rank=2", "adapter.target_modules=[q_proj]", "task.batch_size=8", "task.val_size=16",
-             "run.validate_every=2", "run.checkpoint_every=1", "search.generations=6", "search.sigma=0.5"]
+OVERRIDES = [
+    "adapter.rank=2",
+    "adapter.target_modules=[q_proj]",
+    "task.batch_size=8",
+    "task.val_size=16",
+    "run.validate_every=2",
+    "run.checkpoint_every=1",
+    "search.generations=6",
+    "search.sigma=0.5",
+]
 
 
 def config(model_dir: str):
@@ -38,6 +46,7 @@ def die() -> None:
 def main(model_dir: str, run_dir: str, point: str, generation: int) -> None:
     pool_factory = FakePool
     if point == "generation":
+
         class DyingPool(FakePool):
             def evaluate(self, vectors, split, indices, generation=-1, **kw):
                 if generation == target:
@@ -47,16 +56,20 @@ def main(model_dir: str, run_dir: str, point: str, generation: int) -> None:
         target, pool_factory = generation, DyingPool
     elif point == "arrays":
         write_json = checkpoint.atomic_write_json
-        checkpoint.atomic_write_json = lambda path, obj: (die() if Path(path).name == "state.json" and
-                                                          obj.get("generation") == generation else write_json(path, obj))
+        checkpoint.atomic_write_json = lambda path, obj: (
+            die() if Path(path).name == "state.json" and obj.get("generation") == generation else write_json(path, obj)
+        )
     elif point == "rename":
         write_text = checkpoint.atomic_write_text
         name = f"gen_{generation:06d}"
-        checkpoint.atomic_write_text = lambda path, text: (die() if Path(path).name == "latest" and text.strip() == name
-                                                           else write_text(path, text))
+        checkpoint.atomic_write_text = lambda path, text: (
+            die() if Path(path).name == "latest" and text.strip() == name else write_text(path, text)
+        )
     elif point == "metrics":
         save = coordinator.save_checkpoint
-        coordinator.save_checkpoint = lambda run, ckpt, keep=0: die() if ckpt.generation == generation else save(run, ckpt, keep)
+        coordinator.save_checkpoint = lambda run, ckpt, keep=0: (
+            die() if ckpt.generation == generation else save(run, ckpt, keep)
+        )
     else:
         raise SystemExit(f"unknown point {point!r}")
     coordinator.align(config(model_dir), Path(run_dir), resume=False, pool_factory=pool_factory)

@@ -71,8 +71,9 @@ class FakeHub:
                 return 404, {"error": f"Repository Not Found: {repo}"}
             if parts[5] == "preupload":
                 files = json.loads(data)["files"]
-                return 200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                                       for f in files]}
+                return 200, {
+                    "files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]
+                }
             if parts[5] == "commit":
                 received = self.files.setdefault(repo, {})
                 for line in data.decode().splitlines():
@@ -89,7 +90,7 @@ class FakeHub:
         if not card.startswith("---\n") or "\n---\n" not in card[3:]:
             return 400, {"errors": [{"message": "README.md has no YAML front matter"}]}
         try:
-            metadata = yaml.safe_load(card[4:card.index("\n---\n", 3)])
+            metadata = yaml.safe_load(card[4 : card.index("\n---\n", 3)])
         except yaml.YAMLError as exc:
             return 400, {"errors": [{"message": f"invalid YAML: {exc}"}]}
         if not isinstance(metadata, dict):

@@ -37,8 +37,12 @@ def _lines(run: Path) -> list[dict]:
 @pytest.mark.parametrize("point, generation", [("generation", 3), ("arrays", 3), ("rename", 3), ("metrics", 4)])
 def test_sigkill_then_resume_equals_the_uninterrupted_run(point, generation, model_dir, straight, tmp_path):
     run = tmp_path / "run"
-    proc = subprocess.run([sys.executable, str(HERE / "coordinator_kill_driver.py"), str(model_dir), str(run), point,
-                           str(generation)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "coordinator_kill_driver.py"), str(model_dir), str(run), point, str(generation)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert not (run / "adapter").exists()  # it really died before the end
     killed_at = load_latest(run).generation

@@ -53,8 +53,7 @@ def _lines(run: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "time"} for r in rows]
 
 
-def test_disk_full_in_a_checkpoint_stops_the_run_which_then_resumes_exactly(model_dir, straight, tmp_path,
-                                                                            monkeypatch):
+def test_disk_full_in_a_checkpoint_stops_the_run_which_then_resumes_exactly(model_dir, straight, tmp_path, monkeypatch):
     run = tmp_path / "run"
     disk = FailingWrites(monkeypatch, errno.ENOSPC)
     real_write = checkpoint.atomic_write_bytes
@@ -81,10 +80,12 @@ def test_disk_full_in_a_checkpoint_stops_the_run_which_then_resumes_exactly(mode
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
 
 
-@pytest.mark.parametrize("code, fix", [(errno.ENOSPC, "free space"), (errno.EROFS, "read-only"),
-                                       (errno.EACCES, "permissions")])
-def test_a_failed_export_write_is_one_line_and_leaves_nothing_behind(code, fix, straight, tmp_path, monkeypatch,
-                                                                     capsys):
+@pytest.mark.parametrize(
+    "code, fix", [(errno.ENOSPC, "free space"), (errno.EROFS, "read-only"), (errno.EACCES, "permissions")]
+)
+def test_a_failed_export_write_is_one_line_and_leaves_nothing_behind(
+    code, fix, straight, tmp_path, monkeypatch, capsys
+):
     out = tmp_path / "adapter"
     disk = FailingWrites(monkeypatch, code)
     disk.armed = True
@@ -97,5 +98,6 @@ def test_a_failed_export_write_is_one_line_and_leaves_nothing_behind(code, fix, 
 
     disk.armed = False
     assert main(["export", str(straight), "--out", str(out)]) == 0  # once fixed, the same command works
-    assert (out / "adapter_model.safetensors").read_bytes() == (straight / "adapter" /
-                                                                "adapter_model.safetensors").read_bytes()
+    assert (out / "adapter_model.safetensors").read_bytes() == (
+        straight / "adapter" / "adapter_model.safetensors"
+    ).read_bytes()

@@ -33,11 +33,21 @@ def run(tmp_path_factory):
 
 
 def _push(run: Path, out: Path, repo: str, endpoint: str, token: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_TOKEN": token, "HF_HUB_DISABLE_TELEMETRY": "1",
-           "HF_HOME": str(out.parent / "hf-home")}
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": endpoint,
+        "HF_TOKEN": token,
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HOME": str(out.parent / "hf-home"),
+    }
     env.pop("HF_HUB_OFFLINE", None)
-    return subprocess.run([*ESSA, "export", str(run), "--out", str(out), "--push-to-hub", repo],
-                          capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [*ESSA, "export", str(run), "--out", str(out), "--push-to-hub", repo],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 def _everything_under(*folders: Path) -> bytes:
@@ -61,8 +71,9 @@ def test_push_sends_the_export_to_a_new_private_repository_and_never_the_token(r
         assert local_path.encode() not in pushed, local_path  # no local path reaches the Hub
     assert json.loads(local["adapter_config.json"])["base_model_name_or_path"] == "local-model"
 
-    assert {headers.get("authorization") for _, _, headers, _ in hub.requests} == {f"Bearer {TOKEN}"}, \
-        [(path, headers.get("authorization")) for _, path, headers, _ in hub.requests]
+    assert {headers.get("authorization") for _, _, headers, _ in hub.requests} == {f"Bearer {TOKEN}"}, [
+        (path, headers.get("authorization")) for _, path, headers, _ in hub.requests
+    ]
     assert TOKEN not in proc.stdout + proc.stderr
     assert TOKEN.encode() not in _everything_under(run, out)
     assert all(TOKEN.encode() not in body for _, _, _, body in hub.requests)  # only ever in the header

@@ -36,8 +36,9 @@ def plant(path: Path, marker: Path) -> None:
 
 def adapter_with_bin(folder: Path, marker: Path) -> Path:
     folder.mkdir()
-    (folder / "adapter_config.json").write_text(json.dumps(
-        {"peft_type": "LORA", "r": 8, "lora_alpha": 8, "target_modules": ["q_proj"]}))
+    (folder / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": 8, "lora_alpha": 8, "target_modules": ["q_proj"]})
+    )
     plant(folder / "adapter_model.bin", marker)
     return folder
 
@@ -68,8 +69,12 @@ def test_an_object_array_planted_in_a_checkpoint_is_refused(tmp_path):
 
     marker = tmp_path / "ran"
     es = make_strategy("cma_sep", 4, 4, 0.5, 0)
-    directory = save_checkpoint(tmp_path, Checkpoint(0, es.state_dict(), PromptSampler(5, 2, 0).state_dict(),
-                                                     {"generation": 0, "validation": None}, np.zeros(4)))
+    directory = save_checkpoint(
+        tmp_path,
+        Checkpoint(
+            0, es.state_dict(), PromptSampler(5, 2, 0).state_dict(), {"generation": 0, "validation": None}, np.zeros(4)
+        ),
+    )
     buffer = io.BytesIO()
     np.savez(buffer, best_z=np.array([Payload(marker)], dtype=object))
     (directory / "arrays.npz").write_bytes(buffer.getvalue())
@@ -82,9 +87,24 @@ def test_essa_align_with_a_pickled_warm_start_exits_2_without_a_traceback(tmp_pa
     marker = tmp_path / "ran"
     folder = adapter_with_bin(tmp_path / "adapter", marker)
     proc = subprocess.run(
-        [sys.executable, "-m", "essa.cli", "align", "--task", "gsm8k", "--init", str(folder),
-         "--run-dir", str(tmp_path / "run"), "--generations", "1"],
-        capture_output=True, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"), timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "essa.cli",
+            "align",
+            "--task",
+            "gsm8k",
+            "--init",
+            str(folder),
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--generations",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        timeout=300,
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "adapter_model.bin" in proc.stderr and "Traceback" not in proc.stderr

@@ -23,8 +23,10 @@ def test_a_second_holder_is_refused_with_the_first_ones_pid(tmp_path):
 
 def test_the_lock_dies_with_its_process(tmp_path):
     """A killed run never blocks its own resume: the kernel releases the lock."""
-    code = ("import os, sys; from pathlib import Path; from essa.run_dir import hold_run\n"
-            f"with hold_run(Path({str(tmp_path / 'run')!r})):\n    print('held', flush=True); os._exit(9)\n")
+    code = (
+        "import os, sys; from pathlib import Path; from essa.run_dir import hold_run\n"
+        f"with hold_run(Path({str(tmp_path / 'run')!r})):\n    print('held', flush=True); os._exit(9)\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.strip() == "held" and proc.returncode == 9
     with hold_run(tmp_path / "run"):

@@ -65,8 +65,7 @@ sys.exit(cli.main(['eval', '--task', 'gsm8k']))
 
 def start_ray_command() -> tuple[subprocess.Popen, int]:
     """`essa eval` with its command replaced by: start a local Ray, wait; returns it and its GCS pid."""
-    proc = subprocess.Popen([sys.executable, "-c", RAY_CODE], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([sys.executable, "-c", RAY_CODE], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     *words, gcs_pid = proc.stdout.readline().split()
     assert words == ["ray", "up"], proc.stderr.read()[-2000:] if proc.poll() is not None else words
     return proc, int(gcs_pid)
@@ -115,10 +114,23 @@ def test_a_local_start_beside_a_ray_start_cluster_makes_its_own(tmp_path):
     """Without an address Ray would join a `ray start` cluster it finds on this machine and then
     refuse the local settings (num_cpus); essa starts its own instance beside it instead."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    head = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--num-cpus=1",
-                             "--include-dashboard=false", "--port=0", "--disable-usage-stats"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
+    head = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("ray")),
+            "start",
+            "--head",
+            "--block",
+            "--num-cpus=1",
+            "--include-dashboard=false",
+            "--port=0",
+            "--disable-usage-stats",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     address = None
     try:
         deadline = time.monotonic() + 90
@@ -128,8 +140,9 @@ def test_a_local_start_beside_a_ray_start_cluster_makes_its_own(tmp_path):
             if "ray start --address=" in line:
                 address = line.split("--address=")[1].split()[0].strip("'\"")
         assert address, "ray start printed no address"
-        joined = subprocess.run([sys.executable, "-c", BESIDE_CLUSTER_CODE], capture_output=True, text=True,
-                                timeout=120, env=env)
+        joined = subprocess.run(
+            [sys.executable, "-c", BESIDE_CLUSTER_CODE], capture_output=True, text=True, timeout=120, env=env
+        )
         assert joined.returncode == 0, joined.stderr[-2000:]
         assert joined.stdout.split()[-1] != address  # its own instance, not the `ray start` one
     finally:

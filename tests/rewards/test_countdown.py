@@ -140,8 +140,15 @@ def test_code_is_never_executed(monkeypatch, payload: str) -> None:
 
 def test_huge_inputs_are_rejected_quickly() -> None:
     started = time.perf_counter()
-    for text in ["9**9**9", "9" * 101, "9*" * 50 + "9", "9" * 10_000, "(" * 10_000 + "1" + ")" * 10_000,
-                 "<answer>" * 10_000, "<answer> " + "9*" * 10_000 + "9 </answer>"]:
+    for text in [
+        "9**9**9",
+        "9" * 101,
+        "9*" * 50 + "9",
+        "9" * 10_000,
+        "(" * 10_000 + "1" + ")" * 10_000,
+        "<answer>" * 10_000,
+        "<answer> " + "9*" * 10_000 + "9 </answer>",
+    ]:
         assert score(tagged(text), EXAMPLE) == 0.0
     assert score(tagged("9" * 100), EXAMPLE) == FORMAT_SCORE  # 100 characters are still read
     assert score("x" * 200_000 + tagged("55 + 36 - 19 - 7"), EXAMPLE) == 1.0
@@ -185,8 +192,12 @@ def test_extract_equation_takes_the_last_tag() -> None:
 def test_eval_fields_and_aggregate() -> None:
     responses = [tagged("55 + 36 - 19 - 7"), tagged("1 + 2"), "no answer", tagged("55 + 36 - 19 - 7 = 65")]
     fields = [countdown.eval_fields(r, EXAMPLE) for r in responses]
-    assert fields == [{"correct": 1.0, "formatted": 1.0}, {"correct": 0.0, "formatted": 1.0},
-                      {"correct": 0.0, "formatted": 0.0}, {"correct": 1.0, "formatted": 1.0}]
+    assert fields == [
+        {"correct": 1.0, "formatted": 1.0},
+        {"correct": 0.0, "formatted": 1.0},
+        {"correct": 0.0, "formatted": 0.0},
+        {"correct": 1.0, "formatted": 1.0},
+    ]
     metrics = countdown.aggregate({key: [f[key] for f in fields] for key in fields[0]})
     assert metrics == {"exact_acc": 0.5, "format_acc": 0.75}
     with pytest.raises(ValueError):
@@ -298,13 +309,14 @@ def test_every_reference_response_earns_full_reward(splits) -> None:
 
 
 def test_reference_response_shows_the_steps() -> None:
-    response = countdown.reference_response({"nums": [65, 10, 35, 70], "target": 180,
-                                             "solution": "70 / (10 / 35) - 65"})
-    assert response == ("10 / 35 = 2/7, 70 / (2/7) = 245, 245 - 65 = 180.\n"
-                        "<answer> 70 / (10 / 35) - 65 </answer>")
+    response = countdown.reference_response(
+        {"nums": [65, 10, 35, 70], "target": 180, "solution": "70 / (10 / 35) - 65"}
+    )
+    assert response == ("10 / 35 = 2/7, 70 / (2/7) = 245, 245 - 65 = 180.\n<answer> 70 / (10 / 35) - 65 </answer>")
     assert countdown.reference_response(TEN).startswith("1 + 2 = 3, 3 + 3 = 6, 6 + 4 = 10.\n")
     assert "30 - (-29) = 59" in countdown.reference_response(
-        {"nums": [82, 24, 53, 6], "target": 59, "solution": "24 + 6 - (53 - 82)"})
+        {"nums": [82, 24, 53, 6], "target": 59, "solution": "24 + 6 - (53 - 82)"}
+    )
     with pytest.raises(ValueError, match="not an allowed expression"):
         countdown.reference_response({"nums": [2, 3], "target": 6, "solution": "2 ** 3"})
     with pytest.raises(ValueError, match="not an allowed expression"):

@@ -19,6 +19,7 @@ from essa.rewards.task import load_task as _load_task
 def load_task(name, data_dir=None, system_prompt=None):
     return _load_task(TaskConfig(name=name, data_dir=data_dir, system_prompt=system_prompt))
 
+
 # The repo sits at /work/main and shared data at /work/shared/data; parents[3] is /work.
 DATA_DIR = Path(os.environ.get("ESSA_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
 needs_data = pytest.mark.skipif(not (DATA_DIR / "gsm8k").is_dir(), reason=f"no GSM8K data in {DATA_DIR}")
@@ -52,8 +53,17 @@ def test_reads_rows_and_skips_blank_lines(tmp_path):
         (['{"answer": "a"}'], 1, "missing key(s) ['question']"),
         (["{}"], 1, "missing key(s) ['question', 'answer']"),
     ],
-    ids=["syntax-first", "syntax-third", "syntax-after-blanks", "list-row", "string-row", "null-row",
-         "missing-answer", "missing-question", "missing-both"],
+    ids=[
+        "syntax-first",
+        "syntax-third",
+        "syntax-after-blanks",
+        "list-row",
+        "string-row",
+        "null-row",
+        "missing-answer",
+        "missing-question",
+        "missing-both",
+    ],
 )
 def test_bad_rows_report_path_and_line(tmp_path, lines, line_number, fragment):
     path = write(tmp_path, lines)
@@ -137,7 +147,9 @@ def test_train_derived_splits_partition_train_jsonl(gsm8k):
 
 @needs_data
 def test_split_does_not_depend_on_file_order(gsm8k, tmp_path):
-    lines = [line for line in (DATA_DIR / "gsm8k" / "train.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [
+        line for line in (DATA_DIR / "gsm8k" / "train.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
     random.Random(1).shuffle(lines)
     (tmp_path / "gsm8k").mkdir()
     (tmp_path / "gsm8k" / "train.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -12,9 +12,7 @@ import pytest
 from essa.rewards.gsm8k import extract_answer, normalize_number, reference_answer, score
 
 # The repo sits at /work/main and shared data at /work/shared/data; parents[3] is /work.
-DATA_DIR = Path(
-    os.environ.get("ESSA_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data")
-)
+DATA_DIR = Path(os.environ.get("ESSA_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
 
 
 @pytest.mark.parametrize(

@@ -89,31 +89,127 @@ CASES = [
     (PARIS, "keywords:existence", {"keywords": ["romantic", "river", "Mona Lisa"]}, True, True),
     ("Paris is a city of romance.", "keywords:existence", {"keywords": ["romantic", "river"]}, False, False),
     # keywords:frequency (the keyword is stripped; matching ignores case)
-    ("keyword, Keyword, KEYWORD", "keywords:frequency", {"keyword": "  keyword ", "frequency": 4, "relation": LT}, True, True),
-    ("keyword, Keyword, KEYWORD", "keywords:frequency", {"keyword": "keyword", "frequency": 3, "relation": AL}, True, True),
-    ("*keyword\n*Keyword\n*KEYWORD", "keywords:frequency", {"keyword": "KEYWORD", "frequency": 4, "relation": AL}, False, False),
-    ("Sure! Here it is.\nMy answer is brief.", "keywords:frequency", {"keyword": "sure", "frequency": 1, "relation": LT}, False, True),
+    (
+        "keyword, Keyword, KEYWORD",
+        "keywords:frequency",
+        {"keyword": "  keyword ", "frequency": 4, "relation": LT},
+        True,
+        True,
+    ),
+    (
+        "keyword, Keyword, KEYWORD",
+        "keywords:frequency",
+        {"keyword": "keyword", "frequency": 3, "relation": AL},
+        True,
+        True,
+    ),
+    (
+        "*keyword\n*Keyword\n*KEYWORD",
+        "keywords:frequency",
+        {"keyword": "KEYWORD", "frequency": 4, "relation": AL},
+        False,
+        False,
+    ),
+    (
+        "Sure! Here it is.\nMy answer is brief.",
+        "keywords:frequency",
+        {"keyword": "sure", "frequency": 1, "relation": LT},
+        False,
+        True,
+    ),
     # keywords:forbidden_words (whole words only)
     (NAZIS, "keywords:forbidden_words", {"forbidden_words": ["HOUSE", "POWER", "BECOME"]}, False, False),
-    ("Powerful engines became louder.", "keywords:forbidden_words", {"forbidden_words": ["power", "become"]}, True, True),
-    ("Sure, I will avoid that word.\nThe cat sat.", "keywords:forbidden_words", {"forbidden_words": ["word"]}, False, True),
+    (
+        "Powerful engines became louder.",
+        "keywords:forbidden_words",
+        {"forbidden_words": ["power", "become"]},
+        True,
+        True,
+    ),
+    (
+        "Sure, I will avoid that word.\nThe cat sat.",
+        "keywords:forbidden_words",
+        {"forbidden_words": ["word"]},
+        False,
+        True,
+    ),
     # keywords:letter_frequency
-    ("There is the T. Four T's.", "keywords:letter_frequency", {"letter": "T", "let_frequency": 4, "let_relation": AL}, True, True),
+    (
+        "There is the T. Four T's.",
+        "keywords:letter_frequency",
+        {"letter": "T", "let_frequency": 4, "let_relation": AL},
+        True,
+        True,
+    ),
     ("asdfghjkl!!aA", "keywords:letter_frequency", {"letter": "a", "let_frequency": 4, "let_relation": LT}, True, True),
-    ("asdfghjkl!!aA", "keywords:letter_frequency", {"letter": "p", "let_frequency": 4, "let_relation": AL}, False, False),
-    ("#one #two #three", "keywords:letter_frequency", {"letter": "#", "let_frequency": 4, "let_relation": AL}, False, False),
-    ("**bold** words", "keywords:letter_frequency", {"letter": "*", "let_frequency": 1, "let_relation": LT}, False, True),
+    (
+        "asdfghjkl!!aA",
+        "keywords:letter_frequency",
+        {"letter": "p", "let_frequency": 4, "let_relation": AL},
+        False,
+        False,
+    ),
+    (
+        "#one #two #three",
+        "keywords:letter_frequency",
+        {"letter": "#", "let_frequency": 4, "let_relation": AL},
+        False,
+        False,
+    ),
+    (
+        "**bold** words",
+        "keywords:letter_frequency",
+        {"letter": "*", "let_frequency": 1, "let_relation": LT},
+        False,
+        True,
+    ),
     # language:response_language (undetectable text counts as followed)
     ("The response is English", "language:response_language", {"language": "en"}, True, True),
     ("Desayunamos en McDonald's hoy", "language:response_language", {"language": "es"}, True, True),
-    ("This is plainly an English sentence about the weather today.", "language:response_language", {"language": "fr"}, False, False),
+    (
+        "This is plainly an English sentence about the weather today.",
+        "language:response_language",
+        {"language": "fr"},
+        False,
+        False,
+    ),
     ("12345 67890", "language:response_language", {"language": "fr"}, True, True),
     # length_constraints:number_sentences (Punkt)
-    ("xx,x. xx,x! xx/x. x{x}x?", "length_constraints:number_sentences", {"num_sentences": 4, "relation": LT}, False, False),
-    ("xxxx. xx,x! xxxx. x(x)x?", "length_constraints:number_sentences", {"num_sentences": 5, "relation": LT}, True, True),
-    ("xxxx. xx,x! xx|x. x&x x?", "length_constraints:number_sentences", {"num_sentences": 4, "relation": AL}, True, True),
-    ("xx-x. xx,x! xx}x. x,xx?", "length_constraints:number_sentences", {"num_sentences": 5, "relation": AL}, False, False),
-    ("Dr. Smith went home. He was tired.", "length_constraints:number_sentences", {"num_sentences": 3, "relation": LT}, True, True),
+    (
+        "xx,x. xx,x! xx/x. x{x}x?",
+        "length_constraints:number_sentences",
+        {"num_sentences": 4, "relation": LT},
+        False,
+        False,
+    ),
+    (
+        "xxxx. xx,x! xxxx. x(x)x?",
+        "length_constraints:number_sentences",
+        {"num_sentences": 5, "relation": LT},
+        True,
+        True,
+    ),
+    (
+        "xxxx. xx,x! xx|x. x&x x?",
+        "length_constraints:number_sentences",
+        {"num_sentences": 4, "relation": AL},
+        True,
+        True,
+    ),
+    (
+        "xx-x. xx,x! xx}x. x,xx?",
+        "length_constraints:number_sentences",
+        {"num_sentences": 5, "relation": AL},
+        False,
+        False,
+    ),
+    (
+        "Dr. Smith went home. He was tired.",
+        "length_constraints:number_sentences",
+        {"num_sentences": 3, "relation": LT},
+        True,
+        True,
+    ),
     ("Sure.\nOne. Two.", "length_constraints:number_sentences", {"num_sentences": 3, "relation": LT}, False, True),
     # length_constraints:number_paragraphs (separated by ***)
     (PARAGRAPHS, "length_constraints:number_paragraphs", {"num_paragraphs": 3}, True, True),
@@ -121,22 +217,88 @@ CASES = [
     ("p1\n***\np2\n***\n***", "length_constraints:number_paragraphs", {"num_paragraphs": 2}, False, True),
     ("Here you go:\n***\nA\n***\nB", "length_constraints:number_paragraphs", {"num_paragraphs": 2}, False, True),
     # length_constraints:number_words (\w+ runs)
-    ("d3sCRi7 lArge lAnguagE M0del w1tH 20 w0RdS.", "length_constraints:number_words", {"num_words": 8, "relation": LT}, True, True),
+    (
+        "d3sCRi7 lArge lAnguagE M0del w1tH 20 w0RdS.",
+        "length_constraints:number_words",
+        {"num_words": 8, "relation": LT},
+        True,
+        True,
+    ),
     ("one two three-four five", "length_constraints:number_words", {"num_words": 6, "relation": AL}, False, False),
-    ("Sure, here is a short answer for you today:\nYes indeed.", "length_constraints:number_words", {"num_words": 5, "relation": LT}, False, True),
+    (
+        "Sure, here is a short answer for you today:\nYes indeed.",
+        "length_constraints:number_words",
+        {"num_words": 5, "relation": LT},
+        False,
+        True,
+    ),
     # length_constraints:nth_paragraph_first_word (paragraphs split by a blank line)
-    (FIRST_WORD_OK, "length_constraints:nth_paragraph_first_word", {"num_paragraphs": 3, "nth_paragraph": 2, "first_word": "I"}, True, True),
-    (FIRST_WORD_QUOTED, "length_constraints:nth_paragraph_first_word", {"num_paragraphs": 5, "nth_paragraph": 3, "first_word": "Really"}, True, True),
-    ("paragraph 1\n\nI paragraph 2", "length_constraints:nth_paragraph_first_word", {"num_paragraphs": 3, "nth_paragraph": 2, "first_word": "I"}, False, False),
-    ("Sure!\n\nhello world\n\nbye", "length_constraints:nth_paragraph_first_word", {"num_paragraphs": 2, "nth_paragraph": 1, "first_word": "hello"}, False, True),
-    ("**Hello** world", "length_constraints:nth_paragraph_first_word", {"num_paragraphs": 1, "nth_paragraph": 1, "first_word": "hello"}, False, True),
+    (
+        FIRST_WORD_OK,
+        "length_constraints:nth_paragraph_first_word",
+        {"num_paragraphs": 3, "nth_paragraph": 2, "first_word": "I"},
+        True,
+        True,
+    ),
+    (
+        FIRST_WORD_QUOTED,
+        "length_constraints:nth_paragraph_first_word",
+        {"num_paragraphs": 5, "nth_paragraph": 3, "first_word": "Really"},
+        True,
+        True,
+    ),
+    (
+        "paragraph 1\n\nI paragraph 2",
+        "length_constraints:nth_paragraph_first_word",
+        {"num_paragraphs": 3, "nth_paragraph": 2, "first_word": "I"},
+        False,
+        False,
+    ),
+    (
+        "Sure!\n\nhello world\n\nbye",
+        "length_constraints:nth_paragraph_first_word",
+        {"num_paragraphs": 2, "nth_paragraph": 1, "first_word": "hello"},
+        False,
+        True,
+    ),
+    (
+        "**Hello** world",
+        "length_constraints:nth_paragraph_first_word",
+        {"num_paragraphs": 1, "nth_paragraph": 1, "first_word": "hello"},
+        False,
+        True,
+    ),
     # detectable_content:number_placeholders
-    ("Dear [name], your [item] ships to [address].", "detectable_content:number_placeholders", {"num_placeholders": 3}, True, True),
-    ("My [adjective] [noun] is [adjective] [noun]. I [verb] and [verb].", "detectable_content:number_placeholders", {"num_placeholders": 7}, False, False),
+    (
+        "Dear [name], your [item] ships to [address].",
+        "detectable_content:number_placeholders",
+        {"num_placeholders": 3},
+        True,
+        True,
+    ),
+    (
+        "My [adjective] [noun] is [adjective] [noun]. I [verb] and [verb].",
+        "detectable_content:number_placeholders",
+        {"num_placeholders": 7},
+        False,
+        False,
+    ),
     # detectable_content:postscript
     (POSTSCRIPT, "detectable_content:postscript", {"postscript_marker": "P.P.S"}, True, True),
-    ("Sure.\n  P. S. Sometimes there are spaces.", "detectable_content:postscript", {"postscript_marker": "P.S."}, True, True),
-    ("I will do my best.\n\nP.S. I hope this helps.", "detectable_content:postscript", {"postscript_marker": "PS:"}, False, False),
+    (
+        "Sure.\n  P. S. Sometimes there are spaces.",
+        "detectable_content:postscript",
+        {"postscript_marker": "P.S."},
+        True,
+        True,
+    ),
+    (
+        "I will do my best.\n\nP.S. I hope this helps.",
+        "detectable_content:postscript",
+        {"postscript_marker": "PS:"},
+        False,
+        False,
+    ),
     # detectable_format:number_bullet_lists (lines starting with "* " or "-")
     (BULLETS_STAR, "detectable_format:number_bullet_lists", {"num_bullets": 3}, True, True),
     (BULLETS_DASH, "detectable_format:number_bullet_lists", {"num_bullets": 3}, True, True),
@@ -147,10 +309,22 @@ CASES = [
     ("My answer is probably yes.", "detectable_format:constrained_response", {}, False, False),
     # detectable_format:number_highlighted_sections ("**x**" counts once, "*x*" once)
     (HIGHLIGHTS, "detectable_format:number_highlighted_sections", {"num_highlights": 4}, True, True),
-    ("*Finite difference methods\n*Finite element methods*\n*Monte Carlo", "detectable_format:number_highlighted_sections", {"num_highlights": 2}, False, False),
+    (
+        "*Finite difference methods\n*Finite element methods*\n*Monte Carlo",
+        "detectable_format:number_highlighted_sections",
+        {"num_highlights": 2},
+        False,
+        False,
+    ),
     # detectable_format:multiple_sections
     (SECTIONS, "detectable_format:multiple_sections", {"section_spliter": "SECTION", "num_sections": 2}, True, True),
-    ("Section 1\nintro\nSection 2\nbody", "detectable_format:multiple_sections", {"section_spliter": "Section", "num_sections": 3}, False, False),
+    (
+        "Section 1\nintro\nSection 2\nbody",
+        "detectable_format:multiple_sections",
+        {"section_spliter": "Section", "num_sections": 3},
+        False,
+        False,
+    ),
     # detectable_format:json_format
     ('```json\n{"a": [1, 2]}\n```', "detectable_format:json_format", {}, True, True),
     ('Sure, here it is:\n```json\n{"a": 1}\n```', "detectable_format:json_format", {}, False, True),
@@ -165,35 +339,119 @@ CASES = [
     ("******\nResponse 1.\n******\n******\nResponse 2.\n******", "combination:two_responses", {}, False, False),
     ("Sure, two answers:\nA\n******\nB", "combination:two_responses", {}, True, True),
     # combination:repeat_prompt (case-insensitive prefix)
-    ("write a cl description. Hi, Le and TJ.", "combination:repeat_prompt", {"prompt_to_repeat": "Write a CL description."}, True, True),
-    ("Hi, Le and TJ. Write a CL description. Thanks.\n  ", "combination:repeat_prompt", {"prompt_to_repeat": "Write a CL description."}, False, False),
-    ("Sure!\nWrite a CL description. Here it is.", "combination:repeat_prompt", {"prompt_to_repeat": "Write a CL description."}, False, True),
+    (
+        "write a cl description. Hi, Le and TJ.",
+        "combination:repeat_prompt",
+        {"prompt_to_repeat": "Write a CL description."},
+        True,
+        True,
+    ),
+    (
+        "Hi, Le and TJ. Write a CL description. Thanks.\n  ",
+        "combination:repeat_prompt",
+        {"prompt_to_repeat": "Write a CL description."},
+        False,
+        False,
+    ),
+    (
+        "Sure!\nWrite a CL description. Here it is.",
+        "combination:repeat_prompt",
+        {"prompt_to_repeat": "Write a CL description."},
+        False,
+        True,
+    ),
     # startend:end_checker
-    ("\n  The answer is 7. Any more questions?\n  ", "startend:end_checker", {"end_phrase": "\n  Any more questions?\n  "}, True, True),
+    (
+        "\n  The answer is 7. Any more questions?\n  ",
+        "startend:end_checker",
+        {"end_phrase": "\n  Any more questions?\n  "},
+        True,
+        True,
+    ),
     ('"He said: this is the END."', "startend:end_checker", {"end_phrase": "This is the end."}, True, True),
     ("This will fail. Paris is cool.", "startend:end_checker", {"end_phrase": "This will fail."}, False, False),
-    ("The end is here. Any more questions?\nHope this helps!", "startend:end_checker", {"end_phrase": "Any more questions?"}, False, True),
+    (
+        "The end is here. Any more questions?\nHope this helps!",
+        "startend:end_checker",
+        {"end_phrase": "Any more questions?"},
+        False,
+        True,
+    ),
     # change_case:capital_word_frequency (NLTK word tokens; "I'M GONNA" is I 'M GON NA)
-    ("HERE there are THREE FUlly CAPITAL words.", "change_case:capital_word_frequency", {"capital_frequency": 3, "capital_relation": AL}, True, True),
-    ("THERE are Four FULLY CAPITAL WORDS. Many Others Are Only Partially So.", "change_case:capital_word_frequency", {"capital_frequency": 4, "capital_relation": LT}, False, False),
-    ("I'M GONNA WIN.", "change_case:capital_word_frequency", {"capital_frequency": 5, "capital_relation": AL}, True, True),
-    ("I'M GONNA WIN.", "change_case:capital_word_frequency", {"capital_frequency": 5, "capital_relation": LT}, False, False),
-    ("SURE THING\nonly lowercase here", "change_case:capital_word_frequency", {"capital_frequency": 1, "capital_relation": LT}, False, True),
+    (
+        "HERE there are THREE FUlly CAPITAL words.",
+        "change_case:capital_word_frequency",
+        {"capital_frequency": 3, "capital_relation": AL},
+        True,
+        True,
+    ),
+    (
+        "THERE are Four FULLY CAPITAL WORDS. Many Others Are Only Partially So.",
+        "change_case:capital_word_frequency",
+        {"capital_frequency": 4, "capital_relation": LT},
+        False,
+        False,
+    ),
+    (
+        "I'M GONNA WIN.",
+        "change_case:capital_word_frequency",
+        {"capital_frequency": 5, "capital_relation": AL},
+        True,
+        True,
+    ),
+    (
+        "I'M GONNA WIN.",
+        "change_case:capital_word_frequency",
+        {"capital_frequency": 5, "capital_relation": LT},
+        False,
+        False,
+    ),
+    (
+        "SURE THING\nonly lowercase here",
+        "change_case:capital_word_frequency",
+        {"capital_frequency": 1, "capital_relation": LT},
+        False,
+        True,
+    ),
     # change_case:english_capital
-    ("THIS IS AN ENGLISH SENTENCE. EVERY LETTER IS CAPITALIZED!!! AMAZING.", "change_case:english_capital", {}, True, True),
+    (
+        "THIS IS AN ENGLISH SENTENCE. EVERY LETTER IS CAPITALIZED!!! AMAZING.",
+        "change_case:english_capital",
+        {},
+        True,
+        True,
+    ),
     ("Every Word Is Capitalized.", "change_case:english_capital", {}, False, False),
-    ("Sure, here it is:\nTHIS IS AN ENGLISH SENTENCE WRITTEN IN CAPITAL LETTERS.", "change_case:english_capital", {}, False, True),
+    (
+        "Sure, here it is:\nTHIS IS AN ENGLISH SENTENCE WRITTEN IN CAPITAL LETTERS.",
+        "change_case:english_capital",
+        {},
+        False,
+        True,
+    ),
     # change_case:english_lowercase
     ("every letter is lowercase.", "change_case:english_lowercase", {}, True, True),
     ("Almost every letter is lowercase.", "change_case:english_lowercase", {}, False, False),
-    ("Sure!\nthis reply is written in english and in lowercase letters only.", "change_case:english_lowercase", {}, False, True),
+    (
+        "Sure!\nthis reply is written in english and in lowercase letters only.",
+        "change_case:english_lowercase",
+        {},
+        False,
+        True,
+    ),
     # punctuation:no_comma
     ("Every sentence is short. There is no need for a comma.", "punctuation:no_comma", {}, True, True),
     ("Since the start of time, people punctuate.\nYes, always.", "punctuation:no_comma", {}, False, False),
     ("Sure, here it is:\nNo commas here.", "punctuation:no_comma", {}, False, True),
     # startend:quotation
     ('\n  "This entire message is wrapped in double quotation marks."\n  ', "startend:quotation", {}, True, True),
-    ('"This message is wrapped in double quotation marks." But not everything.', "startend:quotation", {}, False, False),
+    (
+        '"This message is wrapped in double quotation marks." But not everything.',
+        "startend:quotation",
+        {},
+        False,
+        False,
+    ),
     ('*"Quoted, with markdown emphasis around it."*', "startend:quotation", {}, False, True),
 ]
 
@@ -247,7 +505,12 @@ def test_scores_and_messages():
 
 def test_metrics_hand_computed():
     examples = [
-        {"key": 1, "prompt": "a", "instruction_id_list": ["punctuation:no_comma", "startend:quotation"], "kwargs": [{}, {}]},
+        {
+            "key": 1,
+            "prompt": "a",
+            "instruction_id_list": ["punctuation:no_comma", "startend:quotation"],
+            "kwargs": [{}, {}],
+        },
         {"key": 2, "prompt": "b", "instruction_id_list": ["detectable_format:title"], "kwargs": [{}]},
         {"key": 3, "prompt": "c", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]},
     ]
@@ -267,7 +530,9 @@ def test_metrics_hand_computed():
 
 
 def test_unknown_id_lists_known_ids():
-    with pytest.raises(ValueError, match=r"unknown IFEval instruction id 'detectable_format:rephrase'.*punctuation:no_comma"):
+    with pytest.raises(
+        ValueError, match=r"unknown IFEval instruction id 'detectable_format:rephrase'.*punctuation:no_comma"
+    ):
         build_checker("detectable_format:rephrase", {})
 
 
@@ -279,9 +544,17 @@ def test_unknown_id_lists_known_ids():
         ("length_constraints:number_words", {"relation": "more than", "num_words": 3}, "must be one of"),
         ("keywords:frequency", {"keyword": "x", "frequency": 2}, "'relation' is missing"),
         ("keywords:existence", {"keywords": []}, "'keywords' is empty"),
-        ("keywords:letter_frequency", {"letter": "ab", "let_frequency": 1, "let_relation": "at least"}, "single non-whitespace"),
+        (
+            "keywords:letter_frequency",
+            {"letter": "ab", "let_frequency": 1, "let_relation": "at least"},
+            "single non-whitespace",
+        ),
         ("detectable_format:number_highlighted_sections", {"num_highlights": -1}, "is negative"),
-        ("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 2, "nth_paragraph": 3, "first_word": "a"}, "outside"),
+        (
+            "length_constraints:nth_paragraph_first_word",
+            {"num_paragraphs": 2, "nth_paragraph": 3, "first_word": "a"},
+            "outside",
+        ),
         ("language:response_language", {}, "'language' is missing"),
         ("language:response_language", {"language": "xx"}, "unknown language"),
         ("startend:end_checker", {}, "'end_phrase' is missing"),
@@ -366,14 +639,25 @@ def test_eval_fields_aggregate_to_the_four_standard_numbers():
     from essa.rewards.ifeval import aggregate, eval_fields, metrics
 
     examples = [
-        {"key": 1, "prompt": "p", "instruction_id_list": ["punctuation:no_comma", "change_case:english_lowercase"],
-         "kwargs": [{}, {}]},
+        {
+            "key": 1,
+            "prompt": "p",
+            "instruction_id_list": ["punctuation:no_comma", "change_case:english_lowercase"],
+            "kwargs": [{}, {}],
+        },
         {"key": 2, "prompt": "p", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]},
     ]
     responses = ["all lowercase, with a comma", "No comma here"]
     per_example = [eval_fields(r, e) for r, e in zip(responses, examples)]
     fields = {key: [f[key] for f in per_example] for key in per_example[0]}
     # example 1: lowercase yes, no_comma no; example 2: no_comma yes -> 2 of 3 instructions, 1 of 2 prompts
-    assert aggregate(fields) == metrics(responses, examples) == {
-        "prompt_level_strict_acc": 0.5, "inst_level_strict_acc": 2 / 3,
-        "prompt_level_loose_acc": 0.5, "inst_level_loose_acc": 2 / 3}
+    assert (
+        aggregate(fields)
+        == metrics(responses, examples)
+        == {
+            "prompt_level_strict_acc": 0.5,
+            "inst_level_strict_acc": 2 / 3,
+            "prompt_level_loose_acc": 0.5,
+            "inst_level_loose_acc": 2 / 3,
+        }
+    )

@@ -175,12 +175,21 @@ def test_normalize_answer(text, expected):
         ("2516_{8}", "2516_8", True),
         ("2516_7", "2516_8", False),
         # matrices: same shape, element-wise
-        ("\\begin{pmatrix}-\\frac13\\\\\\frac23\\\\\\frac53\\end{pmatrix}",
-         "\\begin{pmatrix} -1/3 \\\\ 2/3 \\\\ 5/3 \\end{pmatrix}", True),
-        ("\\begin{bmatrix} -1 & 0 \\\\ 0 & -1 \\end{bmatrix}",
-         "\\begin{pmatrix} -1 & 0 \\\\ 0 & -1 \\end{pmatrix}", True),  # delimiters do not matter
-        ("\\begin{pmatrix} -1 & 0 \\\\ 0 & 1 \\end{pmatrix}",
-         "\\begin{pmatrix} -1 & 0 \\\\ 0 & -1 \\end{pmatrix}", False),
+        (
+            "\\begin{pmatrix}-\\frac13\\\\\\frac23\\\\\\frac53\\end{pmatrix}",
+            "\\begin{pmatrix} -1/3 \\\\ 2/3 \\\\ 5/3 \\end{pmatrix}",
+            True,
+        ),
+        (
+            "\\begin{bmatrix} -1 & 0 \\\\ 0 & -1 \\end{bmatrix}",
+            "\\begin{pmatrix} -1 & 0 \\\\ 0 & -1 \\end{pmatrix}",
+            True,
+        ),  # delimiters do not matter
+        (
+            "\\begin{pmatrix} -1 & 0 \\\\ 0 & 1 \\end{pmatrix}",
+            "\\begin{pmatrix} -1 & 0 \\\\ 0 & -1 \\end{pmatrix}",
+            False,
+        ),
         ("\\begin{pmatrix} -2 \\\\ -14 \\end{pmatrix}", "\\begin{pmatrix} -2 \\\\ -14 \\\\ -7 \\end{pmatrix}", False),
         ("(-2,-14,-7)", "\\begin{pmatrix} -2 \\\\ -14 \\\\ -7 \\end{pmatrix}", False),
         # unreadable, empty or hostile input is simply not equivalent

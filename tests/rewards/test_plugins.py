@@ -12,7 +12,7 @@ from essa.config import TaskConfig
 from essa.rewards.plugins import RewardError, SafeReward, load_reward, resolve_reward_spec
 from essa.rewards.task import load_task
 
-PLUGIN = '''
+PLUGIN = """
 def length_score(completion, example):
     return len(completion) / 10
 
@@ -27,7 +27,7 @@ def returns_text(completion, example):
 
 def returns_bool(completion, example):
     return completion == example["target"]
-'''
+"""
 
 
 @pytest.fixture
@@ -76,7 +76,9 @@ def test_plugin_that_fails_to_import_is_named(tmp_path):
         load_reward(f"{bad}:f")
 
 
-@pytest.mark.parametrize("function, detail", [("raises", "KeyError"), ("returns_nan", "nan"), ("returns_text", "'1.0'")])
+@pytest.mark.parametrize(
+    "function, detail", [("raises", "KeyError"), ("returns_nan", "nan"), ("returns_text", "'1.0'")]
+)
 def test_failing_reward_raises_naming_plugin_and_example(plugin, function, detail):
     reward = SafeReward(load_reward(f"{plugin}:{function}"), f"my_reward.py:{function}")
     with pytest.raises(RewardError) as info:
@@ -105,13 +107,22 @@ def test_unknown_error_mode_is_refused(plugin):
 def test_jsonl_task_with_a_plugin(tmp_path, plugin):
     data = tmp_path / "prompts.jsonl"
     data.write_text("".join(json.dumps({"question": f"q{i}", "target": str(i)}) + "\n" for i in range(30)))
-    task = load_task(TaskConfig(name="jsonl", data_file=str(data), prompt_field="question",
-                                reward=f"{plugin}:returns_bool", system_prompt="Be brief."))
+    task = load_task(
+        TaskConfig(
+            name="jsonl",
+            data_file=str(data),
+            prompt_field="question",
+            reward=f"{plugin}:returns_bool",
+            system_prompt="Be brief.",
+        )
+    )
     sizes = {k: len(v) for k, v in task.splits.items()}
     assert sizes == {"validation": 3, "test": 3, "train": 24}
     example = task.examples("train")[0]
     assert task.build_messages(example) == [
-        {"role": "system", "content": "Be brief."}, {"role": "user", "content": example["question"]}]
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": example["question"]},
+    ]
     assert task.score(example["target"], example) is True
 
 
@@ -119,7 +130,9 @@ def test_jsonl_task_reports_rows_missing_the_prompt_field(tmp_path, plugin):
     data = tmp_path / "prompts.jsonl"
     data.write_text('{"question": "a"}\n{"text": "b"}\n{"question": "c"}\n')
     with pytest.raises(ValueError, match=r"prompts.jsonl:2: missing key\(s\) \['question'\]"):
-        load_task(TaskConfig(name="jsonl", data_file=str(data), prompt_field="question", reward=f"{plugin}:length_score"))
+        load_task(
+            TaskConfig(name="jsonl", data_file=str(data), prompt_field="question", reward=f"{plugin}:length_score")
+        )
 
 
 def test_gsm8k_with_a_plugin_reward_keeps_its_data(plugin):
@@ -127,7 +140,7 @@ def test_gsm8k_with_a_plugin_reward_keeps_its_data(plugin):
     assert len(task.examples("train")) == 2000 and task.score("abc", {}) == pytest.approx(0.3)
 
 
-BATCH_PLUGIN = '''
+BATCH_PLUGIN = """
 from essa.rewards.plugins import batch_reward
 
 CALLS = []
@@ -144,7 +157,7 @@ def too_few(completions, examples):
 @batch_reward
 def one_nan(completions, examples):
     return [1.0] * (len(completions) - 1) + [float("nan")]
-'''
+"""
 
 
 @pytest.fixture
@@ -164,8 +177,9 @@ def test_batch_form_reward_is_called_once_for_all_completions(batch_plugin):
     assert reward("abcd", {"q": "z"}, "e9") == 5.0  # the single form goes through a batch of one
 
 
-@pytest.mark.parametrize("function, detail", [("too_few", "returned 1 values for 3 completions"),
-                                              ("one_nan", "nan at position 2")])
+@pytest.mark.parametrize(
+    "function, detail", [("too_few", "returned 1 values for 3 completions"), ("one_nan", "nan at position 2")]
+)
 def test_batch_reward_errors_name_the_problem_and_zero_mode_counts_the_batch(batch_plugin, function, detail):
     fn = load_reward(f"{batch_plugin}:{function}")
     args = (["a", "b", "c"], [{}, {}, {}], ["train example 4", "train example 5", "train example 6"])

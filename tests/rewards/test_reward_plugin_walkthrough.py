@@ -23,7 +23,7 @@ LISTING = re.compile(r"<!-- listing: (\S+) -->\n```python\n(.*?)```", re.S)
 
 GSM8K_EXAMPLE = {
     "question": "Janet's ducks lay 16 eggs per day. She eats three and bakes with four. "
-                "She sells the rest for $2 each. How much does she make every day?",
+    "She sells the rest for $2 each. How much does she make every day?",
     "answer": "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\nShe makes 9 * 2 = $<<9*2=18>>18.\n#### 18",
 }
 

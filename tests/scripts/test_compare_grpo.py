@@ -20,10 +20,14 @@ def run(peak_gib: float) -> dict:
 
 
 def test_summary_times_both_sides_to_half_the_larger_gain():
-    points = [{"side": "essa", "reward": r, "wall_s": t, "generation": g}
-              for g, (r, t) in enumerate([(0.55, 100), (0.70, 300), (0.60, 880)], 1)]
-    points += [{"side": "grpo", "reward": r, "wall_s": t, "step": s}
-               for s, (r, t) in enumerate([(0.52, 200), (0.58, 500), (0.65, 890)], 1)]
+    points = [
+        {"side": "essa", "reward": r, "wall_s": t, "generation": g}
+        for g, (r, t) in enumerate([(0.55, 100), (0.70, 300), (0.60, 880)], 1)
+    ]
+    points += [
+        {"side": "grpo", "reward": r, "wall_s": t, "step": s}
+        for s, (r, t) in enumerate([(0.52, 200), (0.58, 500), (0.65, 890)], 1)
+    ]
     summary = compare_grpo.summarize({"essa": run(4.0), "grpo": run(3.0)}, points, start=0.50)
     assert abs(summary["target"] - 0.575) < 1e-12  # start + half of GRPO's final gain (0.15 > essa's 0.10)
     rows = {r["side"]: r for r in summary["rows"]}
@@ -64,9 +68,11 @@ def test_a_killed_comparison_stops_the_side_it_was_running(tmp_path):
     import subprocess
 
     log = tmp_path / "side.log"
-    driver = (f"import sys; sys.path.insert(0, {str(Path(timed_side.__file__).parent)!r}); import timed_side; "
-              f"timed_side.run_side('fake', [sys.executable, '-c', {CHILD!r}], __import__('pathlib').Path({str(log)!r}), "
-              "budget_s=300.0, count_points=lambda: 0)")
+    driver = (
+        f"import sys; sys.path.insert(0, {str(Path(timed_side.__file__).parent)!r}); import timed_side; "
+        f"timed_side.run_side('fake', [sys.executable, '-c', {CHILD!r}], __import__('pathlib').Path({str(log)!r}), "
+        "budget_s=300.0, count_points=lambda: 0)"
+    )
     comparison = subprocess.Popen([sys.executable, "-c", driver], start_new_session=True)
     deadline = time.monotonic() + 60
     while not (log.is_file() and log.read_text().split()) and time.monotonic() < deadline:
@@ -87,12 +93,21 @@ def test_runs_of_several_seeds_are_summarized_with_paired_differences():
 
     def results(seed, start, essa, grpo):
         points = [{"side": "start", "label": "warm start", "wall_s": 0.0, "reward": start}]
-        points += [{"side": "essa", "label": f"generation {g}", "wall_s": 100.0 * g, "reward": r}
-                   for g, r in enumerate(essa, 1)]
-        points += [{"side": "grpo", "label": f"step {s}", "wall_s": 150.0 * s, "reward": r} for s, r in enumerate(grpo, 1)]
+        points += [
+            {"side": "essa", "label": f"generation {g}", "wall_s": 100.0 * g, "reward": r}
+            for g, r in enumerate(essa, 1)
+        ]
+        points += [
+            {"side": "grpo", "label": f"step {s}", "wall_s": 150.0 * s, "reward": r} for s, r in enumerate(grpo, 1)
+        ]
         sides = {"essa": run(4.0), "grpo": run(3.0)}
         summary = compare_grpo.summarize(sides, [p for p in points if p["side"] != "start"], start)
-        return {"start_reward": start, "points": points, "summary": summary["rows"], "settings": {"args": {"seed": seed}}}
+        return {
+            "start_reward": start,
+            "points": points,
+            "summary": summary["rows"],
+            "settings": {"args": {"seed": seed}},
+        }
 
     runs = [results(0, 0.5, [0.7, 0.6], [0.52, 0.55]), results(1, 0.4, [0.5, 0.45], [0.42, 0.44])]
     text = summarize_comparisons.table(runs)
@@ -107,17 +122,42 @@ def test_runs_of_several_seeds_are_summarized_with_paired_differences():
 
 def test_essa_exported_point_is_its_final_and_paired_with_grpo_on_the_same_prompts():
     start = {"side": "start", "label": "warm start", "wall_s": 0.0, "reward": 0.5, "rewards": [0.5, 0.5, 0.5, 0.5]}
-    points = [{"side": "essa", "label": "generation 30", "wall_s": 880.0, "generation": 30, "point": "mean",
-               "reward": 0.45, "rewards": [0.4, 0.5, 0.4, 0.5]},
-              {"side": "essa", "label": "exported (gen 8)", "wall_s": 880.0, "generation": 30, "point": "exported",
-               "reward": 0.75, "rewards": [0.7, 0.8, 0.7, 0.8]},
-              {"side": "grpo", "label": "step 19", "wall_s": 890.0, "step": 19, "reward": 0.55,
-               "rewards": [0.5, 0.6, 0.5, 0.6]}]
+    points = [
+        {
+            "side": "essa",
+            "label": "generation 30",
+            "wall_s": 880.0,
+            "generation": 30,
+            "point": "mean",
+            "reward": 0.45,
+            "rewards": [0.4, 0.5, 0.4, 0.5],
+        },
+        {
+            "side": "essa",
+            "label": "exported (gen 8)",
+            "wall_s": 880.0,
+            "generation": 30,
+            "point": "exported",
+            "reward": 0.75,
+            "rewards": [0.7, 0.8, 0.7, 0.8],
+        },
+        {
+            "side": "grpo",
+            "label": "step 19",
+            "wall_s": 890.0,
+            "step": 19,
+            "reward": 0.55,
+            "rewards": [0.5, 0.6, 0.5, 0.6],
+        },
+    ]
     summary = compare_grpo.summarize({"essa": run(4.0), "grpo": run(3.0)}, points, start=0.5)
     rows = {r["side"]: r for r in summary["rows"]}
     assert rows["essa"]["final"] == 0.75 and rows["essa"]["best"] == 0.5  # best: over the means only
     paired = compare_grpo.paired_finals(start, points, ["essa", "grpo"])
-    assert paired["essa - grpo"]["before_point"] == "step 19" and paired["essa - grpo"]["after_point"] == "exported (gen 8)"
+    assert (
+        paired["essa - grpo"]["before_point"] == "step 19"
+        and paired["essa - grpo"]["after_point"] == "exported (gen 8)"
+    )
     assert abs(paired["essa - grpo"]["diff"] - 0.2) < 1e-9 and abs(paired["grpo - start"]["diff"] - 0.05) < 1e-9
     text = "\n".join(compare_grpo.describe_paired(paired))
     assert "essa - grpo (exported (gen 8) vs step 19): +0.2000" in text and "excludes 0" in text
@@ -136,10 +176,14 @@ def test_essa_validation_refuses_to_report_on_the_validation_split(capsys):
 def test_the_essa_command_validates_only_when_asked():
     from types import SimpleNamespace
 
-    cfg = SimpleNamespace(task=SimpleNamespace(name="gsm8k", data_dir=None, reward=None),
-                          model=SimpleNamespace(name="m"), generation=SimpleNamespace(max_new_tokens=8))
-    args = SimpleNamespace(popsize=8, batch_size=8, seed=1, essa_arg=["search.sigma=1"], essa_validation=0,
-                           essa_validate_every=2)
+    cfg = SimpleNamespace(
+        task=SimpleNamespace(name="gsm8k", data_dir=None, reward=None),
+        model=SimpleNamespace(name="m"),
+        generation=SimpleNamespace(max_new_tokens=8),
+    )
+    args = SimpleNamespace(
+        popsize=8, batch_size=8, seed=1, essa_arg=["search.sigma=1"], essa_validation=0, essa_validate_every=2
+    )
     off = compare_grpo.essa_command(args, cfg, Path("warm"), Path("run"))
     assert "task.val_size=1" in off and off[-1] == "search.sigma=1"
     args.essa_validation = 32
@@ -160,14 +204,43 @@ def test_exported_points_are_tabled_with_the_time_their_generation_was_saved(tmp
         os.utime(state, (mtime, mtime))
     (tmp_path / "essa" / "calibration.json").write_text(json.dumps({"sigma": 2.0}))
     start = {"side": "start", "label": "warm start", "wall_s": 0.0, "reward": 0.5, "rewards": [0.5, 0.5, 0.5, 0.5]}
-    points = [{"side": "essa", "label": "generation 19", "wall_s": 877.0, "generation": 19, "point": "mean",
-               "reward": 0.45, "rewards": [0.4, 0.5, 0.4, 0.5]},
-              {"side": "essa", "label": "exported (gen 6)", "wall_s": 877.0, "generation": 19, "best_generation": 6,
-               "point": "exported", "reward": 0.75, "rewards": [0.7, 0.8, 0.7, 0.8]},
-              {"side": "grpo", "label": "step 19", "wall_s": 890.0, "step": 19, "reward": 0.55, "rewards": [0.5, 0.6, 0.5, 0.6]}]
+    points = [
+        {
+            "side": "essa",
+            "label": "generation 19",
+            "wall_s": 877.0,
+            "generation": 19,
+            "point": "mean",
+            "reward": 0.45,
+            "rewards": [0.4, 0.5, 0.4, 0.5],
+        },
+        {
+            "side": "essa",
+            "label": "exported (gen 6)",
+            "wall_s": 877.0,
+            "generation": 19,
+            "best_generation": 6,
+            "point": "exported",
+            "reward": 0.75,
+            "rewards": [0.7, 0.8, 0.7, 0.8],
+        },
+        {
+            "side": "grpo",
+            "label": "step 19",
+            "wall_s": 890.0,
+            "step": 19,
+            "reward": 0.55,
+            "rewards": [0.5, 0.6, 0.5, 0.6],
+        },
+    ]
     summary = compare_grpo.summarize({"essa": run(4.0), "grpo": run(3.0)}, points, 0.5)
-    results = {"start_reward": 0.5, "points": [start] + points, "summary": summary["rows"], "settings": {"args": {"seed": 3}},
-               "paired": compare_grpo.paired_finals(start, points, ["essa", "grpo"])}
+    results = {
+        "start_reward": 0.5,
+        "points": [start] + points,
+        "summary": summary["rows"],
+        "settings": {"args": {"seed": 3}},
+        "paired": compare_grpo.paired_finals(start, points, ["essa", "grpo"]),
+    }
     assert abs(summarize_comparisons.exported_found_s(tmp_path, results) - 435.0) < 1e-6
     text = summarize_comparisons.exported_table([tmp_path], [results])
     assert "| 3 | 2 | 0.500 | +0.250 [" in text and "| 6 (435 s) |" in text and "| 19 generations / 19 steps |" in text

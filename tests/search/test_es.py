@@ -124,11 +124,17 @@ def test_restart_at_moves_the_search() -> None:
     assert es.sigma == 0.25
 
 
-@pytest.mark.parametrize(("rewards", "expected"), [
-    # prompt 0 every candidate solves, prompt 1 none: neither counts; prompt 2 only candidate 0 solves
-    ([[1, 0, 1], [1, 0, 0], [1, 0, 0], [1, 0, 0]], [np.sqrt(3) / 3, -np.sqrt(3) / 9, -np.sqrt(3) / 9, -np.sqrt(3) / 9]),
-    ([[0.5, 0.5], [0.5, 0.5]], [0.0, 0.0]),  # all tie
-])
+@pytest.mark.parametrize(
+    ("rewards", "expected"),
+    [
+        # prompt 0 every candidate solves, prompt 1 none: neither counts; prompt 2 only candidate 0 solves
+        (
+            [[1, 0, 1], [1, 0, 0], [1, 0, 0], [1, 0, 0]],
+            [np.sqrt(3) / 3, -np.sqrt(3) / 9, -np.sqrt(3) / 9, -np.sqrt(3) / 9],
+        ),
+        ([[0.5, 0.5], [0.5, 0.5]], [0.0, 0.0]),  # all tie
+    ],
+)
 def test_prompt_zscore_counts_only_prompts_the_candidates_differ_on(rewards, expected) -> None:
     np.testing.assert_allclose(candidate_fitness(np.array(rewards, dtype=float), "prompt_zscore"), expected)
 

@@ -29,7 +29,9 @@ from essa.workers.engine import Completion, EngineOptions
 
 
 class FakeTokenizer:
-    def apply_chat_template(self, messages: list[dict], tokenize: bool = False, add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(
+        self, messages: list[dict], tokenize: bool = False, add_generation_prompt: bool = True
+    ) -> str:
         return "\n".join(str(m["content"]) for m in messages)
 
 

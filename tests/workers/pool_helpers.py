@@ -16,13 +16,13 @@ from essa.rollout_pool import pool_from_config
 
 HERE = Path(__file__).resolve().parent
 INDICES = [0, 3, 5, 7]
-REWARD = '''
+REWARD = """
 def score(completion, example):
     return float(completion.split("|")[0]) + example["k"]
 
 def explode(completion, example):
     raise ValueError("reward exploded on purpose")
-'''
+"""
 
 
 def write_pool_files(root: Path) -> Path:

@@ -34,12 +34,24 @@ PROMPTS = [
 SCORE = {"temperature": 0.0, "max_tokens": 1, "prompt_logprobs": 0}
 
 
-def _scores(kernel: str, basis: SVDLoRA, vectors: np.ndarray, model_dir, dtype: str = "bfloat16") -> tuple[np.ndarray, int]:
+def _scores(
+    kernel: str, basis: SVDLoRA, vectors: np.ndarray, model_dir, dtype: str = "bfloat16"
+) -> tuple[np.ndarray, int]:
     """(candidates, prompt tokens) log-probabilities, concatenated over the prompts; and the shared layers."""
     from essa.workers.engine import EngineOptions, VLLMEngine
 
-    engine = VLLMEngine(EngineOptions(model_dir=str(model_dir), dtype=dtype, mode="lora", lora_kernel=kernel, kv_cache_gib=1,
-                                      enforce_eager=True, max_loras=len(vectors)), basis)
+    engine = VLLMEngine(
+        EngineOptions(
+            model_dir=str(model_dir),
+            dtype=dtype,
+            mode="lora",
+            lora_kernel=kernel,
+            kv_cache_gib=1,
+            enforce_eager=True,
+            max_loras=len(vectors),
+        ),
+        basis,
+    )
     try:
         rows, _ = engine.generate(PROMPTS, SCORE, vectors)
         return np.array([[lp for c in row for lp in c.prompt_logprobs] for row in rows]), engine.shared_basis_layers
@@ -47,11 +59,18 @@ def _scores(kernel: str, basis: SVDLoRA, vectors: np.ndarray, model_dir, dtype: 
         engine.close()
 
 
-@pytest.mark.parametrize("dtype", [
-    "float32",
-    pytest.param("bfloat16", marks=pytest.mark.skipif(not os.environ.get("ESSA_TEST_BF16_LORA"),
-                                                      reason="bf16 case: set ESSA_TEST_BF16_LORA=1 (97 s more)")),
-])
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        "float32",
+        pytest.param(
+            "bfloat16",
+            marks=pytest.mark.skipif(
+                not os.environ.get("ESSA_TEST_BF16_LORA"), reason="bf16 case: set ESSA_TEST_BF16_LORA=1 (97 s more)"
+            ),
+        ),
+    ],
+)
 def test_shared_basis_kernel_scores_every_candidate_like_vllms_lora_ops(dtype):
     model_dir = resolve_model("smollm2-135m-instruct")
     base = read_base_weights(model_dir, ["q_proj", "k_proj", "v_proj", "o_proj"])
@@ -68,4 +87,6 @@ def test_shared_basis_kernel_scores_every_candidate_like_vllms_lora_ops(dtype):
     between = np.abs(reference[1:] - reference[0]).mean(axis=1)  # how far candidates move from the warm start
     assert between.min() > 0.3, f"candidates barely differ ({between}): the comparison would prove little"
     limit = 1e-4 if dtype == "float32" else 0.15 * between.min()
-    assert (gap < limit).all(), f"{dtype}: shared basis vs vLLM's LoRA ops differ by {gap} nats/token (limit {limit:.2g})"
+    assert (gap < limit).all(), (
+        f"{dtype}: shared basis vs vLLM's LoRA ops differ by {gap} nats/token (limit {limit:.2g})"
+    )

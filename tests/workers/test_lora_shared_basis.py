@@ -23,9 +23,17 @@ def _orthonormal(rows: int, cols: int, g: torch.Generator) -> torch.Tensor:
 
 
 def _basis(sizes, present, g):
-    return [shared.SliceBasis(_orthonormal(RANK, RANK, g), _orthonormal(IN, RANK, g).t().contiguous(),
-                              _orthonormal(size, RANK, g), _orthonormal(RANK, RANK, g)) if on else None
-            for size, on in zip(sizes, present)]
+    return [
+        shared.SliceBasis(
+            _orthonormal(RANK, RANK, g),
+            _orthonormal(IN, RANK, g).t().contiguous(),
+            _orthonormal(size, RANK, g),
+            _orthonormal(RANK, RANK, g),
+        )
+        if on
+        else None
+        for size, on in zip(sizes, present)
+    ]
 
 
 def _layer(sizes, slots, max_rank):
@@ -89,7 +97,9 @@ STEPS = {
 def test_shared_basis_matches_vllms_ops(sizes, present, max_rank, indices, dense, monkeypatch):
     calls = []
     add = shared.LayerBasis.add
-    monkeypatch.setattr(shared.LayerBasis, "add", lambda self, *args: calls.append(args[3] is not None) or add(self, *args))
+    monkeypatch.setattr(
+        shared.LayerBasis, "add", lambda self, *args: calls.append(args[3] is not None) or add(self, *args)
+    )
     g = torch.Generator().manual_seed(0)
     slices = _basis(sizes, present, g)
     layer = _layer(sizes, slots=4, max_rank=max_rank)
@@ -101,8 +111,16 @@ def test_shared_basis_matches_vllms_ops(sizes, present, max_rank, indices, dense
     base = torch.randn(len(indices), sum(sizes), generator=g).bfloat16()
 
     ours, theirs = base.clone(), base.clone()
-    lora_grouped.lora_linear(ours, x, list(layer.lora_a_stacked), list(layer.lora_b_stacked), idx, 1.0, list(sizes),
-                         torch.tensor([11, 12, 13, 0]))
+    lora_grouped.lora_linear(
+        ours,
+        x,
+        list(layer.lora_a_stacked),
+        list(layer.lora_b_stacked),
+        idx,
+        1.0,
+        list(sizes),
+        torch.tensor([11, 12, 13, 0]),
+    )
     assert calls == [dense]  # the shared basis did the layer, on the expected path
     _vllm_reference(theirs, x, layer, idx)
     has = idx >= 0

@@ -38,7 +38,9 @@ def test_work_items_cover_the_candidates_in_order(popsize, actors, size, items):
     assert len(work) == items
     assert [c for item in work for c in item.candidate_ids] == list(range(popsize))
     assert [item.item_id for item in work] == list(range(items))
-    assert all(item.call == 7 and item.generation == 3 and len(item.vectors) == len(item.candidate_ids) for item in work)
+    assert all(
+        item.call == 7 and item.generation == 3 and len(item.vectors) == len(item.candidate_ids) for item in work
+    )
 
 
 def test_base_model_is_one_item():
@@ -49,8 +51,15 @@ def test_base_model_is_one_item():
 def _result(item: WorkItem, call: int | None = None, item_id: int | None = None) -> WorkResult:
     ids = item.candidate_ids
     rewards = np.array([[float(c)] * len(item.indices) for c in ids])
-    return WorkResult(item.generation, ids, rewards, np.array(ids) * 10, {"generate": 1.0},
-                      call=item.call if call is None else call, item_id=item.item_id if item_id is None else item_id)
+    return WorkResult(
+        item.generation,
+        ids,
+        rewards,
+        np.array(ids) * 10,
+        {"generate": 1.0},
+        call=item.call if call is None else call,
+        item_id=item.item_id if item_id is None else item_id,
+    )
 
 
 def test_collector_reassembles_out_of_order_and_drops_stale_and_duplicate_results():
@@ -87,8 +96,13 @@ def test_collector_places_evaluation_details_by_candidate():
 
 @pytest.mark.parametrize(
     "cores, parts, expected",
-    [([0, 1], 2, [[0], [1]]), ([0, 1], 1, [[0, 1]]), (list(range(8)), 2, [[0, 1, 2, 3], [4, 5, 6, 7]]),
-     (list(range(7)), 3, [[0, 1, 2], [3, 4], [5, 6]]), ([4, 0, 2, 6], 2, [[0, 2], [4, 6]])],
+    [
+        ([0, 1], 2, [[0], [1]]),
+        ([0, 1], 1, [[0, 1]]),
+        (list(range(8)), 2, [[0, 1, 2, 3], [4, 5, 6, 7]]),
+        (list(range(7)), 3, [[0, 1, 2], [3, 4], [5, 6]]),
+        ([4, 0, 2, 6], 2, [[0, 2], [4, 6]]),
+    ],
 )
 def test_split_cores_into_disjoint_contiguous_parts(cores, parts, expected):
     assert split_cores(cores, parts) == expected
@@ -148,8 +162,9 @@ def test_scores_come_back_in_candidate_order(files, workers):
             assert [actor_env(a, "VLLM_CPU_OMP_THREADS_BIND") for a in pool.actors] == [cpu_list(p) for p in parts]
             assert [actor_env(a, "OMP_NUM_THREADS") for a in pool.actors] == ["1", "1"]
         items = 3 if workers == 1 else 1 + 3 + 4  # popsize 1, 5, 8 cut for two actors
-        assert pool.stats == dict(items=items + 1, dropped_stale=0, dropped_duplicate=0, restarts=0, timeouts=0,
-                                  retries=0)
+        assert pool.stats == dict(
+            items=items + 1, dropped_stale=0, dropped_duplicate=0, restarts=0, timeouts=0, retries=0
+        )
 
 
 @on_ray
@@ -215,8 +230,11 @@ def test_when_every_replacement_fails_to_start_the_error_names_the_engine_and_it
         with pytest.raises(PoolError) as failure:
             pool.evaluate(candidates(4, seed=8), "train", INDICES, generation=1)
         message = str(failure.value)
-        for part in ("inference engine 0 failed to start", "the fake engine failed to load (always)",
-                     "engine.max_retries=1"):
+        for part in (
+            "inference engine 0 failed to start",
+            "the fake engine failed to load (always)",
+            "engine.max_retries=1",
+        ):
             assert part in message, f"{part!r} missing from: {message}"
         assert pool.stats["restarts"] == 2  # the crash's replacement, then one more try
 
@@ -262,8 +280,10 @@ def test_always_slow_item_raises_naming_the_item_and_the_timeout_key(files):
 @on_ray
 @pytest.mark.parametrize(
     "reward, env, original",
-    [("explode", {}, "reward exploded on purpose"),
-     ("score", {"ESSA_FAKE_RAISE": "ValueError: engine refused the batch"}, "engine refused the batch")],
+    [
+        ("explode", {}, "reward exploded on purpose"),
+        ("score", {"ESSA_FAKE_RAISE": "ValueError: engine refused the batch"}, "engine refused the batch"),
+    ],
     ids=["reward-error", "engine-value-error"],
 )
 def test_user_errors_are_raised_without_retries(files, reward, env, original):

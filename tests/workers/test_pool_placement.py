@@ -28,10 +28,12 @@ def test_tensor_parallel_slots_hold_no_gpu_themselves():
 
 @pytest.mark.parametrize(
     "engine, problem",
-    [(dict(gpus=4, tensor_parallel_size=3), "positive multiple of 3"),
-     (dict(gpus=0, tensor_parallel_size=2), "positive multiple of 2"),
-     (dict(gpus=2, tensor_parallel_size=2, mode="merge"), "use engine.mode=lora"),
-     (dict(gpus=2, tensor_parallel_size=0), "engine.tensor_parallel_size=0 must be >= 1")],
+    [
+        (dict(gpus=4, tensor_parallel_size=3), "positive multiple of 3"),
+        (dict(gpus=0, tensor_parallel_size=2), "positive multiple of 2"),
+        (dict(gpus=2, tensor_parallel_size=2, mode="merge"), "use engine.mode=lora"),
+        (dict(gpus=2, tensor_parallel_size=0), "engine.tensor_parallel_size=0 must be >= 1"),
+    ],
 )
 def test_bad_tensor_parallel_settings_are_config_errors(files, engine, problem):
     with pytest.raises(ConfigError, match=problem):
@@ -112,8 +114,11 @@ def test_the_ram_check_counts_the_kv_cache_a_cpu_engine_really_reserves():
 
 
 def test_a_cpu_engine_on_a_cluster_asks_for_one_nodes_cpus_not_the_whole_clusters():
-    nodes = [{"Alive": True, "Resources": {"CPU": 16.0}}, {"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}},
-             {"Alive": False, "Resources": {"CPU": 64.0}}]  # a dead node's CPUs are not there
+    nodes = [
+        {"Alive": True, "Resources": {"CPU": 16.0}},
+        {"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}},
+        {"Alive": False, "Resources": {"CPU": 64.0}},
+    ]  # a dead node's CPUs are not there
     assert one_node_cpus(nodes, available=24.0) == 16
     assert one_node_cpus(nodes, available=6.0) == 6  # fewer free than the largest node has
     assert one_node_cpus([{"Alive": True, "Resources": {"CPU": 2.0}}], available=2.0) == 2  # one machine: all

@@ -26,12 +26,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
 INDICES = [0, 1, 2, 3]
 # A fingerprint of the completion's exact text in [0, 1): equal rewards <=> equal completions.
-REWARD = '''
+REWARD = """
 import hashlib
 
 def fingerprint(completion, example):
     return int(hashlib.sha256(completion.encode()).hexdigest()[:12], 16) / 16**12
-'''
+"""
 
 
 def pid_of(actor) -> int:
@@ -90,7 +90,9 @@ def test_real_engine_actor_killed_mid_generation_is_retried_with_identical_score
     cfg.generation.max_new_tokens = 24
     cfg.engine.enforce_eager, cfg.engine.kv_cache_gib = True, 1.0
     cfg.engine.mode = "merge"  # the align e2e covers lora (the default); this keeps merge under a real fault
-    cfg.model.dtype = "float32"  # merge in float32 (model.dtype=auto's pick on CPUs without bf16); bf16: test_engine_merge
+    cfg.model.dtype = (
+        "float32"  # merge in float32 (model.dtype=auto's pick on CPUs without bf16); bf16: test_engine_merge
+    )
     model_dir = resolve_model(cfg.model.name)
     base = read_base_weights(model_dir, ["q_proj", "k_proj", "v_proj", "o_proj"])
     basis = SVDLoRA.from_lora(principal_init(base, rank=8, scale=0.05), rank=8, lora_alpha=8)
@@ -129,9 +131,11 @@ def test_real_engine_actor_killed_mid_generation_is_retried_with_identical_score
         assert lingered[0] is not None, (
             f"the killed actor's child processes outlived it by 20 s: {describe(engine_pids)}"
         )
-        print(f"clean {clean_s:.1f}s; killed at {killed[0] - started:.1f}s; faulty call {time.monotonic() - started:.1f}s "
-              f"with the restart; the killed actor's {len(engine_pids)} child processes gone {lingered[0]:.1f}s "
-              "after the kill")
+        print(
+            f"clean {clean_s:.1f}s; killed at {killed[0] - started:.1f}s; faulty call {time.monotonic() - started:.1f}s "
+            f"with the restart; the killed actor's {len(engine_pids)} child processes gone {lingered[0]:.1f}s "
+            "after the kill"
+        )
 
         survivor = pool.actors[0]
         assert survivor is not victim

@@ -66,23 +66,41 @@ def test_shared_basis_lora_ops_apply_the_same_delta_as_svd_lora(basis_and_vector
         )
         layer.lora_a_stacked[0][0, 0] = torch.as_tensor(a, dtype=torch.float32)
         layer.lora_b_stacked[0][0, 0] = torch.as_tensor(basis.scaling * b, dtype=torch.float32)
-        shared.register_basis(layer.lora_a_stacked[0],
-                              shared.layer_basis(layer, [shared.SliceBasis.of(basis.a[index], basis.b[index])], RANK))
+        shared.register_basis(
+            layer.lora_a_stacked[0],
+            shared.layer_basis(layer, [shared.SliceBasis.of(basis.a[index], basis.b[index])], RANK),
+        )
         y = torch.zeros(width, out)
-        assert shared.try_add(y, torch.eye(width), list(layer.lora_a_stacked), list(layer.lora_b_stacked),
-                              torch.ones(width, dtype=torch.long), torch.tensor([7, 0]), 1.0), module
+        assert shared.try_add(
+            y,
+            torch.eye(width),
+            list(layer.lora_a_stacked),
+            list(layer.lora_b_stacked),
+            torch.ones(width, dtype=torch.long),
+            torch.tensor([7, 0]),
+            1.0,
+        ), module
         np.testing.assert_allclose(y.t().double().numpy(), expected[module], rtol=1e-4, atol=1e-5, err_msg=module)
         # and the grouped ops (adapters outside the basis) agree on the same weights
         shared.clear()
         y_grouped = torch.zeros(width, out)
-        lora_grouped.lora_linear(y_grouped, torch.eye(width), list(layer.lora_a_stacked), list(layer.lora_b_stacked),
-                                 torch.zeros(width, dtype=torch.long), 1.0, [out], torch.zeros(0, dtype=torch.long))
+        lora_grouped.lora_linear(
+            y_grouped,
+            torch.eye(width),
+            list(layer.lora_a_stacked),
+            list(layer.lora_b_stacked),
+            torch.zeros(width, dtype=torch.long),
+            1.0,
+            [out],
+            torch.zeros(0, dtype=torch.long),
+        )
         np.testing.assert_allclose(y_grouped.t().double().numpy(), expected[module], rtol=1e-4, atol=1e-5)
 
 
 def test_split_is_module_by_module_a_then_b():
-    basis = SVDLoRA.from_lora({m: (np.eye(RANK, n), np.eye(o, RANK)) for m, (o, n) in SHAPES.items()}, RANK, ALPHA,
-                              alpha_fraction=0.5)
+    basis = SVDLoRA.from_lora(
+        {m: (np.eye(RANK, n), np.eye(o, RANK)) for m, (o, n) in SHAPES.items()}, RANK, ALPHA, alpha_fraction=0.5
+    )
     k = basis.searched
     x = np.arange(basis.dim, dtype=float)
     parts = basis.split(x)

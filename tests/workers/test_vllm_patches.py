@@ -25,8 +25,17 @@ def test_punica_cpu_wrapper_still_has_the_methods_the_lora_kernel_patch_replaces
     expected = {
         "_apply_shrink": ["self", "y", "x", "w_t_all", "scale"],
         "_apply_expand": ["self", "y", "x", "w_t_all", "y_offset", "y_slice_size", "add_inputs"],
-        "add_lora_linear": ["self", "y", "x", "lora_a_stacked", "lora_b_stacked", "scale", "output_slices", "buffer",
-                            "kwargs"],
+        "add_lora_linear": [
+            "self",
+            "y",
+            "x",
+            "lora_a_stacked",
+            "lora_b_stacked",
+            "scale",
+            "output_slices",
+            "buffer",
+            "kwargs",
+        ],
         "update_metadata": ["self", "mapping", "lora_index_to_id", "max_loras", "vocab_size", "kwargs"],
     }
     assert set(expected) == set(vllm_patches._PATCHED)

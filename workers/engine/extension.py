@@ -140,8 +140,13 @@ def merge_terms(fa, fb, device: torch.device | str = "cpu") -> tuple[torch.Tenso
     """One module's fixed factors of ΔW = scaling · U_B diag(s_B') (V_Bᵀ U_A) diag(s_A') V_Aᵀ, float32,
     with the r × r middle V_Bᵀ U_A precomputed: (U_B, s_B, V_Bᵀ U_A, s_A, V_Aᵀ). fa, fb: FactorSVD."""
     f32 = dict(dtype=torch.float32, device=device)
-    return (torch.as_tensor(fb.U, **f32), torch.as_tensor(fb.s, **f32), torch.as_tensor(fb.Vt @ fa.U, **f32),
-            torch.as_tensor(fa.s, **f32), torch.as_tensor(fa.Vt, **f32))
+    return (
+        torch.as_tensor(fb.U, **f32),
+        torch.as_tensor(fb.s, **f32),
+        torch.as_tensor(fb.Vt @ fa.U, **f32),
+        torch.as_tensor(fa.s, **f32),
+        torch.as_tensor(fa.Vt, **f32),
+    )
 
 
 def merged_delta(terms: tuple[torch.Tensor, ...], x_a: np.ndarray, x_b: np.ndarray, scaling: float) -> torch.Tensor:
@@ -154,7 +159,9 @@ def merged_delta(terms: tuple[torch.Tensor, ...], x_a: np.ndarray, x_b: np.ndarr
     return scaling * ((u_b @ (s_b[:, None] * core * s_a[None, :])) @ vt_a)
 
 
-def fused_layers(model: torch.nn.Module, hf_modules: list[str]) -> dict[str, tuple[torch.nn.Module, list[str], list[tuple[int, int]]]]:
+def fused_layers(
+    model: torch.nn.Module, hf_modules: list[str]
+) -> dict[str, tuple[torch.nn.Module, list[str], list[tuple[int, int]]]]:
     """Where each Hugging Face module (q_proj, ...) lives in vLLM's model, which fuses some of them
     (qkv_proj = q;k;v, gate_up_proj = gate;up): vLLM layer name -> (layer, the HF module leaves fused
     into it in order, [(position among them, index in `hf_modules`)])."""

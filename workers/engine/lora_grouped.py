@@ -61,12 +61,21 @@ class _Groups:
         for slot, spans in runs.items():
             self.loop.append((slot, slice(*spans[0]) if len(spans) == 1 else rows[slot].to(indices.device)))
         spans = [span for group in runs.values() for span in group]
-        if spans and len(spans) == len(runs) and spans[0][0] == 0 and len({e - s for s, e in spans}) == 1 and spans[-1][1] == n \
-                and all(a[1] == b[0] for a, b in zip(spans, spans[1:])):
+        if (
+            spans
+            and len(spans) == len(runs)
+            and spans[0][0] == 0
+            and len({e - s for s, e in spans}) == 1
+            and spans[-1][1] == n
+            and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+        ):
             slots = list(runs)
             contiguous = slots == list(range(slots[0], slots[0] + len(slots)))
-            self.dense = (len(slots), n // len(slots),
-                          slice(slots[0], slots[0] + len(slots)) if contiguous else torch.tensor(slots))
+            self.dense = (
+                len(slots),
+                n // len(slots),
+                slice(slots[0], slots[0] + len(slots)) if contiguous else torch.tensor(slots),
+            )
         sizes = [len(r) for r in rows.values()]
         if len(sizes) > 1 and max(sizes) * len(sizes) <= 1.25 * sum(sizes) and max(sizes) <= 64:
             m = max(sizes)
@@ -114,14 +123,16 @@ def _(y, x, w, indices, scale) -> None:
 
 
 @torch.library.custom_op("essa::lora_expand", mutates_args=("y",))
-def lora_expand(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, indices: torch.Tensor, offset: int, size: int,
-                add_inputs: bool) -> None:
+def lora_expand(
+    y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, indices: torch.Tensor, offset: int, size: int, add_inputs: bool
+) -> None:
     """y[t, offset:offset+size] (+)= x[t] @ w[indices[t]]ᵀ; w: (loras, 1, out, r)."""
     _expand(y, x, w, indices, offset, size, add_inputs)
 
 
-def _expand(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, indices: torch.Tensor, offset: int, size: int,
-            add_inputs: bool) -> None:
+def _expand(
+    y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, indices: torch.Tensor, offset: int, size: int, add_inputs: bool
+) -> None:
     out_dim, r = w.shape[-2], w.shape[-1]
     size = min(size, out_dim)
     groups = _groups(indices)
@@ -150,8 +161,16 @@ def _(y, x, w, indices, offset, size, add_inputs) -> None:
     return None
 
 
-def lora_linear(y: torch.Tensor, x: torch.Tensor, a: list[torch.Tensor], b: list[torch.Tensor], indices: torch.Tensor,
-                scale: float, slices: list[int], slot_ids: torch.Tensor) -> None:
+def lora_linear(
+    y: torch.Tensor,
+    x: torch.Tensor,
+    a: list[torch.Tensor],
+    b: list[torch.Tensor],
+    indices: torch.Tensor,
+    scale: float,
+    slices: list[int],
+    slot_ids: torch.Tensor,
+) -> None:
     """y[t, slice i] += (scale · x[t] @ a_i[indices[t]]ᵀ) @ b_i[indices[t]]ᵀ for every slice i, as vLLM's
     add_lora_linear, with one difference: the shrink's r outputs are rounded to the model dtype (vLLM keeps
     them in float32). Accumulation inside each matmul is float32 either way; the float32 copies of the

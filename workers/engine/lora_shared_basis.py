@@ -51,15 +51,20 @@ class SliceBasis:
     def of(cls, fa, fb) -> SliceBasis:
         """The frozen U and V of one module's factors A and B (essa.svd_lora.FactorSVD), float32."""
         f32 = dict(dtype=torch.float32)
-        return cls(torch.as_tensor(fa.U, **f32), torch.as_tensor(fa.Vt, **f32), torch.as_tensor(fb.U, **f32),
-                   torch.as_tensor(fb.Vt, **f32))
+        return cls(
+            torch.as_tensor(fa.U, **f32),
+            torch.as_tensor(fa.Vt, **f32),
+            torch.as_tensor(fb.U, **f32),
+            torch.as_tensor(fb.Vt, **f32),
+        )
 
 
 class LayerBasis:
     """The shared matmuls of one vLLM LoRA layer and its per-slot scales."""
 
-    def __init__(self, slices: list[SliceBasis | None], sizes: list[int], in_dim: int, rank: int,
-                 slots: int, dtype: torch.dtype):
+    def __init__(
+        self, slices: list[SliceBasis | None], sizes: list[int], in_dim: int, rank: int, slots: int, dtype: torch.dtype
+    ):
         n = len(sizes) * rank
         shrink = torch.zeros(in_dim, n)
         core = torch.zeros(n, n)
@@ -105,7 +110,9 @@ class LayerBasis:
         self.middles[slots + 1] = (scales[:, :n, None] * self.core * scales[:, None, n:]).to(self.middles.dtype)
         self.foreign.update(slot for slot, ok in zip(filled, fits.tolist()) if not ok)
 
-    def _project(self, slots: torch.Tensor, a: list[torch.Tensor], b: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _project(
+        self, slots: torch.Tensor, a: list[torch.Tensor], b: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per slot, its scales (a, b of every slice) and whether the basis holds its weights.
 
         u_j v_jᵀ (j = 1..r) are orthonormal matrices, so the coordinate of W on each is u_jᵀ W v_j and
@@ -120,8 +127,10 @@ class LayerBasis:
             if part is None:
                 fits &= (a_w.flatten(1).abs().amax(1) == 0) & (b_w.flatten(1).abs().amax(1) == 0)
                 continue
-            for full, w, u, vt, column in ((a_w, a_w[:, :r], part.u_a, part.vt_a, i * r),
-                                           (b_w, b_w[:, :size, :r], part.u_b, part.vt_b, n + i * r)):
+            for full, w, u, vt, column in (
+                (a_w, a_w[:, :r], part.u_a, part.vt_a, i * r),
+                (b_w, b_w[:, :size, :r], part.u_b, part.vt_b, n + i * r),
+            ):
                 coordinates = ((u.t() @ w) * vt).sum(-1)  # (G, r): u_jᵀ W v_j
                 total = full.square().flatten(1).sum(1)
                 left = (total - coordinates.square().sum(1)).clamp_min(0)
@@ -136,7 +145,9 @@ class LayerBasis:
         h = x @ self.shrink  # (tokens, S·r)
         if dense is not None:  # one batched r×r step per adapter: diag(a) core diag(b), precomputed
             g_count, m, slots = dense
-            middles = self.middles[slots.start + 1 : slots.stop + 1] if isinstance(slots, slice) else self.middles[slots + 1]
+            middles = (
+                self.middles[slots.start + 1 : slots.stop + 1] if isinstance(slots, slice) else self.middles[slots + 1]
+            )
             g = torch.bmm(h.view(g_count, m, n), middles).view(-1, n)
         else:
             table = self.scales.index_select(0, rows)  # (tokens, 2·S·r)
@@ -153,8 +164,16 @@ def clear() -> None:
     _registry.clear()
 
 
-def try_add(y: torch.Tensor, x: torch.Tensor, a: list[torch.Tensor], b: list[torch.Tensor], rows: torch.Tensor,
-            slot_ids: torch.Tensor, scale: float, dense=None) -> bool:
+def try_add(
+    y: torch.Tensor,
+    x: torch.Tensor,
+    a: list[torch.Tensor],
+    b: list[torch.Tensor],
+    rows: torch.Tensor,
+    slot_ids: torch.Tensor,
+    scale: float,
+    dense=None,
+) -> bool:
     """Add the layer's LoRA output through its shared basis; False (nothing done) when it cannot.
     rows: per token 1 + its slot (0: no adapter), computed once per step by the caller."""
     basis = _registry.get(a[0].data_ptr())

@@ -78,7 +78,9 @@ class VLLMEngine:
     def __init__(self, options: EngineOptions, basis: SVDLoRA | None):
         quantized = is_quantized(options.model_dir)
         if quantized and options.mode == "merge" and basis is not None:
-            raise ValueError(f"{options.model_dir} holds quantized weights, which cannot take a merged update: use mode lora")
+            raise ValueError(
+                f"{options.model_dir} holds quantized weights, which cannot take a merged update: use mode lora"
+            )
         parallel = {}
         if options.tensor_parallel_size > 1:
             if options.mode == "merge" and basis is not None:
@@ -102,8 +104,11 @@ class VLLMEngine:
         self.basis = basis
         self._scratch = claim_scratch(options.scratch_tag)
         # a generation's candidate adapters in scratch: float32 A (r × in) and B (out × r) per module
-        self._adapter_bytes = 0 if basis is None else 4 * basis.rank * sum(
-            fa.Vt.shape[1] + fb.U.shape[0] for fa, fb in zip(basis.a, basis.b))
+        self._adapter_bytes = (
+            0
+            if basis is None
+            else 4 * basis.rank * sum(fa.Vt.shape[1] + fb.U.shape[0] for fa, fb in zip(basis.a, basis.b))
+        )
         self._ids = itertools.count(1)
         self._run = uuid.uuid4().hex[:8]
         self.llm = LLM(
@@ -132,7 +137,9 @@ class VLLMEngine:
             self.llm.collective_rpc("essa_load_basis", args=(self._basis_file(), options.model_dir))
         self.shared_basis_layers = 0  # vLLM layers whose LoRA runs through the shared basis
         if lora and not options.gpu and options.lora_kernel == "shared":
-            self.shared_basis_layers = sum(self.llm.collective_rpc("essa_register_lora_basis", args=(self._basis_file(),)))
+            self.shared_basis_layers = sum(
+                self.llm.collective_rpc("essa_register_lora_basis", args=(self._basis_file(),))
+            )
 
     def _basis_file(self) -> str:
         path = self._scratch / "basis.safetensors"
@@ -181,8 +188,9 @@ class VLLMEngine:
                 lora_id = next(self._ids)
                 name = f"essa-{self._run}-{lora_id}"
                 folders.append(self._scratch / name)
-                write_peft_adapter(folders[-1], self.basis.factors(x), self.basis.rank, self.basis.lora_alpha,
-                                   self.options.model_dir)
+                write_peft_adapter(
+                    folders[-1], self.basis.factors(x), self.basis.rank, self.basis.lora_alpha, self.options.model_dir
+                )
                 requests.append(LoRARequest(name, lora_id, str(folders[-1])))
             timings["apply"] += time.perf_counter() - start
             all_prompts = [p for _ in vectors for p in prompts]
@@ -289,8 +297,10 @@ def check_scratch_space(folder: Path, candidates: int, adapter_bytes: int) -> No
 
 
 def _completions(outputs) -> list[Completion]:
-    return [Completion(o.outputs[0].text, len(o.outputs[0].token_ids), o.num_cached_tokens or 0, _prompt_logprobs(o))
-            for o in outputs]
+    return [
+        Completion(o.outputs[0].text, len(o.outputs[0].token_ids), o.num_cached_tokens or 0, _prompt_logprobs(o))
+        for o in outputs
+    ]
 
 
 def _prompt_logprobs(output) -> list[float] | None:

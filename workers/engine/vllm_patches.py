@@ -79,8 +79,16 @@ def _install_grouped_ops() -> None:
             return
         slot_ids = getattr(self, "_essa_slot_ids", None)
         op = torch.ops.essa.lora_linear if torch.compiler.is_compiling() else lora_linear
-        op(y, x.view(-1, x.shape[-1]), list(lora_a_stacked), list(lora_b_stacked), self.token_lora_indices, scale,
-           list(output_slices), torch.zeros(0, dtype=torch.long) if slot_ids is None else slot_ids)
+        op(
+            y,
+            x.view(-1, x.shape[-1]),
+            list(lora_a_stacked),
+            list(lora_b_stacked),
+            self.token_lora_indices,
+            scale,
+            list(output_slices),
+            torch.zeros(0, dtype=torch.long) if slot_ids is None else slot_ids,
+        )
 
     update_metadata = PunicaWrapperCPU.update_metadata
 
