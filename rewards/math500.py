@@ -1,6 +1,10 @@
-"""MATH-500 answer extraction, answer equivalence and a binary correctness reward.
+"""MATH-500: a binary correctness reward, and essa's own answer extraction and equivalence.
 
-A completion's answer is the content of its last ``\\boxed{...}`` (or ``\\fbox``); failing
+:func:`score` takes math-verify's verdict (rewards/math_verify_grader.py), the grader published
+MATH-500 figures use, and this module's own grader where math-verify is wrong or blind (answers in
+another base; completions it reads no answer from); see :func:`score`.
+
+In essa's own grader, a completion's answer is the content of its last ``\\boxed{...}`` (or ``\\fbox``); failing
 that, what follows the last "answer is" / "Answer:". Answers are compared as in the usual
 MATH graders: both sides are normalized (:func:`normalize_answer`, after Hendrycks'
 ``strip_string`` and Minerva's ``normalize_final_answer``) and compared as strings; if that
@@ -18,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from essa.rewards.data import chat_messages, load_hub_split, read_jsonl, stable_order, take_splits
+from essa.rewards.math_verify_grader import math_verify_equiv
 
 __all__ = ["extract_answer", "is_equiv", "last_boxed", "normalize_answer", "score"]
 
@@ -36,6 +41,8 @@ _FUNCS = {f: f for f in ("sin", "cos", "tan", "cot", "sec", "csc", "sinh", "cosh
 _FUNCS.update(arcsin="asin", arccos="acos", arctan="atan", ln="log")
 _GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "theta", "lambda", "mu", "phi", "omega"}
 _TOKEN = re.compile(r"\s*(\d+(?:\.\d+)?|\\[A-Za-z]+|[A-Za-z]|\S)")
+# a numeral in another base: 4210_5, 2516_{8}
+_BASE = re.compile(r"\d_\{?\d+\}?\s*$")
 _MAX_LEN = 200  # longer expressions are compared as strings only
 _REL_TOL = 1e-9
 
@@ -447,9 +454,23 @@ def extract_answer(completion: str) -> str | None:
 
 
 def score(completion: str, example: Mapping[str, object]) -> float:
-    """1.0 if the completion's extracted answer is equivalent to ``example["answer"]``, else 0.0."""
+    """1.0 if the completion's answer is equivalent to ``example["answer"]``, else 0.0.
+
+    The verdict is math-verify's (the grader published MATH-500 figures use; run bounded in time,
+    rewards/math_verify_grader.py), on the whole completion: every ``\\boxed{}`` counts (two boxes
+    are one answer of two parts; a hedge, \\boxed{3} then \\boxed{4}, is the set {3, 4}), else the
+    last LaTeX or plain answer. essa's own grader (:func:`extract_answer`, :func:`is_equiv`) decides
+    where math-verify is wrong or blind, each case shown by a test: answers written in another base
+    (math-verify reads ``4210_5`` as ``4210``), and completions in which math-verify finds no
+    answer at all (``Answer: (C)``).
+    """
+    reference = str(example["answer"])
     predicted = extract_answer(completion)
-    return 1.0 if predicted is not None and is_equiv(predicted, str(example["answer"])) else 0.0
+    own = predicted is not None and is_equiv(predicted, reference)
+    if _BASE.search(reference) or (predicted is not None and _BASE.search(predicted)):
+        return 1.0 if own else 0.0
+    verdict = math_verify_equiv(completion, reference)
+    return 1.0 if (own if verdict is None else verdict) else 0.0
 
 
 # ---- the task: splits and prompts -----------------------------------------------------------
