@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -76,7 +77,7 @@ def update_strength(lora: LoRA, scaling: float, model_dir: str | Path, sample: i
     picked = [names[i] for i in np.unique(np.linspace(0, len(names) - 1, min(sample, len(names))).round().astype(int))]
     base = read_base_weights(model_dir, sorted({m.rsplit(".", 1)[-1] for m in picked}), only=set(picked))
     ratios = [
-        np.linalg.norm(scaling * (lora[m][1] @ lora[m][0])) / max(np.linalg.norm(base[m]), 1e-30)
+        np.linalg.norm(scaling * (lora[m][1] @ lora[m][0])) / max(cast(float, np.linalg.norm(base[m])), 1e-30)
         for m in picked
         if m in base
     ]

@@ -18,6 +18,7 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ def save_checkpoint(run_dir: Path, ckpt: Checkpoint, keep: int = 0) -> Path:
     final, tmp = root / name, root / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    arrays = {f"strategy.{k}": v for k, v in ckpt.strategy.items() if isinstance(v, np.ndarray)}
+    arrays: dict[str, Any] = {f"strategy.{k}": v for k, v in ckpt.strategy.items() if isinstance(v, np.ndarray)}
     arrays["best_z"] = ckpt.best_z
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
@@ -272,7 +272,7 @@ def load_config(
         raise ConfigError(_unknown_key_message(exc)) from exc
     except OmegaConfBaseException as exc:
         raise ConfigError(f"invalid configuration: {exc.msg if hasattr(exc, 'msg') else exc}") from exc
-    cfg: Config = OmegaConf.to_object(merged)
+    cfg = cast(Config, OmegaConf.to_object(merged))  # a structured config: OmegaConf builds the dataclass
     validate(cfg)
     # Workers run in other directories: file paths the user gave relative to here become absolute.
     if cfg.task.reward:
@@ -318,7 +318,8 @@ def resume_config(
     """The saved config with a resume's changes applied and validated, and what changed
     ({key: (old, new)}); a change outside RESUMABLE_KEYS is refused, naming it."""
     before = _flat(saved)
-    cfg = load_config(base=OmegaConf.to_container(OmegaConf.structured(saved)), flags=flags, overrides=overrides)
+    base = cast(dict[str, Any], OmegaConf.to_container(OmegaConf.structured(saved)))  # a DictConfig's container
+    cfg = load_config(base=base, flags=flags, overrides=overrides)
     after = _flat(cfg)
     changed = {key: (before.get(key), value) for key, value in after.items() if before.get(key) != value}
     refused = [key for key in changed if key not in RESUMABLE_KEYS]
@@ -344,7 +345,7 @@ def to_yaml(cfg: Config) -> str:
 
 def from_yaml_file(path: str | Path) -> Config:
     """The resolved config a run saved; validated like any other."""
-    return load_config(base=OmegaConf.to_container(OmegaConf.load(path)))
+    return load_config(base=cast(dict[str, Any], OmegaConf.to_container(OmegaConf.load(path))))
 
 
 def validate(cfg: Config) -> None:

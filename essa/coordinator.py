@@ -110,6 +110,7 @@ def _align(
                 )
             write_plot(run_dir)
             return export_best(run_dir, run_dir / "adapter")
+    assert cfg is not None  # a new run is given its config (essa.cli); a resume read it just above
     task = load_task(cfg.task)  # bad task/data fail first
     model_dir = resolve_model(cfg.model.name)
     inputs = fingerprint(task, cfg.task.reward, model_dir)

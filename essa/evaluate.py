@@ -32,7 +32,8 @@ def evaluate(cfg: Config, split: str, adapter: Path | None, limit: int | None) -
         basis = SVDLoRA.from_lora(lora, int(config["r"]), float(config.get("lora_alpha", config["r"])))
         vectors = np.zeros((1, basis.dim))
     pool = pool_from_config(cfg, basis)
-    rewards, tokens, fields = [], 0, {}
+    rewards, tokens = [], 0
+    fields: dict[str, list[float]] = {}
     try:
         for start in tqdm(range(0, len(indices), CHUNK), desc=f"eval {cfg.task.name}/{split}", unit="chunk"):
             result = pool.evaluate(vectors, split, indices[start : start + CHUNK], details=True)

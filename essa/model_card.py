@@ -13,6 +13,7 @@ import importlib
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from essa.config import Config
 from essa.forgetting import FORGETTING_FILE
@@ -151,6 +152,7 @@ def _metadata(run_dir: Path, cfg: Config, base_model: str, tags: list[str], merg
                 metric_name=f"{h['metric']} on the first {h['prompts']} {h['split']} prompts (warm start {h['before']:.4f})",
             )
         )
+    relation: dict[str, Any] = {"base_model_relation": "finetune"} if merged else {}
     return ModelCardData(
         base_model=base_model,
         library_name="transformers" if merged else "peft",
@@ -159,7 +161,7 @@ def _metadata(run_dir: Path, cfg: Config, base_model: str, tags: list[str], merg
         datasets=[hub_id] if hub_id else None,
         model_name=run_dir.resolve().name,
         eval_results=results or None,
-        **({"base_model_relation": "finetune"} if merged else {}),
+        **relation,
     )
 
 

@@ -17,6 +17,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ def _embedded_gguf_path(spec: EmbeddedModel) -> Path:
         ) from exc
     for file in dist.files or []:
         if file.name == spec.gguf_name:
-            return Path(dist.locate_file(file))
+            return Path(cast(Path, dist.locate_file(file)))  # typeshed: SimplePath; a Path for installed dists
     raise ModelNotFoundError(f"{spec.gguf_name} not found in the installed package {spec.distribution}")
 
 

@@ -219,10 +219,10 @@ def train_lora(model_dir: Path, pairs: list[Pair], cfg: Config) -> tuple[dict, d
         raise SFTError(f"all {len(pairs)} SFT pairs are longer than sft.max_length={s.max_length} tokens; raise it")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = getattr(torch, training_dtype(cfg))
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).to(device)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).to(device)  # type: ignore[arg-type]  # transformers wraps Module.to with functools.wraps, which mypy reads as unbound
     lora_config = LoraConfig(
         r=a.rank,
-        lora_alpha=s.lora_alpha or 2.0 * a.rank,
+        lora_alpha=s.lora_alpha or 2.0 * a.rank,  # type: ignore[arg-type]  # PEFT annotates an int; it scales by alpha / r, a float works
         lora_dropout=0.0,
         target_modules=list(a.target_modules),
         task_type="CAUSAL_LM",

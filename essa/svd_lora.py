@@ -123,10 +123,10 @@ class SVDLoRA:
         whose singular values are all zero still moves (its scale falls back to the global RMS).
         """
         k = self.searched
-        per_factor = []
+        factor_rms: list[float] = []
         for fa, fb in zip(self.a, self.b):
-            per_factor += [_rms(fa.s[:k]), _rms(fb.s[:k])]
-        per_factor = np.array(per_factor)
+            factor_rms += [_rms(fa.s[:k]), _rms(fb.s[:k])]
+        per_factor = np.array(factor_rms)
         fallback = _rms(per_factor[per_factor > 0]) if np.any(per_factor > 0) else 1.0
         per_factor[per_factor <= 0] = fallback
         return np.repeat(per_factor, k)

@@ -48,6 +48,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 from essa.rewards.data import chat_messages
 
@@ -147,7 +148,7 @@ def extract_equation(completion: str) -> str | None:
     return found[-1] if found else None
 
 
-def check(completion: str, example: Mapping[str, object]) -> tuple[bool, bool]:
+def check(completion: str, example: Mapping[str, Any]) -> tuple[bool, bool]:
     """(well formed, correct): an allowed expression in the last answer tag; and it solves ``example``."""
     equation = extract_equation(completion)
     parsed = evaluate_equation(equation) if equation is not None else None
@@ -163,7 +164,7 @@ def check(completion: str, example: Mapping[str, object]) -> tuple[bool, bool]:
     return True, correct
 
 
-def score(completion: str, example: Mapping[str, object]) -> float:
+def score(completion: str, example: Mapping[str, Any]) -> float:
     """1.0 for a correct equation, FORMAT_SCORE for a well-formed wrong one, else 0.0."""
     formatted, correct = check(completion, example)
     return 1.0 if correct else FORMAT_SCORE if formatted else 0.0
@@ -174,7 +175,7 @@ NUMBERS_CREDIT = 0.3  # times the fraction of the given numbers the equation use
 VALUE_CREDIT = 0.3  # times how close the value comes to the target, given exactly the right numbers
 
 
-def partial_credit(completion: str, example: Mapping[str, object]) -> float:
+def partial_credit(completion: str, example: Mapping[str, Any]) -> float:
     """A denser training reward: :func:`score`'s 1.0 for a solution, partial credit below it.
 
     A wrong but well-formed equation gets ``FORMAT_SCORE``, plus ``NUMBERS_CREDIT`` times the share
@@ -205,7 +206,7 @@ def partial_credit(completion: str, example: Mapping[str, object]) -> float:
 HEADLINE = "correct"
 
 
-def eval_fields(response: str, example: Mapping[str, object]) -> dict[str, float]:
+def eval_fields(response: str, example: Mapping[str, Any]) -> dict[str, float]:
     """Per-example inputs of :func:`aggregate` (computed on the worker by ``essa eval``)."""
     formatted, correct = check(response, example)
     return {"correct": float(correct), "formatted": float(formatted)}
@@ -278,7 +279,8 @@ def generate(count: int, seed: int = SEED) -> tuple[tuple[tuple[int, ...], int, 
     accepted, so 3- and 4-number problems stay equally likely after rejection.
     """
     rnd = random.Random(seed).random  # random() only: its sequence is stable across Python versions
-    seen, problems = set(), []
+    seen: set[tuple[tuple[int, ...], int]] = set()
+    problems: list[tuple[tuple[int, ...], int, str]] = []
     while len(problems) < count:
         n = 3 + int(rnd() * 2)
         while (problem := _draw(rnd, n)) is None or (tuple(sorted(problem[0])), problem[1]) in seen:
@@ -308,7 +310,7 @@ def load_splits(data_dir: Path | None = None) -> dict[str, list[dict]]:
     return splits
 
 
-def prompt(example: Mapping[str, object]) -> str:
+def prompt(example: Mapping[str, Any]) -> str:
     nums = ", ".join(str(int(n)) for n in example["nums"])
     return (
         f"Using the numbers [{nums}], create an equation that equals {int(example['target'])}. "
@@ -318,11 +320,11 @@ def prompt(example: Mapping[str, object]) -> str:
     )
 
 
-def messages(example: Mapping[str, object], system_prompt: str) -> list[dict]:
+def messages(example: Mapping[str, Any], system_prompt: str) -> list[dict]:
     return chat_messages(system_prompt, prompt(example))
 
 
-def reference_response(example: Mapping[str, object]) -> str:
+def reference_response(example: Mapping[str, Any]) -> str:
     """The solution as a model should write it: its steps on one line, then the answer tag."""
     steps: list[str] = []
     parsed = evaluate_equation(str(example["solution"]), steps)

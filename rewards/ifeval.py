@@ -156,6 +156,7 @@ TEST_SIZE = 200
 
 
 def load_splits(data_dir: Path | None) -> dict[str, list[dict]]:
+    path: Path | str
     if data_dir is not None:
         path = data_dir / "ifeval" / "input_data.jsonl"
         rows = read_jsonl(path, required=("key", "prompt", "instruction_id_list", "kwargs"))

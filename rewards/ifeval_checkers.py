@@ -84,7 +84,7 @@ class _Args:
         value = self._get(name)
         if value not in _RELATIONS:
             raise ValueError(f"IFEval instruction {self.id!r}: {name!r} must be one of {_RELATIONS}, got {value!r}")
-        return value  # type: ignore[return-value]
+        return value
 
     def words(self, name: str) -> list[str]:
         value = self._get(name)

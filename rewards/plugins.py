@@ -28,6 +28,7 @@ import math
 import numbers
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ENTRY_POINT_GROUP = "essa.rewards"
 RewardFn = Callable[[str, dict], float]
@@ -39,7 +40,7 @@ class RewardError(RuntimeError):
 
 def batch_reward(fn: Callable) -> Callable:
     """Mark `fn(completions, examples) -> list[float]` as a batch-form reward (a decorator)."""
-    fn.essa_batch = True
+    fn.essa_batch = True  # type: ignore[attr-defined]  # a marker attribute on a function object
     return fn
 
 
@@ -71,7 +72,7 @@ def trl_batch_reward(fn: Callable, build_messages: Callable[[dict], list[dict]])
             **columns,
         )
 
-    reward.essa_batch = True
+    reward.essa_batch = True  # type: ignore[attr-defined]  # a marker attribute on a function object
     reward.__name__ = getattr(fn, "__name__", "trl_reward")
     return reward
 
@@ -107,6 +108,7 @@ def _import_file(path: Path, spec: str):
     if not path.is_file():
         raise RewardError(f"reward {spec!r}: file not found: {path}")
     module_spec = importlib.util.spec_from_file_location(f"essa_user_reward_{abs(hash(str(path)))}", path)
+    assert module_spec is not None and module_spec.loader is not None  # a .py file always gets a source loader
     module = importlib.util.module_from_spec(module_spec)
     try:
         module_spec.loader.exec_module(module)
@@ -131,6 +133,8 @@ def _from_entry_point(name: str) -> RewardFn:
 
 class SafeReward:
     """Calls a reward and validates its value; on failure raises or scores 0 and counts."""
+
+    fn: Callable[..., Any]  # a RewardFn, or a batch-form reward (see batch_reward) when self.batch
 
     def __init__(self, fn: RewardFn, name: str, on_error: str = "raise"):
         if on_error not in ("raise", "zero"):

@@ -61,6 +61,7 @@ class AntitheticES:
         self.mean_lr = float(mean_lr)
         self._mean = np.zeros(self._dim) if mean0 is None else np.array(mean0, dtype=np.float64).reshape(-1)
         if self._mean.shape != (self._dim,) or not np.all(np.isfinite(self._mean)):
+            assert mean0 is not None  # np.zeros(dim) always passes this check
             raise ValueError(f"mean0 must be {self._dim} finite values, got shape {np.shape(mean0)}")
         self._sigma = self.sigma0
         self._generation = 0

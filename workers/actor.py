@@ -14,15 +14,19 @@ from __future__ import annotations
 import importlib
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from essa.svd_lora import SVDLoRA
 
+if TYPE_CHECKING:
+    from essa.config import TaskConfig
+
 
 @dataclass
 class WorkerSpec:
-    task: object  # essa.config.TaskConfig
+    task: TaskConfig
     model: str  # a name resolve_model understands; each worker resolves it on its own node
     engine_options: dict  # EngineOptions fields except model_dir
     sampling: dict  # SamplingParams fields
@@ -132,9 +136,10 @@ class RolloutWorker:
 
     def _prompt(self, split: str, index: int) -> str:
         cache = self._prompts.setdefault(split, [None] * len(self.task.examples(split)))
-        if cache[index] is None:
+        prompt = cache[index]
+        if prompt is None:
             messages = self.task.build_messages(self.task.examples(split)[index])
-            cache[index] = self.engine.tokenizer().apply_chat_template(
+            prompt = cache[index] = self.engine.tokenizer().apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=True
             )
-        return cache[index]
+        return prompt

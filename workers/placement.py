@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -269,7 +270,7 @@ def _watch_local_head(interval_s: float = 1.0, grace_s: float = 3.0) -> None:
     import ray
     from ray._private import ray_constants, worker
 
-    node = worker._global_node
+    node: Any = worker._global_node  # a Node once Ray is up, else None (the AttributeError below); Ray types it None
     try:
         watched = [
             (kind, info.process)
@@ -280,7 +281,8 @@ def _watch_local_head(interval_s: float = 1.0, grace_s: float = 3.0) -> None:
         return
 
     def in_use(kind: str) -> bool:  # ray.shutdown() kills the head too, and then forgets it
-        return worker._global_node is node and ray.is_initialized() and kind in node.all_processes
+        current: Any = worker._global_node  # Ray types it None (which would narrow node to None)
+        return current is node and ray.is_initialized() and kind in node.all_processes
 
     def watch() -> None:
         while in_use(ray_constants.PROCESS_TYPE_GCS_SERVER):

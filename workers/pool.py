@@ -23,6 +23,7 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -123,12 +124,13 @@ class ResultCollector:
         texts: list[list[str]] | None = [[] for _ in range(n)] if any(r.texts for r in self.results.values()) else None
         for r in self.results.values():
             for candidate, row in zip(r.candidate_ids, r.texts or []):
+                assert texts is not None  # built above: some result has texts
                 texts[candidate] = row
             rewards[r.candidate_ids], tokens[r.candidate_ids] = r.rewards, r.tokens
             for key, value in r.timings.items():
                 timings[key] = timings.get(key, 0.0) + value
-            for key, value in r.details.items():
-                details.setdefault(key, np.zeros((n, self.n_prompts)))[r.candidate_ids] = value
+            for key, fields in r.details.items():
+                details.setdefault(key, np.zeros((n, self.n_prompts)))[r.candidate_ids] = fields
         return PoolResult(rewards, tokens, timings, sum(r.reward_errors for r in self.results.values()), details, texts)
 
 
@@ -139,7 +141,7 @@ class _Slot:
     index: int
     options: dict
     placement_group: object = None  # tensor-parallel slots: reserved once, kept across restarts
-    actor: object = None
+    actor: Any = None  # a Ray actor handle of RolloutWorker
     ready: bool = False
     start_failures: int = 0  # consecutive failed starts
 
@@ -229,7 +231,8 @@ class RolloutPool:
             self._call, generation, vectors, split, [int(i) for i in indices], len(self.slots), details, texts
         )
         collector = ResultCollector(self._call, items, self.stats)
-        queue, failures = deque(items), {}
+        queue = deque(items)
+        failures: dict[int, int] = {}  # item id -> failed tries
         while not collector.done:
             # hand the next queued item to each idle actor (one each: a free actor takes more)
             self._dispatch(queue)

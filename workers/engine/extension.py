@@ -30,11 +30,15 @@ vLLM wraps the layers).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 
 from essa.workers.engine.vllm_patches import patch_lora_device_lookup, use_lora_kernel
+
+if TYPE_CHECKING:
+    from vllm.lora.layers.base_linear import BaseLinearLayerWithLoRA
 
 patch_lora_device_lookup()
 
@@ -56,6 +60,8 @@ class LoRABasisExtension:
     """lora mode on CPU: picks the LoRA kernel and hands the run's SVD basis to the shared-basis ops
     (lora_shared_basis.py)."""
 
+    model_runner: Any  # the worker's model runner: vLLM's Worker class, which this is mixed into, sets it
+
     def essa_use_lora_kernel(self, kernel: str) -> None:
         """Route this process's vLLM CPU LoRA layers through `kernel` (shared, grouped or vllm)."""
         use_lora_kernel(kernel)
@@ -68,7 +74,8 @@ class LoRABasisExtension:
         basis = SVDLoRA.load(basis_path)
         model = self.model_runner.get_model()
         layers = fused_layers(model, basis.modules)
-        for name, (layer, parts, members) in layers.items():
+        for name, (module, parts, members) in layers.items():
+            layer = cast("BaseLinearLayerWithLoRA", module)  # checked just below
             if not hasattr(layer, "lora_a_stacked") or len(layer.lora_a_stacked) != len(parts):
                 raise RuntimeError(f"{name} is not a vLLM LoRA layer with {len(parts)} slices: {type(layer).__name__}")
             slices: list[shared.SliceBasis | None] = [None] * len(parts)
@@ -133,13 +140,13 @@ class EssaWorkerExtension(LoRABasisExtension):
             dispatch_cpu_unquantized_gemm(layer, remove_weight=True)
         else:
             # In place: CUDA graphs captured the parameter's address.
-            layer.weight.data.copy_(weight)
+            cast(torch.Tensor, layer.weight).data.copy_(weight)  # torch's Module stub: Tensor | Module
 
 
 def merge_terms(fa, fb, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
     """One module's fixed factors of ΔW = scaling · U_B diag(s_B') (V_Bᵀ U_A) diag(s_A') V_Aᵀ, float32,
     with the r × r middle V_Bᵀ U_A precomputed: (U_B, s_B, V_Bᵀ U_A, s_A, V_Aᵀ). fa, fb: FactorSVD."""
-    f32 = dict(dtype=torch.float32, device=device)
+    f32: dict[str, Any] = dict(dtype=torch.float32, device=device)
     return (
         torch.as_tensor(fb.U, **f32),
         torch.as_tensor(fb.s, **f32),

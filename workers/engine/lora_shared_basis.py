@@ -27,8 +27,12 @@ The engine registers a basis with `register_basis` through the worker extension
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from vllm.lora.layers.base_linear import BaseLinearLayerWithLoRA
 
 # Relative Frobenius residual of a slot's weights after projection onto the basis. vLLM stores
 # the weights in bf16 (relative rounding ≤ 2⁻⁹ per entry, ~3e-3 over a matrix); an adapter from
@@ -50,7 +54,7 @@ class SliceBasis:
     @classmethod
     def of(cls, fa, fb) -> SliceBasis:
         """The frozen U and V of one module's factors A and B (essa.svd_lora.FactorSVD), float32."""
-        f32 = dict(dtype=torch.float32)
+        f32: dict[str, Any] = dict(dtype=torch.float32)
         return cls(
             torch.as_tensor(fa.U, **f32),
             torch.as_tensor(fa.Vt, **f32),
@@ -189,7 +193,7 @@ def try_add(
     return True
 
 
-def layer_basis(layer: torch.nn.Module, slices: list[SliceBasis | None], rank: int) -> LayerBasis:
+def layer_basis(layer: BaseLinearLayerWithLoRA, slices: list[SliceBasis | None], rank: int) -> LayerBasis:
     """The LayerBasis of a vLLM LoRA layer (`BaseLinearLayerWithLoRA`) for its slices' bases."""
     a0 = layer.lora_a_stacked[0]
     return LayerBasis(slices, list(layer.output_slices), a0.shape[-1], rank, a0.shape[0], a0.dtype)

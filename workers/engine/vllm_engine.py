@@ -27,6 +27,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -35,6 +36,9 @@ from essa.io import ram_dir, ram_root
 from essa.quantize import is_quantized
 from essa.svd_lora import SVDLoRA
 from essa.workers.placement import cpu_kv_cache_gib
+
+if TYPE_CHECKING:
+    from vllm.config.model import ModelDType
 
 EXTENSION = "essa.workers.engine.extension.EssaWorkerExtension"
 
@@ -81,7 +85,7 @@ class VLLMEngine:
             raise ValueError(
                 f"{options.model_dir} holds quantized weights, which cannot take a merged update: use mode lora"
             )
-        parallel = {}
+        parallel: dict[str, Any] = {}
         if options.tensor_parallel_size > 1:
             if options.mode == "merge" and basis is not None:
                 raise ValueError("merge mode cannot write into tensor-parallel shards: use mode lora")
@@ -111,9 +115,16 @@ class VLLMEngine:
         )
         self._ids = itertools.count(1)
         self._run = uuid.uuid4().hex[:8]
-        self.llm = LLM(
+        # Only the layers essa adapts get LoRA wrappers: vLLM otherwise wraps every supported
+        # layer (MLP, lm_head) and runs zero-weight LoRA math on them at every step.
+        lora_targets: dict[str, Any] = (
+            {"lora_target_modules": sorted({m.rsplit(".", 1)[-1] for m in basis.modules})}
+            if lora and basis is not None
+            else {}
+        )
+        self.llm: LLM | None = LLM(
             options.model_dir,
-            dtype=options.dtype,
+            dtype=cast("ModelDType", options.dtype),  # a dtype name vLLM takes (essa.models.engine_dtype)
             max_model_len=options.max_model_len,
             seed=options.seed,
             enforce_eager=options.enforce_eager,
@@ -121,10 +132,8 @@ class VLLMEngine:
             worker_extension_cls=EXTENSION,  # one class for every base: see extension.py
             enable_lora=lora,
             max_loras=options.max_loras if lora else 1,
-            max_lora_rank=_lora_rank_slot(basis.rank) if lora else 16,
-            # Only the layers essa adapts get LoRA wrappers: vLLM otherwise wraps every supported
-            # layer (MLP, lm_head) and runs zero-weight LoRA math on them at every step.
-            **({"lora_target_modules": sorted({m.rsplit(".", 1)[-1] for m in basis.modules})} if lora else {}),
+            max_lora_rank=_lora_rank_slot(basis.rank) if lora and basis is not None else 16,
+            **lora_targets,
             enable_prefix_caching=True,
             **parallel,
             **options.vllm_args,
@@ -143,6 +152,7 @@ class VLLMEngine:
 
     def _basis_file(self) -> str:
         path = self._scratch / "basis.safetensors"
+        assert self.basis is not None  # called only when the engine has a basis (merge or lora mode)
         self.basis.save(path)
         return str(path)
 
@@ -155,6 +165,7 @@ class VLLMEngine:
         """Completions per candidate (rows of `vectors`; None means the plain base model)."""
         from vllm import SamplingParams
 
+        assert self.llm is not None, "the engine is closed"
         params = SamplingParams(**sampling)
         timings = {"apply": 0.0, "generate": 0.0}
         if vectors is None or self.basis is None:
@@ -172,6 +183,7 @@ class VLLMEngine:
         return self._generate_lora(prompts, params, vectors, timings)
 
     def _merge(self, x: np.ndarray | None) -> None:
+        assert self.llm is not None, "the engine is closed"
         self.llm.collective_rpc("essa_apply", args=(None if x is None else x.tolist(),))
         # The prefix cache keys on tokens, not weights: KV blocks computed under the previous
         # candidate's weights must not serve this one.

@@ -101,10 +101,10 @@ def _install_grouped_ops() -> None:
         else:
             self._essa_slot_ids.copy_(ids)
 
-    PunicaWrapperCPU._apply_shrink = _apply_shrink
-    PunicaWrapperCPU._apply_expand = _apply_expand
-    PunicaWrapperCPU.add_lora_linear = add_lora_linear
-    PunicaWrapperCPU.update_metadata = _update_metadata
+    PunicaWrapperCPU._apply_shrink = _apply_shrink  # type: ignore[method-assign]  # patching vLLM's CPU LoRA ops in place
+    PunicaWrapperCPU._apply_expand = _apply_expand  # type: ignore[method-assign]  # patching vLLM's CPU LoRA ops in place
+    PunicaWrapperCPU.add_lora_linear = add_lora_linear  # type: ignore[method-assign]  # patching vLLM's CPU LoRA ops in place
+    PunicaWrapperCPU.update_metadata = _update_metadata  # type: ignore[method-assign]  # patching vLLM's CPU LoRA ops in place
 
 
 def patch_lora_device_lookup() -> None:
@@ -123,6 +123,6 @@ def patch_lora_device_lookup() -> None:
             return torch.device("cpu")
         return original(base_layer)
 
-    _get_lora_device._essa_patched = True
+    _get_lora_device._essa_patched = True  # type: ignore[attr-defined]  # a marker attribute on a function object
     utils._get_lora_device = _get_lora_device
     base_linear._get_lora_device = _get_lora_device  # imported by name there
