@@ -9,7 +9,7 @@ PIP := $(PY) -m pip
 # Real task data lives beside the repository (../shared/data); override for your own copy.
 export ESSA_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: setup setup-gpu demo test test-fast lint lock bench clean
+.PHONY: setup setup-gpu demo test test-fast lint check-install lock bench clean
 
 setup: $(VENV)/.essa-cpu
 
@@ -56,6 +56,18 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	bash scripts/typecheck.sh
+
+# What a user gets from `pip install .`: a fresh venv apart from .venv, the core dependencies only
+# (pinned by constraints-cpu.txt; torch's CPU build as in setup), then `essa --help` run outside the
+# source tree so the installed copy answers, not the checkout. CI runs it before the tests.
+check-install:
+	@fresh=$$(mktemp -d) && trap 'rm -rf "$$fresh"' EXIT && \
+	$(PYTHON) -m venv "$$fresh/venv" && started=$$(date +%s) && \
+	"$$fresh/venv/bin/pip" install -q -c constraints-cpu.txt "torch==2.13.0+cpu" . && \
+	echo "check-install: pip install . took $$(( $$(date +%s) - started ))s, $$("$$fresh/venv/bin/pip" list --format=freeze | wc -l) packages" && \
+	cd "$$fresh" && "$$fresh/venv/bin/essa" --help > help.txt && \
+	"$$fresh/venv/bin/python" -c "import essa, pathlib; assert pathlib.Path(essa.__file__).is_relative_to('$$fresh'), essa.__file__" && \
+	grep -q "align" help.txt && echo "check-install: essa --help ok ($$(wc -l < help.txt) lines)"
 
 # Write the installed set (less essa itself) as the constraints make setup installs with.
 lock:
