@@ -46,6 +46,9 @@ from essa.search import Strategy, candidate_fitness, make_strategy
 from essa.stats import measure_signal, paired_difference
 from essa.svd_lora import SVDLoRA
 from essa.warm_start import report_strength, warm_start
+from essa.workers.pool import FAULT_COUNTS, Pool
+
+PoolFactory = Callable[[Config, SVDLoRA], Pool]  # essa.rollout_pool.pool_from_config, or a test's fake
 
 
 @dataclass
@@ -66,7 +69,7 @@ def align(
     resume: bool,
     changes: dict[str, Any] | None = None,
     overrides: list[str] | None = None,
-    pool_factory: Callable | None = None,
+    pool_factory: PoolFactory | None = None,
     allow_change: tuple[str, ...] = (),
 ) -> Path:
     """Run (or continue) a search while holding the run directory's lock; returns the exported adapter.
@@ -88,7 +91,7 @@ def _align(
     resume: bool,
     changes: dict[str, Any] | None,
     overrides: list[str] | None,
-    pool_factory: Callable | None,
+    pool_factory: PoolFactory | None,
     allow_change: tuple[str, ...],
 ) -> Path:
     """Run (or continue) a search; returns the exported adapter folder.
@@ -194,7 +197,7 @@ def machine_problem(cfg: Config, resuming: Path | None = None) -> str | None:
     )
 
 
-def default_pool_factory() -> Callable:
+def default_pool_factory() -> PoolFactory:
     from essa.rollout_pool import pool_from_config
 
     return pool_from_config
@@ -208,11 +211,13 @@ def start_run(cfg: Config, run_dir: Path, model_dir: Path, inputs: dict) -> SVDL
     return create_run(cfg, run_dir, (lora, rank, lora_alpha), inputs)
 
 
-def run_generations(cfg: Config, run_dir: Path, pool, search: Search, val_indices: list[int], log: RunLog) -> None:
+def run_generations(
+    cfg: Config, run_dir: Path, pool: Pool, search: Search, val_indices: list[int], log: RunLog
+) -> None:
     total = cfg.search.generations
     progress = Progress(total, search.generation, search.best["validation"])
     while search.generation < total and not search.strategy.stop():
-        g, started = search.generation, time.perf_counter()
+        g, started, faults = search.generation, time.perf_counter(), fault_counts(pool)
         # ask: λ candidates, in units of the per-factor step scales
         z = search.strategy.ask()
         # evaluate: every candidate on the same mini-batch (common random numbers)
@@ -229,6 +234,7 @@ def run_generations(cfg: Config, run_dir: Path, pool, search: Search, val_indice
         # validate the mean every k generations and at the end; keep the best (or go back to it)
         if search.generation % cfg.run.validate_every == 0 or last:
             validate_mean(cfg, pool, search, val_indices, record, last)
+        record["faults"] = {k: n - faults[k] for k, n in fault_counts(pool).items()}  # this generation's
         # log first, then checkpoint: a kill in between redoes the generation, never loses its line
         log.append(record)
         if search.generation % cfg.run.checkpoint_every == 0 or last:
@@ -241,7 +247,7 @@ def run_generations(cfg: Config, run_dir: Path, pool, search: Search, val_indice
     progress.close()
 
 
-def initial_sigma(cfg: Config, run_dir: Path, pool, basis: SVDLoRA, train_size: int) -> float:
+def initial_sigma(cfg: Config, run_dir: Path, pool: Pool, basis: SVDLoRA, train_size: int) -> float:
     """search.sigma when set; else the calibrated step, measured once per run (essa.calibration)."""
     s = cfg.search
     if s.sigma is not None:
@@ -294,7 +300,7 @@ def snapshot(search: Search) -> Checkpoint:
     )
 
 
-def validate_start(pool, search: Search, indices: list[int], log: RunLog) -> None:
+def validate_start(pool: Pool, search: Search, indices: list[int], log: RunLog) -> None:
     """The warm start's validation, the first best point, beside the base model's; says so when the
     start is worse."""
     scores = validate_scores(pool, search, search.best_z, indices)
@@ -312,7 +318,7 @@ def validate_start(pool, search: Search, indices: list[int], log: RunLog) -> Non
         )
 
 
-def validate_mean(cfg: Config, pool, search: Search, indices: list[int], record: dict, last: bool) -> None:
+def validate_mean(cfg: Config, pool: Pool, search: Search, indices: list[int], record: dict, last: bool) -> None:
     """Validate the distribution mean into `record`; a new best is kept. With search.backtrack, a mean
     that validates worse than the best beyond noise (the paired 95% interval of its difference on the
     validation prompts lies below 0) sends the search back to the best point with a smaller step."""
@@ -332,9 +338,14 @@ def _worse_beyond_noise(best_scores: list[float] | None, scores: np.ndarray) -> 
     return paired_difference(np.asarray(best_scores), scores).high < 0
 
 
-def validate_scores(pool, search: Search, z: np.ndarray, indices: list[int]) -> np.ndarray:
+def validate_scores(pool: Pool, search: Search, z: np.ndarray, indices: list[int]) -> np.ndarray:
     """Per-prompt rewards of one point of the search on the fixed validation prompts."""
     return pool.evaluate(search.basis.offsets(z)[None, :], "validation", indices).rewards[0]
+
+
+def fault_counts(pool: Pool) -> dict[str, int]:
+    """The pool's fault counters so far (actors replaced, items retried, items timed out)."""
+    return {k: int(pool.stats.get(k, 0)) for k in FAULT_COUNTS}
 
 
 def generation_record(g: int, result, search: Search, ask_tell: float, total: float) -> dict:

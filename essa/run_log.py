@@ -8,6 +8,7 @@ TensorBoard tags, per generation (step = generations completed):
     search/sigma
     speed/tokens_per_s           generated tokens over the generation's wall time
     time/<part>_s                total, generate, apply, score, ask_tell
+    faults/<count>               restarts, retries, timeouts of the rollout pool in that generation
     validation/reward            when the generation validated (step 0: the warm start)
     validation/base_model        step 0 only
 
@@ -107,6 +108,8 @@ def scalars(record: dict) -> dict[str, float]:
         out[f"time/{part}_s"] = float(seconds)
     if times.get("total") and record.get("tokens") is not None:
         out["speed/tokens_per_s"] = float(record["tokens"]) / float(times["total"])
+    for count, n in (record.get("faults") or {}).items():
+        out[f"faults/{count}"] = float(n)
     if record.get("validation") is not None:
         out["validation/reward"] = float(record["validation"])
     if record.get("validation_base") is not None:

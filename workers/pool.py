@@ -23,7 +23,7 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -39,7 +39,7 @@ USER_ERRORS = (RewardError, ValueError, TypeError, LookupError, AttributeError, 
 
 @dataclass
 class PoolResult:
-    rewards: np.ndarray  # (candidates, prompts)
+    rewards: np.ndarray  # (candidates, prompts): each candidate's reward on each prompt
     tokens: np.ndarray  # (candidates,)
     timings: dict[str, float] = field(default_factory=dict)  # summed over work items
     reward_errors: int = 0
@@ -48,7 +48,39 @@ class PoolResult:
 
     @property
     def scores(self) -> np.ndarray:
+        """(candidates,): each candidate's mean reward over the prompts."""
         return self.rewards.mean(axis=1)
+
+
+# The pool's fault counters that each generation's line in metrics.jsonl carries (per generation).
+FAULT_COUNTS = ("restarts", "retries", "timeouts")
+
+
+class Pool(Protocol):
+    """What the coordinator, the calibration and the final checks need of a rollout pool.
+
+    `RolloutPool` below is the real one; every test double (tests/essa/fake_pool.py and the ones
+    derived from it) has the same surface."""
+
+    # Counters since the pool started: at least FAULT_COUNTS (actors replaced, items retried, items
+    # past engine.timeout_s); the real pool also counts items kept and results dropped as stale or duplicate.
+    stats: dict[str, int]
+
+    def evaluate(
+        self,
+        vectors: np.ndarray | None,
+        split: str,
+        indices: list[int],
+        generation: int = -1,
+        details: bool = False,
+        texts: bool = False,
+    ) -> PoolResult:
+        """Each candidate (row of `vectors`, offsets in the SVD basis; None: the base model) on the same prompts."""
+        ...
+
+    def shutdown(self) -> None:
+        """Stop the engines; evaluate() refuses afterwards."""
+        ...
 
 
 def chunk_size(candidates: int, actors: int) -> int:

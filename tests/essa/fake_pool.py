@@ -27,6 +27,7 @@ class FakePool:
         self.flat = flat
         self.calls: list[tuple[str, int, int]] = []  # (split, generation, candidates)
         self.closed = False
+        self.stats = dict(restarts=0, retries=0, timeouts=0)  # a fake engine never faults
         a = np.random.default_rng(99).standard_normal(self.dim)
         self.direction = a / np.linalg.norm(a)
 

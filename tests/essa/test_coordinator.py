@@ -449,3 +449,29 @@ def test_when_no_validated_mean_beats_the_warm_start_every_report_says_the_expor
         "| this adapter: the warm start itself (no validated mean beat it) | 0.5000 |"
         in (adapter / "README.md").read_text()
     )
+
+
+def test_each_generation_logs_the_faults_of_its_own_pool_calls(model_dir, tmp_path):
+    class FaultyPool(FakePool):
+        """Counts an actor restart in generation 1's training call and a retry in generation 2's validation."""
+
+        def evaluate(self, vectors, split, indices, generation=-1, details=False, texts=False):
+            if split == "train" and generation == 1:
+                self.stats["restarts"] += 1
+                self.stats["retries"] += 1
+            if split == "validation" and len(self.calls) and self.calls[-1][1] == 1:
+                self.stats["retries"] += 1  # the mean's validation after generation 2 (index 1)
+            return super().evaluate(vectors, split, indices, generation, details, texts)
+
+    run = tmp_path / "run"
+    align(config(model_dir, "search.generations=4", "search.sigma=0.5"), run, resume=False, pool_factory=FaultyPool)
+    gens = [m for m in metrics(run) if m["generation"] >= 0]
+    assert [m["faults"] for m in gens] == [
+        {"restarts": 0, "retries": 0, "timeouts": 0},
+        {"restarts": 1, "retries": 2, "timeouts": 0},  # its training call and its validation
+        {"restarts": 0, "retries": 0, "timeouts": 0},
+        {"restarts": 0, "retries": 0, "timeouts": 0},
+    ]
+    from essa.run_log import scalars
+
+    assert scalars(gens[1])["faults/retries"] == 2.0
