@@ -257,7 +257,7 @@ def initial_sigma(cfg: Config, run_dir: Path, pool: Pool, basis: SVDLoRA, train_
         return float(read_json(saved, what="step-size calibration")["sigma"])
     screen, confirm = calibration_prompts(train_size, cfg.task.batch_size, s.seed)
     cal = calibrate_sigma(
-        lambda z, prompts: pool.evaluate(basis.offsets(z), "train", prompts, generation=-2).rewards,
+        lambda z, prompts: pool.evaluate(basis.offsets(z), "train", prompts).rewards,
         basis.dim,
         s.popsize,
         list(s.calibration_sigmas),

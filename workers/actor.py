@@ -52,7 +52,6 @@ class WorkItem:
 
 @dataclass
 class WorkResult:
-    generation: int
     candidate_ids: list[int]
     rewards: np.ndarray  # (candidates, prompts)
     tokens: np.ndarray  # (candidates,) generated tokens
@@ -108,7 +107,6 @@ class RolloutWorker:
         tokens = np.array([sum(c.tokens for c in row) for row in completions], dtype=np.int64)
         details = self._details(completions, examples, work.indices) if work.details else {}
         return WorkResult(
-            work.generation,
             work.candidate_ids,
             rewards,
             tokens,

@@ -52,7 +52,6 @@ def _result(item: WorkItem, call: int | None = None, item_id: int | None = None)
     ids = item.candidate_ids
     rewards = np.array([[float(c)] * len(item.indices) for c in ids])
     return WorkResult(
-        item.generation,
         ids,
         rewards,
         np.array(ids) * 10,
