@@ -345,7 +345,7 @@ def validate_scores(pool: Pool, search: Search, z: np.ndarray, indices: list[int
 
 def fault_counts(pool: Pool) -> dict[str, int]:
     """The pool's fault counters so far (actors replaced, items retried, items timed out)."""
-    return {k: int(pool.stats.get(k, 0)) for k in FAULT_COUNTS}
+    return {k: int(pool.stats[k]) for k in FAULT_COUNTS}
 
 
 def generation_record(g: int, result, search: Search, ask_tell: float, total: float) -> dict:

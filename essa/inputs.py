@@ -26,7 +26,7 @@ import json
 import sys
 from pathlib import Path
 
-from essa.io import atomic_write_json, read_json
+from essa.io import atomic_write_json, file_sha256, read_json
 
 INPUTS_FILE = "inputs.json"
 CHECKED = ("data", "reward", "model")  # a change refuses the resume unless allowed
@@ -99,7 +99,7 @@ def _sha256(text: str) -> str:
 
 def _file_sha256(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return file_sha256(path)
     except OSError:
         return None
 

@@ -138,16 +138,7 @@ def _provision_embedded(name: str, spec: EmbeddedModel) -> Path:
     target = cache_dir() / "models" / f"{name}-bf16"
     if (target / "config.json").is_file():
         return target
-    gguf = _embedded_gguf_path(spec)
-
-    def convert(tmp: Path) -> None:
-        print(f"[essa] converting embedded model {name} (GGUF → bf16 safetensors, once) ...", flush=True)
-        _convert_gguf(gguf, tmp)
-
-    started = time.time()
-    if build_once(target, convert):
-        print(f"[essa] model ready at {target} ({time.time() - started:.0f}s)", flush=True)
-    return target
+    return _dequantize_once(_embedded_gguf_path(spec), target, f"embedded model {name}")
 
 
 def _gguf_named_by(path: Path) -> Path | None:
@@ -172,16 +163,17 @@ def _gguf_named_by(path: Path) -> Path | None:
 
 def _provision_gguf(gguf: Path) -> Path:
     """A GGUF file dequantized once into a bf16 safetensors folder in the cache, keyed by its content."""
-    import hashlib
+    from essa.io import file_sha256
 
-    digest = hashlib.sha256()
-    with open(gguf, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    target = cache_dir() / "models" / f"{gguf.stem.lower()}-{digest.hexdigest()[:12]}-bf16"
+    target = cache_dir() / "models" / f"{gguf.stem.lower()}-{file_sha256(gguf)[:12]}-bf16"
+    return _dequantize_once(gguf, target, str(gguf))
+
+
+def _dequantize_once(gguf: Path, target: Path, label: str) -> Path:
+    """`target`, made once (essa.models.build_once) by dequantizing `gguf` to bf16 safetensors."""
 
     def convert(tmp: Path) -> None:
-        print(f"[essa] converting {gguf} (GGUF → bf16 safetensors, once) ...", flush=True)
+        print(f"[essa] converting {label} (GGUF → bf16 safetensors, once) ...", flush=True)
         try:
             _convert_gguf(gguf, tmp)
         except (ValueError, KeyError, OSError) as exc:  # an architecture or a quantization transformers cannot read

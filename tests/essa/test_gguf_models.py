@@ -16,10 +16,7 @@ from essa.models import EMBEDDED, ModelNotFoundError, _embedded_gguf_path, resol
 
 @pytest.fixture(scope="module")
 def embedded_gguf():
-    try:
-        return _embedded_gguf_path(EMBEDDED["smollm2-135m-instruct"])
-    except ModelNotFoundError as exc:
-        pytest.skip(str(exc))
+    return _embedded_gguf_path(EMBEDDED["smollm2-135m-instruct"])  # make setup installs it
 
 
 def test_a_gguf_file_is_converted_once_into_the_cache_with_its_chat_template(tmp_path, monkeypatch, embedded_gguf):
