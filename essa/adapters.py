@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import cast
@@ -202,14 +203,21 @@ def replace_dir(new: Path, target: Path) -> None:
         new.rename(target)
         return
     old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".old"))
-    target.rename(old / target.name)  # each step is one rename: either folder is whole at all times
+    keep_old = False
     try:
-        new.rename(target)
-    except BaseException:
-        (old / target.name).rename(target)  # put the earlier export back
-        raise
+        target.rename(old / target.name)  # each step is one rename: either folder is whole at all times
+        try:
+            new.rename(target)
+        except BaseException:
+            try:
+                (old / target.name).rename(target)  # put the earlier export back
+            except OSError:
+                keep_old = True  # never delete the only copy of the earlier export
+                print(f"[essa] the earlier {target} could not be put back; it is kept in {old}", file=sys.stderr)
+            raise
     finally:
-        shutil.rmtree(old, ignore_errors=True)
+        if not keep_old:  # nothing of this attempt stays beside the target
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _written_files(out_dir: Path, marker: Path) -> dict[str, bool]:

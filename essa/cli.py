@@ -215,7 +215,8 @@ def _terminated(signum, frame):
 def cmd_align(args) -> int:
     from essa.config import load_config
     from essa.coordinator import align, machine_problem
-    from essa.run_dir import new_run_dir, remove_unstarted
+    from essa.preflight import preflight
+    from essa.run_dir import check_new_run_folder, new_run_dir, remove_unstarted
 
     if args.resume:
         if args.task or args.config:
@@ -242,10 +243,13 @@ def cmd_align(args) -> int:
         cfg = load_config(args.task, args.config, flags, args.overrides)
         if problem := machine_problem(cfg):
             raise ValueError(problem)  # before the run folder exists: nothing to clean up or resume
+        if cfg.run.run_dir:
+            check_new_run_folder(Path(cfg.run.run_dir))
+        checked = preflight(cfg)  # likewise: task, data, sizes, model files, prompt lengths, the reward
         run_dir = new_run_dir(cfg)
         print(f"[essa] run directory: {run_dir}", flush=True)
         try:
-            adapter = align(cfg, run_dir, resume=False)
+            adapter = align(cfg, run_dir, resume=False, checked=checked)
         except BaseException:
             if not cfg.run.run_dir:  # the folder new_run_dir made for this run: gone if the run never began
                 remove_unstarted(run_dir)

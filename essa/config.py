@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import math
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -20,6 +21,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from omegaconf.nodes import StringNode
 
 from essa.models import DTYPES
+from essa.rewards.task import TASKS
 from essa.search import FITNESS_MODES, STRATEGIES
 
 
@@ -182,6 +184,11 @@ def _parse_override(item: str, schema: DictConfig) -> DictConfig:
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"override {item!r} is not key=value (e.g. search.popsize=32)")
+    if "." not in key and key in schema and OmegaConf.is_dict(schema[key]):
+        raise ConfigError(
+            f"override {item!r}: {key} is a section, not a value; set one of its keys, e.g. "
+            f"{key}.{next(iter(schema[key]))}=..."
+        )
     node: Any = schema
     for part in key.split("."):
         node = node._get_node(part) if isinstance(node, DictConfig) and part in node else None
@@ -251,6 +258,8 @@ def load_config(
         layers.append(OmegaConf.create({"task": {"name": task}}))
     if config_file is not None:
         path = Path(config_file)
+        if path.is_dir():
+            raise ConfigError(f"--config {path} is a folder; name a YAML file (see configs/gsm8k.yaml for every key)")
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         layers.append(_load_yaml(path))
@@ -273,6 +282,11 @@ def load_config(
     except OmegaConfBaseException as exc:
         raise ConfigError(f"invalid configuration: {exc.msg if hasattr(exc, 'msg') else exc}") from exc
     cfg = cast(Config, OmegaConf.to_object(merged))  # a structured config: OmegaConf builds the dataclass
+    if task is not None and cfg.task.name != task:
+        raise ConfigError(
+            f"--task {task} and task.name={cfg.task.name} disagree: the task's settings come from --task, so "
+            f"name the task once (--task {cfg.task.name}, without task.name)"
+        )
     validate(cfg)
     # Workers run in other directories: file paths the user gave relative to here become absolute.
     if cfg.task.reward:
@@ -345,7 +359,24 @@ def to_yaml(cfg: Config) -> str:
 
 def from_yaml_file(path: str | Path) -> Config:
     """The resolved config a run saved; validated like any other."""
-    return load_config(base=cast(dict[str, Any], OmegaConf.to_container(OmegaConf.load(path))))
+    import yaml
+
+    try:
+        saved = OmegaConf.to_container(OmegaConf.load(path))
+    except (yaml.YAMLError, OmegaConfBaseException, UnicodeDecodeError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = (getattr(exc, "problem", None) or str(exc).strip() or type(exc).__name__).splitlines()[0]
+        problem += f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(
+            f"{path} is damaged ({problem}): essa writes it once, atomically, at the start of a run, so something "
+            "else changed it; restore it from a copy or from the run's start (command.txt holds the command)"
+        ) from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path} is damaged (not a mapping of sections): restore it from a copy")
+    return load_config(base=cast(dict[str, Any], saved))
+
+
+MIN_MODEL_LEN = 64  # tokens: a chat template and a short prompt alone take about this many
 
 
 def validate(cfg: Config) -> None:
@@ -457,8 +488,22 @@ def validate(cfg: Config) -> None:
         problems.append(
             f"run.validate_every={r.validate_every} and run.checkpoint_every={r.checkpoint_every} must be >= 1"
         )
-    if cfg.generation.max_new_tokens < 1:
-        problems.append(f"generation.max_new_tokens={cfg.generation.max_new_tokens} must be >= 1")
+    if t.name not in TASKS:  # before the name is used anywhere (run folder names, caches)
+        problems.append(f"unknown task {t.name!r} (--task, task.name): choose one of {', '.join(sorted(TASKS))}")
+    g, m = cfg.generation, cfg.model
+    if not (math.isfinite(g.temperature) and g.temperature >= 0):
+        problems.append(f"generation.temperature={g.temperature} must be a finite number >= 0 (0 is greedy)")
+    if m.max_model_len < MIN_MODEL_LEN:
+        problems.append(
+            f"model.max_model_len={m.max_model_len} must be >= {MIN_MODEL_LEN} tokens (prompt and completion together)"
+        )
+    if g.max_new_tokens < 1:
+        problems.append(f"generation.max_new_tokens={g.max_new_tokens} must be >= 1")
+    elif g.max_new_tokens >= m.max_model_len:
+        problems.append(
+            f"generation.max_new_tokens={g.max_new_tokens} (--max-new-tokens) leaves no room for the prompt in "
+            f"model.max_model_len={m.max_model_len}: lower it, or raise model.max_model_len up to the model's context"
+        )
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 

@@ -29,8 +29,8 @@ from essa.merge import check_merge_target, write_merged_model
 from essa.model_card import model_card
 from essa.models import resolve_model
 from essa.plots import PLOT_FILE
+from essa.preflight import Checked, preflight
 from essa.rewards.data import data_dir
-from essa.rewards.task import load_task
 from essa.run_dir import (
     CALIBRATION_FILE,
     create_run,
@@ -71,18 +71,19 @@ def align(
     overrides: list[str] | None = None,
     pool_factory: PoolFactory | None = None,
     allow_change: tuple[str, ...] = (),
+    checked: Checked | None = None,
 ) -> Path:
     """Run (or continue) a search while holding the run directory's lock; returns the exported adapter.
 
     On resume, `changes` (dotted key -> value) and `overrides` (key=value) may change the saved
     config's RESUMABLE_KEYS (generations, engine placement, checkpointing); anything else is refused.
     The inputs recorded in RUN/inputs.json (data, reward, model) must be unchanged unless named in
-    `allow_change` (essa.inputs).
+    `allow_change` (essa.inputs). `checked`: what essa.preflight found for `cfg` (else it runs here).
     """
     if resume and not (run_dir / "config.yaml").is_file():
         open_run(run_dir)  # the clear "not an essa run directory" error, before anything is created
     with hold_run(run_dir):
-        return _align(cfg, run_dir, resume, changes, overrides, pool_factory, tuple(allow_change))
+        return _align(cfg, run_dir, resume, changes, overrides, pool_factory, tuple(allow_change), checked)
 
 
 def _align(
@@ -93,6 +94,7 @@ def _align(
     overrides: list[str] | None,
     pool_factory: PoolFactory | None,
     allow_change: tuple[str, ...],
+    checked: Checked | None,
 ) -> Path:
     """Run (or continue) a search; returns the exported adapter folder.
 
@@ -114,8 +116,8 @@ def _align(
             write_plot(run_dir)
             return export_best(run_dir, run_dir / "adapter")
     assert cfg is not None  # a new run is given its config (essa.cli); a resume read it just above
-    task = load_task(cfg.task)  # bad task/data fail first
-    model_dir = resolve_model(cfg.model.name)
+    checked = checked or preflight(cfg)  # a bad task, data, model or reward fails before anything starts
+    task, model_dir = checked.task, checked.model_dir
     inputs = fingerprint(task, cfg.task.reward, model_dir)
     if resume:
         check_inputs(run_dir, inputs, allow_change)  # the same data, reward and model, or a clear refusal

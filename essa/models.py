@@ -112,6 +112,7 @@ def resolve_model(name: str) -> Path:
                 + "; save the model with safetensors (save_pretrained(folder, safe_serialization=True)) where you trust it"
             )
         _refuse_gguf_config(path)
+        _check_model_files(path)
         return path.resolve()
     if name.count("/") == 1 and not name.startswith((".", "/")):
         return _download_from_hub(name)
@@ -204,6 +205,41 @@ def _refuse_gguf_config(folder: Path) -> None:
             'once into its cache), or delete the "quantization_config" entry from config.json if the weights '
             "in the folder are already dequantized"
         )
+
+
+def _check_model_files(folder: Path) -> None:
+    """A header read, not a load: config.json names a model type, and each safetensors file has an
+    intact header, so that a damaged folder is refused in a second rather than by the engine."""
+    import json
+    import struct
+
+    config = json.loads((folder / "config.json").read_text())  # _refuse_gguf_config has parsed it once
+    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+        raise ModelNotFoundError(
+            f"{folder / 'config.json'} has no model_type: it is not a transformers model config "
+            "(save the model with save_pretrained, which writes one)"
+        )
+    for weights in sorted(folder.glob("*.safetensors")):
+        size = weights.stat().st_size
+        problem = None
+        try:
+            with open(weights, "rb") as f:
+                head = f.read(8)
+                (length,) = struct.unpack("<Q", head) if len(head) == 8 else (None,)
+                if length is None or not 2 <= length <= size - 8:
+                    problem = (
+                        f"{size} bytes, too short for its header" if length is None else "a header length past its end"
+                    )
+                else:
+                    header = json.loads(f.read(length))
+                    if not isinstance(header, dict):
+                        problem = "a header that is not a JSON object"
+        except (OSError, ValueError) as exc:
+            problem = f"an unreadable header ({exc})"
+        if problem:
+            raise ModelNotFoundError(
+                f"{weights} is damaged: {problem}. Copy or download the model again (a truncated transfer does this)"
+            )
 
 
 def _embedded_gguf_path(spec: EmbeddedModel) -> Path:

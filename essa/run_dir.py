@@ -47,7 +47,9 @@ class RunInUseError(RuntimeError):
 def new_run_dir(cfg: Config) -> Path:
     """run.run_dir, or a fresh runs/<task>-<time>-<random> that no other run can have taken."""
     if cfg.run.run_dir:
-        return Path(cfg.run.run_dir)
+        path = Path(cfg.run.run_dir)
+        check_new_run_folder(path)
+        return path
     while True:
         path = Path("runs") / f"{cfg.task.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,6 +131,22 @@ def shared_base_name(model: str) -> str:
     ):
         return recorded
     return folder.resolve().name
+
+
+def check_new_run_folder(path: Path) -> None:
+    """--run-dir for a new run: a new or empty folder. A user's folder holding other files is refused
+    (the run would write beside them), as is a file; an existing run is continued with --resume."""
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"--run-dir {path} is a file, not a folder; name a new folder for the run")
+    refuse_existing_run(path)
+    if path.is_dir():
+        others = sorted(p.name for p in path.iterdir() if p.name != LOCK_FILE)
+        if others:
+            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            raise FileExistsError(
+                f"--run-dir {path} already holds files that are not an essa run ({shown}); essa writes a run "
+                "only into a new or empty folder: name another one"
+            )
 
 
 def refuse_existing_run(run_dir: Path) -> None:

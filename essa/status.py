@@ -55,7 +55,12 @@ def run_status(run_dir: Path) -> dict:
     cfg, _ = open_run(run_dir)
     v = validations(read_metrics(run_dir))
     gens = v["generations"]
-    done = gens[-1]["generation"] + 1 if gens else 0
+    logged = gens[-1]["generation"] + 1 if gens else 0
+    try:
+        ckpt = load_latest(run_dir)
+    except (OSError, ValueError):
+        ckpt = None
+    done = max(logged, ckpt.generation if ckpt is not None else 0)  # a truncated log does not undo a checkpoint
     best = best_point(run_dir, v)
     recent = [float(r["time"]["total"]) for r in gens[-RECENT:] if (r.get("time") or {}).get("total")]
     per_gen = statistics.median(recent) if recent else None
@@ -67,6 +72,7 @@ def run_status(run_dir: Path) -> dict:
         "task": cfg.task.name,
         "model": cfg.model.name,
         "generation": done,
+        "generations_logged": logged,
         "generations": cfg.search.generations,
         "reward_mean_last": gens[-1]["reward_mean"] if gens else None,
         "validation_start": v["start"],
@@ -131,6 +137,11 @@ def format_status(s: dict) -> str:
         ("run", s["run"]),
         ("task / model", f"{s['task']} / {s['model']}"),
         ("generation", f"{s['generation']} of {s['generations']}"),
+        *(
+            [("metrics.jsonl", f"holds only {s['generations_logged']} of them: lines were lost (the run is intact)")]
+            if s.get("generations_logged", s["generation"]) < s["generation"]
+            else []
+        ),
         ("train reward (last)", num(s["reward_mean_last"])),
         ("validation", f"warm start {num(s['validation_start'])}, best {best}"),
         ("time per generation", duration(s["seconds_per_generation"])),
@@ -142,7 +153,7 @@ def format_status(s: dict) -> str:
             if s["last_checkpoint"]
             else "none yet",
         ),
-        ("exported adapter", "RUN_DIR/adapter" if s["exported"] else "not yet"),
+        ("exported adapter", str(Path(s["run"]) / "adapter") if s["exported"] else "not yet"),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -25,11 +25,20 @@ def data_dir(configured: str | None) -> Path | None:
 
 def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
     """Rows of a JSONL file; each must be an object with the `required` keys."""
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; name the JSONL file in it (one JSON object per line)")
     if not path.is_file():
         raise DataError(f"data file not found: {path} (set task.data_dir or $ESSA_DATA_DIR to the folder holding it)")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"{path}:{number}: not UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1}); "
+                    "JSONL is UTF-8: convert the file, e.g. iconv -f latin1 -t utf-8"
+                ) from None
             if not line.strip():
                 continue
             try:

@@ -17,7 +17,18 @@ SYSTEM_PROMPT = ""
 
 
 def load_splits(path: Path, prompt_field: str) -> dict[str, list[dict]]:
-    rows = stable_order(read_jsonl(path, required=(prompt_field,)), key=prompt_field)
+    if not prompt_field:
+        raise DataError("--prompt-field is empty: name the field of each row that holds the prompt (default: prompt)")
+    rows = read_jsonl(path, required=(prompt_field,))
+    for number, row in enumerate(rows, start=1):
+        prompt = row[prompt_field]
+        if not isinstance(prompt, str) or not prompt.strip():
+            what = "empty text" if isinstance(prompt, str) else f"{type(prompt).__name__} {str(prompt)[:40]!r}"
+            raise DataError(
+                f"{path}: row {number} (not counting blank lines): {prompt_field!r} holds {what}; "
+                "each prompt must be non-empty text"
+            )
+    rows = stable_order(rows, key=prompt_field)
     if len(rows) < 3:
         raise DataError(f"{path} has {len(rows)} rows; a run needs at least 3 (train, validation, test)")
     held_out = min(500, max(1, len(rows) // 10))

@@ -27,6 +27,7 @@ import inspect
 import math
 import numbers
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,10 +95,8 @@ def load_reward(spec: str) -> RewardFn:
     if path.endswith(".py"):
         module = _import_file(Path(path), spec)
     else:
-        try:
+        with _importing(f"reward {spec!r}: cannot import module {path!r}"):
             module = importlib.import_module(path)
-        except Exception as exc:
-            raise RewardError(f"reward {spec!r}: cannot import module {path!r} ({type(exc).__name__}: {exc})") from exc
     fn = getattr(module, function, None)
     if not callable(fn):
         raise RewardError(f"reward {spec!r}: {path} has no function {function!r}")
@@ -110,11 +109,29 @@ def _import_file(path: Path, spec: str):
     module_spec = importlib.util.spec_from_file_location(f"essa_user_reward_{abs(hash(str(path)))}", path)
     assert module_spec is not None and module_spec.loader is not None  # a .py file always gets a source loader
     module = importlib.util.module_from_spec(module_spec)
-    try:
+    with _importing(f"reward {spec!r}: importing {path} failed"):
         module_spec.loader.exec_module(module)
-    except Exception as exc:
-        raise RewardError(f"reward {spec!r}: importing {path} failed ({type(exc).__name__}: {exc})") from exc
     return module
+
+
+@contextmanager
+def _importing(failed: str):
+    """Any failure while a plugin is imported, its sys.exit() and KeyboardInterrupt included, as a
+    RewardError that names the plugin (`failed` says which and how)."""
+    try:
+        yield
+    except SystemExit as exc:
+        raise RewardError(
+            f"{failed} (it called sys.exit({exc.code!r}) while being imported; a reward module must not exit)"
+        ) from None
+    except KeyboardInterrupt as exc:
+        if exc.args and isinstance(exc.args[0], int):  # essa's SIGTERM handler (essa.cli): the user's stop
+            raise
+        raise RewardError(
+            f"{failed} (KeyboardInterrupt while it was imported: the module raised it, or Ctrl-C was pressed)"
+        ) from None
+    except Exception as exc:
+        raise RewardError(f"{failed} ({type(exc).__name__}: {exc})") from exc
 
 
 def _from_entry_point(name: str) -> RewardFn:
@@ -125,10 +142,9 @@ def _from_entry_point(name: str) -> RewardFn:
             f"unknown reward {name!r}: not FILE.py:function or module:function, and no entry point "
             f"{name!r} in group {ENTRY_POINT_GROUP!r} (installed: {known})"
         )
-    try:
-        return points[name].load()
-    except Exception as exc:
-        raise RewardError(f"reward entry point {name!r} failed to load ({type(exc).__name__}: {exc})") from exc
+    with _importing(f"reward entry point {name!r} failed to load"):
+        loaded = points[name].load()
+    return loaded
 
 
 class SafeReward:

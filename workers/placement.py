@@ -233,23 +233,64 @@ def init_ray(address: str | None) -> None:
         # Ray's driver installs a C-level SIGTERM handler that ends the process on the spot; keep the
         # Python one (essa.cli's: unwind, shut engines down), which is restored when ray.init returns.
         previous = signal.getsignal(signal.SIGTERM)
-        if address:
-            ray.init(address=address, log_to_driver=True)
-        else:
-            # "local": always a fresh local instance. Without it Ray joins a `ray start` cluster it finds
-            # on this machine and then refuses num_cpus; that cluster is joined only when asked (address).
-            ray.init(
-                address="local",
-                num_cpus=os.cpu_count(),
-                include_dashboard=False,
-                log_to_driver=True,
-                logging_level=logging.WARNING,
-            )
-        if callable(previous) and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, previous)
+        try:
+            if address:
+                ray.init(address=address, log_to_driver=True)
+            else:
+                # "local": always a fresh local instance. Without it Ray joins a `ray start` cluster it finds
+                # on this machine and then refuses num_cpus; that cluster is joined only when asked (address).
+                ray.init(
+                    address="local",
+                    num_cpus=os.cpu_count(),
+                    include_dashboard=False,
+                    log_to_driver=True,
+                    logging_level=logging.WARNING,
+                )
+        except BaseException as exc:  # stopped while Ray starts (a SIGTERM, Ctrl-C) or a failed start
+            _stop_partial_ray()
+            if isinstance(exc, SystemExit) and exc.code == signal.SIGTERM:  # Ray's handler: sys.exit(15)
+                raise KeyboardInterrupt(signal.SIGTERM) from None  # unwinds as essa.cli's SIGTERM does
+            raise
+        finally:
+            if callable(previous) and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, previous)
         _head_lost.clear()  # a new head: an earlier one's loss is history
         if not address:
             _watch_local_head()
+
+
+def _stop_partial_ray() -> None:
+    """After an interrupted or failed ray.init: shut down what it started, and end any Ray process it had
+    spawned before it recorded it (a head killed mid-start otherwise leaves its gcs_server running)."""
+    import psutil
+    import ray
+
+    try:
+        ray.shutdown()
+    except Exception:  # noqa: BLE001 - half-started: whatever shutdown can do, the sweep below finishes
+        pass
+    ours = [child for child in psutil.Process().children(recursive=True) if _is_ray_process(child)]
+    for child in ours:
+        try:
+            child.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(ours, timeout=5)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+
+
+def _is_ray_process(process) -> bool:
+    import psutil
+
+    try:
+        command = " ".join(process.cmdline())
+    except psutil.Error:
+        return False
+    return any(part in command for part in ("gcs_server", "raylet", "/ray/", "ray::", "ray/_private"))
 
 
 _head_lost: list[str] = []  # what of this process's local Ray head exited, once the watchdog saw it

@@ -99,4 +99,4 @@ def test_a_failed_start_leaves_no_default_run_folder_behind(tmp_path, capsys, mo
     monkeypatch.chdir(tmp_path)
     assert main(["align", "--task", "gsm8k", "--reward", "missing.py:score"]) == 2
     assert "file not found" in capsys.readouterr().err
-    assert list((tmp_path / "runs").iterdir()) == []  # the runs/gsm8k-... folder made for it is gone
+    assert list(tmp_path.iterdir()) == []  # refused before runs/ or a run folder is made

@@ -26,9 +26,12 @@ def test_packaged_gsm8k_yaml_loads_and_matches_its_file():
     assert cfg.task.name == "gsm8k"
 
 
-def test_unknown_task_without_yaml_still_sets_the_name():
+def test_an_unknown_task_is_refused_by_the_config_before_its_name_is_used():
     assert packaged_config("no_such_task") is None
-    assert load_config("no_such_task").task.name == "no_such_task"
+    with pytest.raises(
+        ConfigError, match=r"unknown task 'no_such_task' \(--task, task.name\): choose one of countdown"
+    ):
+        load_config("no_such_task")
 
 
 @pytest.mark.parametrize(
