@@ -174,7 +174,12 @@ def check_replaceable(out_dir: Path) -> None:
     """Raise unless `out_dir` is absent, an empty folder, or a folder essa wrote (adapter files only)."""
     if not out_dir.exists() and not out_dir.is_symlink():
         return
-    if not out_dir.is_dir() or out_dir.is_symlink():
+    if out_dir.is_symlink():
+        raise ForeignFolderError(
+            f"{out_dir} is a symbolic link (to {os.readlink(out_dir)}); essa replaces a folder whole, which would "
+            "replace the link: name the folder itself, or another --out"
+        )
+    if not out_dir.is_dir():
         raise ForeignFolderError(f"{out_dir} exists and is not a folder; choose another --out")
     entries = sorted(p.name for p in out_dir.iterdir())
     if not entries:

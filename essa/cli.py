@@ -239,6 +239,8 @@ def cmd_align(args) -> int:
             raise ValueError("essa align needs --task (e.g. --task gsm8k), --data FILE.jsonl, or --resume RUN_DIR")
         if args.allow_change:
             raise ValueError("--allow-change goes with --resume RUN_DIR: a new run records its inputs")
+        if args.init not in (None, "sft", "principal"):
+            args.init = str(run_export(Path(args.init), "--init"))
         flags = {key: getattr(args, flag) for flag, key in ALIGN_FLAGS.items()}
         cfg = load_config(args.task, args.config, flags, args.overrides)
         if problem := machine_problem(cfg):
@@ -355,6 +357,10 @@ def cmd_export(args) -> int:
     from essa.coordinator import export_best
     from essa.hub import check_repo_id
 
+    if not args.out.strip():
+        raise ValueError("--out is empty: name the folder to export into, e.g. --out adapter/")
+    if args.public and not args.push_to_hub:
+        raise ValueError("--public goes with --push-to-hub REPO (it makes that repository public); add it or drop --public")
     if args.push_to_hub:
         check_repo_id(args.push_to_hub)  # before anything is written
     out = export_best(Path(args.run_dir), Path(args.out), merge=args.merge)
@@ -364,6 +370,19 @@ def cmd_export(args) -> int:
 
         print(f"[essa] pushed to {push_to_hub(out, args.push_to_hub, private=not args.public)}")
     return 0
+
+
+def run_export(path: Path, flag: str) -> Path:
+    """An adapter folder; a run folder given instead stands for its export, RUN/adapter."""
+    if not (path / "config.yaml").is_file() or not (path / "basis.safetensors").is_file():
+        return path  # not a run folder: the adapter loader names any problem
+    if (path / "adapter" / "adapter_config.json").is_file():
+        print(f"[essa] {flag} {path} is a run folder: using its exported adapter {path / 'adapter'}", flush=True)
+        return path / "adapter"
+    raise ValueError(
+        f"{flag} {path} is a run folder without an exported adapter yet: run essa export {path} --out DIR "
+        f"(or let the run finish, which writes {path / 'adapter'}) and pass that folder"
+    )
 
 
 def cmd_status(args) -> int:
@@ -407,8 +426,11 @@ def cmd_eval(args) -> int:
         raise ValueError(
             f"--limit {args.limit}: give a positive number of examples, or leave it out for the whole split"
         )
+    if args.out is not None and (not args.out.strip() or Path(args.out).is_dir()):
+        raise ValueError(f"--out {args.out!r}: name a file for the metrics (JSON), not a folder")
     cfg = load_config(args.task, None, flags, args.overrides)
-    metrics = evaluate(cfg, args.split, Path(args.adapter) if args.adapter else None, args.limit)
+    adapter = run_export(Path(args.adapter), "--adapter") if args.adapter else None
+    metrics = evaluate(cfg, args.split, adapter, args.limit)
     print(format_table(metrics))
     if args.out:
         from essa.io import atomic_write_json

@@ -405,8 +405,8 @@ def validate(cfg: Config) -> None:
         problems.append(f"search.fitness={s.fitness!r}: choose one of {', '.join(FITNESS_MODES)}")
     if not s.calibration_snr >= 0:
         problems.append(f"search.calibration_snr={s.calibration_snr} must be >= 0")
-    if s.generations < 0:
-        problems.append(f"search.generations={s.generations} must be >= 0")
+    if s.generations < 1:
+        problems.append(f"search.generations={s.generations} (--generations) must be >= 1")
     if r.wandb_project is not None and importlib.util.find_spec("wandb") is None:
         problems.append(
             f"run.wandb_project={r.wandb_project!r} needs the wandb package: pip install wandb "
@@ -420,8 +420,10 @@ def validate(cfg: Config) -> None:
         problems.append(f"run.keep_checkpoints={r.keep_checkpoints} must be >= 0 (0 keeps every checkpoint)")
     if r.heldout_size < 0:
         problems.append(f"run.heldout_size={r.heldout_size} must be >= 0 (0 skips the held-out comparison)")
-    if t.batch_size < 1 or t.val_size < 1:
-        problems.append(f"task.batch_size={t.batch_size} and task.val_size={t.val_size} must be >= 1")
+    if t.batch_size < 1:
+        problems.append(f"task.batch_size={t.batch_size} (--batch-size) must be >= 1")
+    if t.val_size < 1:
+        problems.append(f"task.val_size={t.val_size} must be >= 1")
     if a.rank < 1:
         problems.append(f"adapter.rank={a.rank} must be >= 1")
     elif a.rank > 512:
@@ -484,10 +486,9 @@ def validate(cfg: Config) -> None:
         problems.append(f"engine.max_retries={e.max_retries} must be >= 0 (0: never retry a failed work item)")
     if e.timeout_s <= 0 or e.start_timeout_s <= 0:
         problems.append(f"engine.timeout_s={e.timeout_s} and engine.start_timeout_s={e.start_timeout_s} must be > 0")
-    if r.validate_every < 1 or r.checkpoint_every < 1:
-        problems.append(
-            f"run.validate_every={r.validate_every} and run.checkpoint_every={r.checkpoint_every} must be >= 1"
-        )
+    for key, value in (("run.validate_every", r.validate_every), ("run.checkpoint_every", r.checkpoint_every)):
+        if value < 1:
+            problems.append(f"{key}={value} must be >= 1 (every how many generations)")
     if t.name not in TASKS:  # before the name is used anywhere (run folder names, caches)
         problems.append(f"unknown task {t.name!r} (--task, task.name): choose one of {', '.join(sorted(TASKS))}")
     g, m = cfg.generation, cfg.model

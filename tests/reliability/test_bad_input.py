@@ -306,3 +306,50 @@ def test_no_test_here_left_a_process_behind():
 
     names = {child.name() for child in psutil.Process(os.getpid()).children(recursive=True)}
     assert not names & {"raylet", "gcs_server"}
+
+
+@pytest.mark.parametrize(
+    "argv, expected, unexpected",
+    [
+        (["--generations", "0"], "search.generations=0 (--generations) must be >= 1", None),
+        (["task.batch_size=0"], "task.batch_size=0 (--batch-size) must be >= 1", "task.val_size"),
+        (["run.validate_every=0"], "run.validate_every=0 must be >= 1", "run.checkpoint_every"),
+    ],
+)
+def test_a_zero_size_names_only_its_own_key(argv, expected, unexpected, workdir, capsys):
+    err = refused(["align", "--task", "countdown", "--gpus", "0", *argv], capsys)
+    assert expected in err and (unexpected is None or unexpected not in err)
+    nothing_made(workdir)
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--out", ""], "--out is empty"),
+        (["--out", "{tmp}/out", "--public"], "--public goes with --push-to-hub REPO"),
+        (["--out", "{tmp}/link"], "is a symbolic link (to "),
+    ],
+)
+def test_export_flags_that_would_surprise(extra, expected, straight, tmp_path, capsys):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    argv = ["export", str(straight), *[e.replace("{tmp}", str(tmp_path)) for e in extra]]
+    assert expected in refused(argv, capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"] and not any((tmp_path / "real").iterdir())
+
+
+def test_a_run_folder_stands_for_its_export(straight, tmp_path, capsys):
+    from essa.cli import run_export
+
+    assert run_export(straight, "--adapter") == straight / "adapter"
+    assert "is a run folder: using its exported adapter" in capsys.readouterr().out
+    assert run_export(straight / "adapter", "--adapter") == straight / "adapter"
+    unexported = copied_run(straight, tmp_path)
+    shutil.rmtree(unexported / "adapter")
+    with pytest.raises(ValueError, match="is a run folder without an exported adapter yet: run essa export"):
+        run_export(unexported, "--init")
+
+
+def test_eval_refuses_a_metrics_folder_before_it_evaluates(tmp_path, capsys):
+    err = refused(["eval", "--task", "countdown", "--out", str(tmp_path)], capsys)
+    assert "name a file for the metrics (JSON), not a folder" in err
