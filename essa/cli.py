@@ -354,13 +354,15 @@ def cmd_sft(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from essa.coordinator import export_best
+    from essa.export import export_best
     from essa.hub import check_repo_id
 
     if not args.out.strip():
         raise ValueError("--out is empty: name the folder to export into, e.g. --out adapter/")
     if args.public and not args.push_to_hub:
-        raise ValueError("--public goes with --push-to-hub REPO (it makes that repository public); add it or drop --public")
+        raise ValueError(
+            "--public goes with --push-to-hub REPO (it makes that repository public); add it or drop --public"
+        )
     if args.push_to_hub:
         check_repo_id(args.push_to_hub)  # before anything is written
     out = export_best(Path(args.run_dir), Path(args.out), merge=args.merge)

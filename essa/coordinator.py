@@ -7,7 +7,6 @@ are x = basis.offsets(z), so one dimensionless sigma fits every factor.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -17,18 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from essa.adapters import ESSA_MARKER, update_strength, write_peft_adapter
+from essa.adapters import update_strength
 from essa.calibration import calibrate_sigma, calibration_prompts
 from essa.checkpoint import Checkpoint, load_latest, save_checkpoint
 from essa.config import Config, resume_config, to_yaml
+from essa.export import export_best, write_plot
 from essa.forgetting import FORGETTING_FILE, check_forgetting, check_task
 from essa.heldout import HELDOUT_FILE, compare_heldout
 from essa.inputs import check_inputs, fingerprint
 from essa.io import atomic_write_json, atomic_write_text, read_json
-from essa.merge import check_merge_target, write_merged_model
-from essa.model_card import model_card
-from essa.models import resolve_model
-from essa.plots import PLOT_FILE
 from essa.preflight import Checked, preflight
 from essa.rewards.data import data_dir
 from essa.run_dir import (
@@ -37,7 +33,6 @@ from essa.run_dir import (
     hold_run,
     open_run,
     refuse_existing_run,
-    shared_base_name,
     truncate_metrics,
 )
 from essa.run_log import Progress, RunLog
@@ -365,56 +360,6 @@ def generation_record(g: int, result, search: Search, ask_tell: float, total: fl
         "reward_errors": result.reward_errors,
         "time": timings,
     }
-
-
-def write_plot(run_dir: Path) -> None:
-    """RUN/reward.png (essa.plots); a run without matplotlib still ends, with a warning."""
-    try:
-        from essa.plots import plot_runs
-
-        print(f"[essa] reward curve: {plot_runs([run_dir], run_dir / PLOT_FILE)}", flush=True)
-    except ImportError as exc:
-        print(f"[essa] warning: no reward curve ({exc}); pip install matplotlib", file=sys.stderr, flush=True)
-    except ValueError:
-        pass  # no generation logged (a run resumed when already finished): nothing to draw
-
-
-def export_best(run_dir: Path, out_dir: Path, merge: bool = False) -> Path:
-    """Write the best point of a run (latest checkpoint) as a PEFT LoRA folder, or with `merge` as a full
-    model folder: the base model with the adapter merged in (essa.merge; the bf16 base, whatever
-    quantization the engines used)."""
-    check_export_target(run_dir, out_dir)
-    if merge:
-        check_merge_target(out_dir)
-    cfg, basis = open_run(run_dir)
-    ckpt = load_latest(run_dir)
-    if ckpt is None:
-        print(f"[essa] {run_dir} has no checkpoint yet: exporting its warm start", flush=True)
-    z = ckpt.best_z if ckpt is not None else np.zeros(basis.dim)
-    lora = basis.factors(basis.offsets(z))
-    best = ckpt.best if ckpt is not None else {"generation": 0, "validation": None}
-    best = {"generation": best.get("generation"), "validation": best.get("validation")}  # not the per-prompt scores
-    # the run's folder name, not its path: an export is for sharing and must not carry local paths
-    provenance = {"run": Path(run_dir).resolve().name, "task": cfg.task.name, "best": best}
-    plot, base = run_dir / PLOT_FILE, shared_base_name(cfg.model.name)
-    files = {"README.md": model_card(run_dir, cfg, base, best, plot.is_file(), merged=merge).encode()}
-    if plot.is_file():
-        files[PLOT_FILE] = plot.read_bytes()
-    if merge:
-        files[ESSA_MARKER] = (
-            json.dumps({**provenance, "merged": True, "written_by": "essa"}, indent=2) + "\n"
-        ).encode()
-        return write_merged_model(out_dir, resolve_model(cfg.model.name), lora, basis.lora_alpha / basis.rank, files)
-    return write_peft_adapter(out_dir, lora, basis.rank, basis.lora_alpha, base, provenance, files)
-
-
-def check_export_target(run_dir: Path, out_dir: Path) -> None:
-    """An export may not be the run folder, hold it, or sit inside it (except the run's own adapter/)."""
-    run, out = run_dir.resolve(), out_dir.resolve()
-    if out == run or run.is_relative_to(out):
-        raise ValueError(f"--out {out_dir} would replace the run directory {run_dir}; choose a folder outside it")
-    if out.is_relative_to(run) and out != run / "adapter":
-        raise ValueError(f"--out {out_dir} is inside the run directory {run_dir}; choose a folder outside it")
 
 
 def _reasons(stopped: dict) -> str:

@@ -11,7 +11,7 @@ import pytest
 
 from essa.adapters import read_peft_adapter, write_peft_adapter
 from essa.cli import main
-from essa.coordinator import export_best
+from essa.export import export_best
 from essa.merge import write_merged_model
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -16,7 +16,8 @@ import pytest
 from essa.adapters import ForeignFolderError
 from essa.cli import main
 from essa.config import load_config
-from essa.coordinator import align, export_best
+from essa.coordinator import align
+from essa.export import export_best
 
 sys.path.insert(0, str(Path(__file__).parent))
 import fake_pool

@@ -1,0 +1,68 @@
+"""Export: a run's best point as a PEFT LoRA folder (or a merged model), with its reward curve and
+model card; what `essa export` and the end of `essa align` write."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from essa.adapters import ESSA_MARKER, write_peft_adapter
+from essa.checkpoint import load_latest
+from essa.merge import check_merge_target, write_merged_model
+from essa.model_card import model_card
+from essa.models import resolve_model
+from essa.plots import PLOT_FILE
+from essa.run_dir import open_run, shared_base_name
+
+
+def write_plot(run_dir: Path) -> None:
+    """RUN/reward.png (essa.plots); a run without matplotlib still ends, with a warning."""
+    try:
+        from essa.plots import plot_runs
+
+        print(f"[essa] reward curve: {plot_runs([run_dir], run_dir / PLOT_FILE)}", flush=True)
+    except ImportError as exc:
+        print(f"[essa] warning: no reward curve ({exc}); pip install matplotlib", file=sys.stderr, flush=True)
+    except ValueError:
+        pass  # no generation logged (a run resumed when already finished): nothing to draw
+
+
+def export_best(run_dir: Path, out_dir: Path, merge: bool = False) -> Path:
+    """Write the best point of a run (latest checkpoint) as a PEFT LoRA folder, or with `merge` as a full
+    model folder: the base model with the adapter merged in (essa.merge; the bf16 base, whatever
+    quantization the engines used)."""
+    check_export_target(run_dir, out_dir)
+    if merge:
+        check_merge_target(out_dir)
+    cfg, basis = open_run(run_dir)
+    ckpt = load_latest(run_dir)
+    if ckpt is None:
+        print(f"[essa] {run_dir} has no checkpoint yet: exporting its warm start", flush=True)
+    z = ckpt.best_z if ckpt is not None else np.zeros(basis.dim)
+    lora = basis.factors(basis.offsets(z))
+    best = ckpt.best if ckpt is not None else {"generation": 0, "validation": None}
+    best = {"generation": best.get("generation"), "validation": best.get("validation")}  # not the per-prompt scores
+    # the run's folder name, not its path: an export is for sharing and must not carry local paths
+    provenance = {"run": Path(run_dir).resolve().name, "task": cfg.task.name, "best": best}
+    plot, base = run_dir / PLOT_FILE, shared_base_name(cfg.model.name)
+    files = {"README.md": model_card(run_dir, cfg, base, best, plot.is_file(), merged=merge).encode()}
+    if plot.is_file():
+        files[PLOT_FILE] = plot.read_bytes()
+    if merge:
+        files[ESSA_MARKER] = (
+            json.dumps({**provenance, "merged": True, "written_by": "essa"}, indent=2) + "\n"
+        ).encode()
+        return write_merged_model(out_dir, resolve_model(cfg.model.name), lora, basis.lora_alpha / basis.rank, files)
+    return write_peft_adapter(out_dir, lora, basis.rank, basis.lora_alpha, base, provenance, files)
+
+
+def check_export_target(run_dir: Path, out_dir: Path) -> None:
+    """An export may not be the run folder, hold it, or sit inside it (except the run's own adapter/)."""
+    run, out = run_dir.resolve(), out_dir.resolve()
+    if out == run or run.is_relative_to(out):
+        raise ValueError(f"--out {out_dir} would replace the run directory {run_dir}; choose a folder outside it")
+    if out.is_relative_to(run) and out != run / "adapter":
+        raise ValueError(f"--out {out_dir} is inside the run directory {run_dir}; choose a folder outside it")
