@@ -157,7 +157,13 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 128 + signum
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
+    except (FileNotFoundError, FileExistsError) as exc:
+        if exc.errno is not None:  # the operating system's, with a path: told as every OS error is
+            print(f"essa: error: {describe_os_error(exc)}", file=sys.stderr)
+            return 1
+        print(f"essa: error: {exc}", file=sys.stderr)  # essa's own, with its fix
+        return 2
+    except (ValueError, RuntimeError) as exc:
         print(f"essa: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk, a read-only or foreign folder: the fix is outside essa
@@ -185,6 +191,8 @@ def describe_os_error(exc: OSError) -> str:
         fix = "free space on that file system (or lower run.keep_checkpoints, or put the run elsewhere with --run-dir)"
     elif exc.errno == errno.EROFS:
         fix = "the file system is read-only: choose a writable folder (--run-dir, --out)"
+    elif exc.errno == errno.ENOENT:
+        fix = "a folder on that path does not exist, or files cannot be made there: check the path (--run-dir, --out)"
     elif exc.errno in (errno.EACCES, errno.EPERM):
         fix = "essa may not write there: fix the folder's permissions or choose another (--run-dir, --out)"
     else:

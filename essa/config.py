@@ -160,6 +160,8 @@ def _load_yaml(path: Path):
 
     try:
         node = OmegaConf.load(path)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not a text (UTF-8) file (byte {exc.start}); --config takes a YAML file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -482,6 +484,14 @@ def validate(cfg: Config) -> None:
             f"engine.tensor_parallel_size={tp} with engine.mode=merge: merging into sharded weights is not built; "
             "use engine.mode=lora (or auto, which picks lora on GPUs)"
         )
+    if not e.kv_cache_gib > 0:
+        problems.append(
+            f"engine.kv_cache_gib={e.kv_cache_gib} must be > 0 (GiB of KV cache per CPU engine; 2 is the default)"
+        )
+    if not 0 < e.gpu_memory_utilization <= 1:
+        problems.append(f"engine.gpu_memory_utilization={e.gpu_memory_utilization} must be in (0, 1] (a fraction)")
+    if r.run_dir is not None and not r.run_dir.strip():
+        problems.append("run.run_dir (--run-dir) is empty: name a folder, or leave it out for runs/<task>-<time>")
     if e.max_retries < 0:
         problems.append(f"engine.max_retries={e.max_retries} must be >= 0 (0: never retry a failed work item)")
     if e.timeout_s <= 0 or e.start_timeout_s <= 0:

@@ -89,6 +89,10 @@ def cache_dir() -> Path:
 
 def resolve_model(name: str) -> Path:
     """A local folder for `name`, provisioning it on first use."""
+    if not name.strip():
+        raise ModelNotFoundError(
+            f"--model is empty: name an embedded model ({', '.join(EMBEDDED)}), a local folder or .gguf file, or a hub id"
+        )
     if name in EMBEDDED:
         return _provision_embedded(name, EMBEDDED[name])
     path = Path(name).expanduser()
@@ -240,6 +244,23 @@ def _check_model_files(folder: Path) -> None:
             raise ModelNotFoundError(
                 f"{weights} is damaged: {problem}. Copy or download the model again (a truncated transfer does this)"
             )
+
+
+def weight_names(folder: Path) -> list[str]:
+    """The tensor names in a model folder's safetensors files, read from their headers."""
+    import json
+    import struct
+
+    names: list[str] = []
+    for weights in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with open(weights, "rb") as f:
+                (length,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(length))
+        except (OSError, ValueError, struct.error):
+            continue  # _check_model_files names a damaged file; a provisioned folder is whole
+        names += [key for key in header if key != "__metadata__"]
+    return names
 
 
 def _embedded_gguf_path(spec: EmbeddedModel) -> Path:

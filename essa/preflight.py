@@ -42,6 +42,7 @@ def preflight(cfg: Config) -> Checked:
     check_sizes(cfg, task)
     try_reward(task)
     model_dir = resolve_model(cfg.model.name)
+    check_adapter(cfg, model_dir)
     check_prompt_lengths(cfg, task, model_dir)  # the slowest check (it loads the tokenizer): last
     return Checked(task, model_dir)
 
@@ -64,6 +65,31 @@ def check_sizes(cfg: Config, task: Task) -> None:
             section, leaf = key.split(".")
             setattr(getattr(cfg, section), leaf, available)
             print(f"[essa] {key}={asked}: the {split} split has {available} prompts; using all {available}", flush=True)
+
+
+def check_adapter(cfg: Config, model_dir: Path) -> None:
+    """The target modules exist in the model's weights (their names, from the headers), and an
+    adapter.init folder is a readable PEFT LoRA adapter."""
+    from essa.models import weight_names
+
+    names = weight_names(model_dir)
+    projections = {name.split(".")[-2] for name in names if name.endswith(".weight") and name.count(".") >= 1}
+    missing = [m for m in cfg.adapter.target_modules if m not in projections]
+    if names and missing:
+        known = sorted(p for p in projections if p.endswith("proj")) or sorted(projections)[:12]
+        raise ValueError(
+            f"adapter.target_modules: {', '.join(missing)} not among the model's weights ({model_dir}); "
+            f"its projections are {', '.join(known)}"
+        )
+    if cfg.adapter.init not in ("sft", "principal"):
+        from essa.adapters import read_peft_adapter
+
+        path = Path(cfg.adapter.init)
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"adapter.init={cfg.adapter.init!r} (--init) is neither 'sft', 'principal' nor a PEFT adapter folder"
+            )
+        read_peft_adapter(path)  # names a missing config, a pickle file, a non-LoRA adapter
 
 
 def check_prompt_lengths(cfg: Config, task: Task, model_dir: Path) -> None:

@@ -33,7 +33,7 @@ def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a BOM (Windows editors) is fine
             except UnicodeDecodeError as exc:
                 raise DataError(
                     f"{path}:{number}: not UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1}); "

@@ -92,6 +92,10 @@ def load_reward(spec: str) -> RewardFn:
         return _from_entry_point(spec)
     if not function:
         raise RewardError(f"reward {spec!r} names no function; use FILE.py:function or package.module:function")
+    if not path:
+        raise RewardError(
+            f"reward {spec!r} names no module or file before the colon; use FILE.py:function or package.module:function"
+        )
     if path.endswith(".py"):
         module = _import_file(Path(path), spec)
     else:
@@ -104,6 +108,8 @@ def load_reward(spec: str) -> RewardFn:
 
 
 def _import_file(path: Path, spec: str):
+    if path.is_dir():
+        raise RewardError(f"reward {spec!r}: {path} is a folder; name the Python file that defines the function")
     if not path.is_file():
         raise RewardError(f"reward {spec!r}: file not found: {path}")
     module_spec = importlib.util.spec_from_file_location(f"essa_user_reward_{abs(hash(str(path)))}", path)

@@ -353,3 +353,41 @@ def test_a_run_folder_stands_for_its_export(straight, tmp_path, capsys):
 def test_eval_refuses_a_metrics_folder_before_it_evaluates(tmp_path, capsys):
     err = refused(["eval", "--task", "countdown", "--out", str(tmp_path)], capsys)
     assert "name a file for the metrics (JSON), not a folder" in err
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["engine.kv_cache_gib=0"], "engine.kv_cache_gib=0.0 must be > 0"),
+        (["engine.gpu_memory_utilization=2"], "engine.gpu_memory_utilization=2.0 must be in (0, 1]"),
+        (["--run-dir", ""], "run.run_dir (--run-dir) is empty"),
+        (["--model", ""], "--model is empty"),
+        (["adapter.target_modules=[qproj]", "--init", "principal"], "adapter.target_modules: qproj not among"),
+        (["--init", "{tmp}"], "LoRA adapter config not found"),
+        (["--reward", ":score"], "names no module or file before the colon"),
+        (["--reward", "{tmp}/folder.py:score"], "folder.py is a folder; name the Python file"),
+        (["--config", "{tmp}/binary.yaml"], "is not a text (UTF-8) file"),
+    ],
+)
+def test_further_cases_found_by_trying(argv, expected, workdir, tmp_path, capsys):
+    (tmp_path / "folder.py").mkdir()
+    (tmp_path / "binary.yaml").write_bytes(b"a: 1\n\xd0\xff\xfe\n")
+    argv = ["align", "--task", "countdown", "--gpus", "0", *[a.replace("{tmp}", str(tmp_path)) for a in argv]]
+    assert expected in refused(argv, capsys)
+    nothing_made(workdir)
+
+
+def test_a_byte_order_mark_is_read_as_utf8(tmp_path):
+    from essa.rewards.data import read_jsonl
+
+    data = tmp_path / "bom.jsonl"
+    data.write_bytes(b'\xef\xbb\xbf{"prompt": "a"}\n{"prompt": "b"}\n')
+    assert [row["prompt"] for row in read_jsonl(data, required=("prompt",))] == ["a", "b"]
+
+
+def test_an_os_error_on_export_is_told_with_its_path_and_fix(straight, capsys):
+    """/proc takes no new files (ENOENT): the operating system's error, told with its path and a fix."""
+    assert main(["export", str(straight), "--out", "/proc/essa-export-test"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("essa: error: No such file or directory (/proc/") and "check the path" in err
+    assert "Traceback" not in err
