@@ -10,6 +10,7 @@ folder (and again on resume, before the engines start).
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def preflight(cfg: Config) -> Checked:
     saying so, so that the saved config states the numbers really used."""
     task = load_task(cfg.task)
     check_sizes(cfg, task)
-    try_reward(task)
+    try_reward(task, warn_only=cfg.task.reward_errors == "zero")
     model_dir = resolve_model(cfg.model.name)
     check_adapter(cfg, model_dir)
     check_prompt_lengths(cfg, task, model_dir)  # the slowest check (it loads the tokenizer): last
@@ -146,9 +147,10 @@ def _tokenizer(model_dir: Path):
     return AutoTokenizer.from_pretrained(str(model_dir))
 
 
-def try_reward(task: Task) -> float:
+def try_reward(task: Task, warn_only: bool = False) -> float | None:
     """Call the task's reward once, on its first train example and a made-up completion (the
-    example's reference solution where the task has one), as the workers will call it."""
+    example's reference solution where the task has one), as the workers will call it. With
+    `warn_only` (task.reward_errors=zero: failures are expected and scored 0) a failure is a warning."""
     example = task.examples("train")[0]
     completion = task.reference_response(example) if task.reference_response else MADE_UP_COMPLETION
     reward = SafeReward(task.score, task.reward_name)
@@ -157,6 +159,14 @@ def try_reward(task: Task) -> float:
     except RewardError as exc:
         cause = exc.__cause__
         detail = f"{type(cause).__name__}: {cause}" if cause else str(exc)
+        if warn_only:
+            print(
+                f"[essa] warning: reward {task.reward_name!r} failed on its trial call ({detail}); "
+                "task.reward_errors=zero scores such calls 0 and counts them",
+                file=sys.stderr,
+                flush=True,
+            )
+            return None
         raise RewardError(
             f"reward {task.reward_name!r}, tried once before the run on train example 0 with the completion "
             f"{completion[:60]!r}, failed ({detail}). essa calls it as f(completion: str, example: dict) -> float "

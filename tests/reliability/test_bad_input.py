@@ -391,3 +391,15 @@ def test_an_os_error_on_export_is_told_with_its_path_and_fix(straight, capsys):
     err = capsys.readouterr().err
     assert err.startswith("essa: error: No such file or directory (/proc/") and "check the path" in err
     assert "Traceback" not in err
+
+
+def test_with_reward_errors_zero_a_failing_trial_call_is_a_warning(tmp_path, capsys):
+    from essa.config import load_config
+    from essa.preflight import try_reward
+    from essa.rewards.task import load_task
+
+    plugin = tmp_path / "fails.py"
+    plugin.write_text("def score(completion, example):\n    raise ValueError('unparsable')\n")
+    cfg = load_config("countdown", None, {"task.reward": f"{plugin}:score"}, ["task.reward_errors=zero"])
+    assert try_reward(load_task(cfg.task), warn_only=True) is None
+    assert "failed on its trial call (ValueError: unparsable); task.reward_errors=zero" in capsys.readouterr().err
