@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from essa.io import atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_dir, read_json
+from essa.run_files import RunFiles
 
 FORMAT = 1
 
@@ -37,7 +38,7 @@ class Checkpoint:
 
 
 def checkpoint_root(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints"
+    return RunFiles(run_dir).checkpoints
 
 
 def save_checkpoint(run_dir: Path, ckpt: Checkpoint, keep: int = 0) -> Path:

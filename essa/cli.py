@@ -272,10 +272,8 @@ def print_summary(run_dir: Path, adapter: Path) -> None:
     """The end of a run as a small table: validation (base, warm start, final, best), held-out, files."""
     import json
 
-    from essa.forgetting import FORGETTING_FILE
-    from essa.heldout import HELDOUT_FILE
-    from essa.plots import PLOT_FILE
     from essa.run_dir import read_metrics
+    from essa.run_files import RunFiles
     from essa.status import best_point, validations
 
     v = validations(read_metrics(run_dir))
@@ -298,11 +296,12 @@ def print_summary(run_dir: Path, adapter: Path) -> None:
                 ),
             )
         )
-    for file, label in ((HELDOUT_FILE, "held-out"), (FORGETTING_FILE, "forgetting check")):
-        if not (run_dir / file).is_file():
+    files = RunFiles(run_dir)
+    for file, label in ((files.heldout, "held-out"), (files.forgetting, "forgetting check")):
+        if not file.is_file():
             continue
-        h = json.loads((run_dir / file).read_text())
-        if file == FORGETTING_FILE and h.get("task"):  # recorded since the check was first measured
+        h = json.loads(file.read_text())
+        if file == files.forgetting and h.get("task"):  # recorded since the check was first measured
             label = f"forgetting check, {h['task']}"
         table.append(
             (
@@ -318,8 +317,8 @@ def print_summary(run_dir: Path, adapter: Path) -> None:
                 )
             )
     table.append(("best adapter", str(adapter)))
-    if (run_dir / PLOT_FILE).is_file():
-        table.append(("reward curve", str(run_dir / PLOT_FILE)))
+    if files.plot.is_file():
+        table.append(("reward curve", str(files.plot)))
     width = max(len(k) for k, _ in table)
     print("[essa] summary\n" + "\n".join(f"  {k:<{width}}  {v}" for k, v in table), flush=True)
 
@@ -384,14 +383,17 @@ def cmd_export(args) -> int:
 
 def run_export(path: Path, flag: str) -> Path:
     """An adapter folder; a run folder given instead stands for its export, RUN/adapter."""
-    if not (path / "config.yaml").is_file() or not (path / "basis.safetensors").is_file():
+    from essa.run_files import RunFiles
+
+    run = RunFiles(path)
+    if not run.config.is_file() or not run.basis.is_file():
         return path  # not a run folder: the adapter loader names any problem
-    if (path / "adapter" / "adapter_config.json").is_file():
-        print(f"[essa] {flag} {path} is a run folder: using its exported adapter {path / 'adapter'}", flush=True)
-        return path / "adapter"
+    if (run.adapter / "adapter_config.json").is_file():
+        print(f"[essa] {flag} {path} is a run folder: using its exported adapter {run.adapter}", flush=True)
+        return run.adapter
     raise ValueError(
         f"{flag} {path} is a run folder without an exported adapter yet: run essa export {path} --out DIR "
-        f"(or let the run finish, which writes {path / 'adapter'}) and pass that folder"
+        f"(or let the run finish, which writes {run.adapter}) and pass that folder"
     )
 
 
@@ -406,13 +408,15 @@ def cmd_status(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from essa.plots import PLOT_FILE, plot_runs
+    from essa.plots import plot_runs
     from essa.run_dir import open_run
+    from essa.run_files import RunFiles
 
     runs = [Path(r) for r in args.run_dirs]
     for run in runs:
         open_run(run)  # "not an essa run directory", named, before anything is drawn
-    out = Path(args.out) if args.out else (runs[0] / PLOT_FILE if len(runs) == 1 else Path(PLOT_FILE))
+    plot = RunFiles(runs[0]).plot
+    out = Path(args.out) if args.out else (plot if len(runs) == 1 else Path(plot.name))
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out {out}: the figure is a PNG; name a .png file")
     print(f"[essa] wrote {plot_runs(runs, out)}")

@@ -21,20 +21,20 @@ from essa.calibration import calibrate_sigma, calibration_prompts
 from essa.checkpoint import Checkpoint, load_latest, save_checkpoint
 from essa.config import Config, resume_config, to_yaml
 from essa.export import export_best, write_plot
-from essa.forgetting import FORGETTING_FILE, check_forgetting, check_task
-from essa.heldout import HELDOUT_FILE, compare_heldout
+from essa.forgetting import check_forgetting, check_task
+from essa.heldout import compare_heldout
 from essa.inputs import check_inputs, fingerprint
 from essa.io import atomic_write_json, atomic_write_text, read_json
 from essa.preflight import Checked, preflight
 from essa.rewards.data import data_dir
 from essa.run_dir import (
-    CALIBRATION_FILE,
     create_run,
     hold_run,
     open_run,
     refuse_existing_run,
     truncate_metrics,
 )
+from essa.run_files import RunFiles
 from essa.run_log import Progress, RunLog
 from essa.sampler import PromptSampler
 from essa.search import Strategy, candidate_fitness, make_strategy
@@ -75,7 +75,7 @@ def align(
     The inputs recorded in RUN/inputs.json (data, reward, model) must be unchanged unless named in
     `allow_change` (essa.inputs). `checked`: what essa.preflight found for `cfg` (else it runs here).
     """
-    if resume and not (run_dir / "config.yaml").is_file():
+    if resume and not RunFiles(run_dir).config.is_file():
         open_run(run_dir)  # the clear "not an essa run directory" error, before anything is created
     with hold_run(run_dir):
         return _align(cfg, run_dir, resume, changes, overrides, pool_factory, tuple(allow_change), checked)
@@ -109,7 +109,7 @@ def _align(
                     f"[essa] {run_dir} already ran {done.generation} generations; exporting its best point", flush=True
                 )
             write_plot(run_dir)
-            return export_best(run_dir, run_dir / "adapter")
+            return export_best(run_dir, RunFiles(run_dir).adapter)
     assert cfg is not None  # a new run is given its config (essa.cli); a resume read it just above
     checked = checked or preflight(cfg)  # a bad task, data, model or reward fails before anything starts
     task, model_dir = checked.task, checked.model_dir
@@ -119,7 +119,7 @@ def _align(
         if problem := machine_problem(cfg, run_dir):
             raise ValueError(problem)  # before the engines: the run is untouched
         if changed:  # the saved config says so from now on
-            atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+            atomic_write_text(RunFiles(run_dir).config, to_yaml(cfg))
             print(
                 "[essa] resuming with " + ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items()),
                 flush=True,
@@ -170,17 +170,17 @@ def _align(
     if cfg.run.forgetting_task and (ran or forgetting_due(cfg, run_dir)):
         check_forgetting(cfg, basis, search.best_z, run_dir, pool_factory)
     write_plot(run_dir)
-    return export_best(run_dir, run_dir / "adapter")
+    return export_best(run_dir, RunFiles(run_dir).adapter)
 
 
 def heldout_due(cfg: Config, run_dir: Path) -> bool:
     """The run asks for a held-out comparison and has none yet (a finished run stopped during it)."""
-    return bool(cfg.run.heldout_size) and not (run_dir / HELDOUT_FILE).is_file()
+    return bool(cfg.run.heldout_size) and not RunFiles(run_dir).heldout.is_file()
 
 
 def forgetting_due(cfg: Config, run_dir: Path) -> bool:
     """Likewise for the forgetting check."""
-    return bool(cfg.run.forgetting_task) and not (run_dir / FORGETTING_FILE).is_file()
+    return bool(cfg.run.forgetting_task) and not RunFiles(run_dir).forgetting.is_file()
 
 
 def machine_problem(cfg: Config, resuming: Path | None = None) -> str | None:
@@ -249,7 +249,7 @@ def initial_sigma(cfg: Config, run_dir: Path, pool: Pool, basis: SVDLoRA, train_
     s = cfg.search
     if s.sigma is not None:
         return float(s.sigma)
-    saved = run_dir / CALIBRATION_FILE
+    saved = RunFiles(run_dir).calibration
     if saved.is_file():
         return float(read_json(saved, what="step-size calibration")["sigma"])
     screen, confirm = calibration_prompts(train_size, cfg.task.batch_size, s.seed)

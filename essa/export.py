@@ -14,8 +14,8 @@ from essa.checkpoint import load_latest
 from essa.merge import check_merge_target, write_merged_model
 from essa.model_card import model_card
 from essa.models import resolve_model
-from essa.plots import PLOT_FILE
 from essa.run_dir import open_run, shared_base_name
+from essa.run_files import RunFiles
 
 
 def write_plot(run_dir: Path) -> None:
@@ -23,7 +23,7 @@ def write_plot(run_dir: Path) -> None:
     try:
         from essa.plots import plot_runs
 
-        print(f"[essa] reward curve: {plot_runs([run_dir], run_dir / PLOT_FILE)}", flush=True)
+        print(f"[essa] reward curve: {plot_runs([run_dir], RunFiles(run_dir).plot)}", flush=True)
     except ImportError as exc:
         print(f"[essa] warning: no reward curve ({exc}); pip install matplotlib", file=sys.stderr, flush=True)
     except ValueError:
@@ -47,10 +47,10 @@ def export_best(run_dir: Path, out_dir: Path, merge: bool = False) -> Path:
     best = {"generation": best.get("generation"), "validation": best.get("validation")}  # not the per-prompt scores
     # the run's folder name, not its path: an export is for sharing and must not carry local paths
     provenance = {"run": Path(run_dir).resolve().name, "task": cfg.task.name, "best": best}
-    plot, base = run_dir / PLOT_FILE, shared_base_name(cfg.model.name)
+    plot, base = RunFiles(run_dir).plot, shared_base_name(cfg.model.name)
     files = {"README.md": model_card(run_dir, cfg, base, best, plot.is_file(), merged=merge).encode()}
     if plot.is_file():
-        files[PLOT_FILE] = plot.read_bytes()
+        files[plot.name] = plot.read_bytes()
     if merge:
         files[ESSA_MARKER] = (
             json.dumps({**provenance, "merged": True, "written_by": "essa"}, indent=2) + "\n"
@@ -64,5 +64,5 @@ def check_export_target(run_dir: Path, out_dir: Path) -> None:
     run, out = run_dir.resolve(), out_dir.resolve()
     if out == run or run.is_relative_to(out):
         raise ValueError(f"--out {out_dir} would replace the run directory {run_dir}; choose a folder outside it")
-    if out.is_relative_to(run) and out != run / "adapter":
+    if out.is_relative_to(run) and out != RunFiles(run).adapter:
         raise ValueError(f"--out {out_dir} is inside the run directory {run_dir}; choose a folder outside it")

@@ -17,8 +17,7 @@ import numpy as np
 from essa.config import Config, load_config
 from essa.heldout import compare_heldout
 from essa.rewards.task import load_task
-
-FORGETTING_FILE = "forgetting.json"
+from essa.run_files import RunFiles
 
 
 def forgetting_config(cfg: Config) -> Config:
@@ -47,7 +46,7 @@ def check_forgetting(cfg: Config, basis, best_z: np.ndarray, run_dir: Path, pool
             "test",
             cfg.run.forgetting_size,
             run_dir,
-            file=FORGETTING_FILE,
+            out=RunFiles(run_dir).forgetting,
             label=f"forgetting check, {other.task.name}",
         )
     finally:

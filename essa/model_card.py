@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from essa.config import Config
-from essa.forgetting import FORGETTING_FILE
-from essa.heldout import HELDOUT_FILE
-from essa.run_dir import CALIBRATION_FILE, COMMAND_FILE, read_metrics
+from essa.run_dir import read_metrics
+from essa.run_files import RunFiles
 from essa.status import validations
 
 
@@ -84,7 +83,7 @@ def model_card(run_dir: Path, cfg: Config, base_model: str, best: dict, has_plot
     ]
     if has_plot:
         lines += ["", "![reward against generation and search time](reward.png)"]
-    command = run_dir / COMMAND_FILE
+    command = RunFiles(run_dir).command
     if command.is_file():
         lines += [
             "",
@@ -138,7 +137,7 @@ def _metadata(run_dir: Path, cfg: Config, base_model: str, tags: list[str], merg
 
     hub_id = getattr(importlib.import_module(TASKS[cfg.task.name]), "HUB_ID", None) if cfg.task.name in TASKS else None
     results = []
-    path = run_dir / HELDOUT_FILE
+    path = RunFiles(run_dir).heldout
     if path.is_file():
         h = json.loads(path.read_text())
         results.append(
@@ -173,7 +172,7 @@ def shareable(text: str) -> str:
 def _sigma(run_dir: Path, cfg: Config) -> str:
     if cfg.search.sigma is not None:
         return f"{cfg.search.sigma:g} (set), in units of each factor's RMS singular value"
-    path = run_dir / CALIBRATION_FILE
+    path = RunFiles(run_dir).calibration
     if path.is_file():
         cal = json.loads(path.read_text())
         return f"{cal['sigma']:g} (calibrated at the start: {cal.get('reason', '')})"
@@ -201,7 +200,7 @@ def _scores(v: dict, best: dict, cfg: Config) -> list[str]:
 
 
 def _forgetting(run_dir: Path) -> list[str]:
-    path = run_dir / FORGETTING_FILE
+    path = RunFiles(run_dir).forgetting
     if not path.is_file():
         return []
     h = json.loads(path.read_text())
@@ -217,7 +216,7 @@ def _forgetting(run_dir: Path) -> list[str]:
 
 
 def _heldout(run_dir: Path) -> list[str]:
-    path = run_dir / HELDOUT_FILE
+    path = RunFiles(run_dir).heldout
     if not path.is_file():
         return ["", "No held-out comparison was run (`run.heldout_size` was 0)."]
     h = json.loads(path.read_text())

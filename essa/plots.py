@@ -17,8 +17,6 @@ import numpy as np
 from essa.io import atomic_write_bytes
 from essa.run_dir import read_metrics
 
-PLOT_FILE = "reward.png"
-
 
 def run_curves(run_dir: Path) -> dict:
     """Arrays of one run: generation, time, reward mean/min/max, and the validation points."""

@@ -1,16 +1,8 @@
-"""A run directory: its layout, its creation and opening, its metrics log.
+"""A run directory: its creation and opening, its lock, its metrics log.
 
-RUN/config.yaml            the resolved configuration (what --resume reads)
-RUN/warm_start/            the starting adapter, as a PEFT LoRA folder
-RUN/basis.safetensors      the frozen SVD basis of that adapter
-RUN/command.txt            the command that started the run
-RUN/inputs.json            what it ran on: data, reward and model fingerprints, versions (essa.inputs)
-RUN/calibration.json       the measured initial step size (when search.sigma is null)
-RUN/metrics.jsonl          one JSON line per generation
-RUN/checkpoints/           gen_NNNNNN/ directories and the `latest` pointer
-RUN/tensorboard/           the metrics as TensorBoard scalars (essa.run_log)
-RUN/reward.png             the reward curve, drawn at the end (essa.plots)
-RUN/adapter/               the exported best adapter with its model card, written at the end
+Its files are named in essa.run_files.RunFiles (config.yaml, warm_start/, basis.safetensors,
+command.txt, inputs.json, calibration.json, metrics.jsonl, checkpoints/, tensorboard/,
+heldout.json, forgetting.json, reward.png, adapter/, .lock), each with what writes it.
 """
 
 from __future__ import annotations
@@ -31,13 +23,8 @@ from essa.config import Config, from_yaml_file, to_yaml
 from essa.inputs import record_inputs
 from essa.io import atomic_write_text
 from essa.models import EMBEDDED
+from essa.run_files import RunFiles
 from essa.svd_lora import SVDLoRA
-
-CALIBRATION_FILE = "calibration.json"
-COMMAND_FILE = "command.txt"
-
-
-LOCK_FILE = ".lock"
 
 
 class RunInUseError(RuntimeError):
@@ -69,7 +56,7 @@ def hold_run(run_dir: Path):
     """
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / LOCK_FILE, "a+")
+    handle = open(RunFiles(run_dir).lock, "a+")
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -95,8 +82,9 @@ def remove_unstarted(run_dir: Path) -> None:
     """Remove a run folder that essa made and no run started in (nothing in it but the lock file):
     a start that failed on a bad task, data or reward leaves nothing for the user to find."""
     try:
-        if {p.name for p in run_dir.iterdir()} <= {LOCK_FILE}:
-            (run_dir / LOCK_FILE).unlink(missing_ok=True)
+        lock = RunFiles(run_dir).lock
+        if {p.name for p in run_dir.iterdir()} <= {lock.name}:
+            lock.unlink(missing_ok=True)
             run_dir.rmdir()
     except OSError:
         pass  # gone already, or another process put something there: leave it
@@ -140,7 +128,7 @@ def check_new_run_folder(path: Path) -> None:
         raise FileExistsError(f"--run-dir {path} is a file, not a folder; name a new folder for the run")
     refuse_existing_run(path)
     if path.is_dir():
-        others = sorted(p.name for p in path.iterdir() if p.name != LOCK_FILE)
+        others = sorted(p.name for p in path.iterdir() if p.name != RunFiles(path).lock.name)
         if others:
             shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
             raise FileExistsError(
@@ -150,7 +138,7 @@ def check_new_run_folder(path: Path) -> None:
 
 
 def refuse_existing_run(run_dir: Path) -> None:
-    if (run_dir / "config.yaml").exists():
+    if RunFiles(run_dir).config.exists():
         raise FileExistsError(f"{run_dir} already holds a run; continue it with: essa align --resume {run_dir}")
 
 
@@ -161,13 +149,13 @@ def create_run(cfg: Config, run_dir: Path, warm: tuple[dict, int, float], inputs
     refuse_existing_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     lora, rank, lora_alpha = warm
-    write_peft_adapter(run_dir / "warm_start", lora, rank, lora_alpha, hub_name(cfg.model.name))
+    write_peft_adapter(RunFiles(run_dir).warm_start, lora, rank, lora_alpha, hub_name(cfg.model.name))
     basis = SVDLoRA.from_lora(lora, rank, lora_alpha, cfg.adapter.alpha_fraction)
-    basis.save(run_dir / "basis.safetensors")
+    basis.save(RunFiles(run_dir).basis)
     if inputs is not None:
         record_inputs(run_dir, inputs)
-    atomic_write_text(run_dir / COMMAND_FILE, command_line() + "\n")
-    atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))  # last: its presence marks a usable run
+    atomic_write_text(RunFiles(run_dir).command, command_line() + "\n")
+    atomic_write_text(RunFiles(run_dir).config, to_yaml(cfg))  # last: its presence marks a usable run
     return basis
 
 
@@ -180,14 +168,15 @@ def command_line() -> str:
 
 
 def open_run(run_dir: Path) -> tuple[Config, SVDLoRA]:
-    if not (run_dir / "config.yaml").is_file():
+    if not RunFiles(run_dir).config.is_file():
         raise FileNotFoundError(f"{run_dir} is not an essa run directory (no config.yaml)")
-    return from_yaml_file(run_dir / "config.yaml"), SVDLoRA.load(run_dir / "basis.safetensors")
+    files = RunFiles(run_dir)
+    return from_yaml_file(files.config), SVDLoRA.load(files.basis)
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
     """The metrics lines; a torn last line (a kill mid-write) is dropped with a warning."""
-    path = run_dir / "metrics.jsonl"
+    path = RunFiles(run_dir).metrics
     if not path.is_file():
         return []
     lines = [line for line in path.read_text().splitlines() if line.strip()]
@@ -215,12 +204,12 @@ def truncate_metrics(run_dir: Path, generations_done: int) -> None:
     """Drop log lines of generations after the checkpoint being resumed: they will be redone. With no
     checkpoint (0 done) the start's validation line goes too, since the start is validated again."""
     kept = [r for r in read_metrics(run_dir) if r.get("generation", -1) < generations_done] if generations_done else []
-    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+    atomic_write_text(RunFiles(run_dir).metrics, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def append_metrics(run_dir: Path, record: dict) -> None:
     """One line, flushed to disk before the call returns."""
-    with open(run_dir / "metrics.jsonl", "a") as f:
+    with open(RunFiles(run_dir).metrics, "a") as f:
         f.write(json.dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())

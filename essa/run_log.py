@@ -32,8 +32,7 @@ import sys
 from pathlib import Path
 
 from essa.run_dir import append_metrics
-
-TENSORBOARD_DIR = "tensorboard"
+from essa.run_files import RunFiles
 
 
 class RunLog:
@@ -54,7 +53,7 @@ class RunLog:
                     flush=True,
                 )
             else:
-                self.writer = SummaryWriter(str(self.run_dir / TENSORBOARD_DIR), flush_secs=30)
+                self.writer = SummaryWriter(str(RunFiles(self.run_dir).tensorboard), flush_secs=30)
 
     def append(self, record: dict) -> None:
         """The record to metrics.jsonl (fsynced), then to TensorBoard."""

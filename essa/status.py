@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from essa.checkpoint import checkpoint_dirs, load_latest
-from essa.run_dir import LOCK_FILE, open_run, read_metrics
+from essa.run_dir import open_run, read_metrics
+from essa.run_files import RunFiles
 
 RECENT = 5  # generations the time per generation is the median of
 
@@ -83,13 +84,13 @@ def run_status(run_dir: Path) -> dict:
         "held_by": lock_holder(run_dir),
         "last_checkpoint": last.name if last else None,
         "last_checkpoint_age_s": time.time() - (last / "state.json").stat().st_mtime if last else None,
-        "exported": (Path(run_dir) / "adapter" / "adapter_model.safetensors").is_file(),
+        "exported": (RunFiles(run_dir).adapter / "adapter_model.safetensors").is_file(),
     }
 
 
 def lock_holder(run_dir: Path) -> str | None:
     """Who holds the run's lock ("pid N on host H"), or None when no process does."""
-    path = Path(run_dir) / LOCK_FILE
+    path = RunFiles(run_dir).lock
     if not path.is_file():
         return None
     fd = os.open(path, os.O_RDONLY)
@@ -153,7 +154,7 @@ def format_status(s: dict) -> str:
             if s["last_checkpoint"]
             else "none yet",
         ),
-        ("exported adapter", str(Path(s["run"]) / "adapter") if s["exported"] else "not yet"),
+        ("exported adapter", str(RunFiles(s["run"]).adapter) if s["exported"] else "not yet"),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -42,6 +42,7 @@ def main() -> None:
     from essa.rewards.task import load_task
     from essa.rollout_pool import worker_spec
     from essa.run_dir import open_run
+    from essa.run_files import RunFiles
     from essa.workers.actor import RolloutWorker, WorkItem
 
     cfg, basis = open_run(args.run_dir)
@@ -52,7 +53,7 @@ def main() -> None:
     ckpt = load_latest(args.run_dir)
     z = ckpt.best_z if ckpt is not None else np.zeros(basis.dim)
     sigma = (
-        float(json.loads((args.run_dir / "calibration.json").read_text())["sigma"])
+        float(json.loads(RunFiles(args.run_dir).calibration.read_text())["sigma"])
         if cfg.search.sigma is None
         else cfg.search.sigma
     )

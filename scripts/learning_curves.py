@@ -23,21 +23,21 @@ import numpy as np
 
 def read_run(run: Path) -> dict:
     from essa.config import from_yaml_file
+    from essa.run_files import RunFiles
 
-    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    files = RunFiles(run)
+    lines = [json.loads(x) for x in files.metrics.read_text().splitlines() if x.strip()]
     start = next(m["validation"] for m in lines if m["generation"] == -1)
     gens = [m for m in lines if m["generation"] >= 0]
     elapsed = np.cumsum([m["time"]["total"] for m in gens])
     points = {m["generation"] + 1: m["validation"] for m in gens if "validation" in m}
-    cal = run / "calibration.json"
+    cal = files.calibration
     snrs = [float(m["snr"]) for m in gens if "snr" in m and m["snr"] != "inf"]
     return {
         "start": start,
         "points": points,
         "seconds": {g + 1: float(t) for g, t in zip(range(len(gens)), elapsed)},
-        "sigma": json.loads(cal.read_text())["sigma"]
-        if cal.is_file()
-        else from_yaml_file(run / "config.yaml").search.sigma,
+        "sigma": json.loads(cal.read_text())["sigma"] if cal.is_file() else from_yaml_file(files.config).search.sigma,
         "snr": float(np.mean(snrs)) if snrs else None,
         "generations": len(gens),
     }

@@ -133,15 +133,18 @@ def growth_per_100(samples: list[dict], key: str) -> float:
 
 def run_dir_bound(run_dir: Path, keep: int, generations: int) -> float:
     """MiB a run directory may use: its fixed files, `keep` checkpoints, and the log per generation."""
+    from essa.run_files import RunFiles
+
+    files = RunFiles(run_dir)
     fixed = sum(
         p.stat().st_size
-        for name in ("warm_start", "basis.safetensors", "adapter")
-        for p in ([run_dir / name] if (run_dir / name).is_file() else (run_dir / name).rglob("*"))
+        for path in (files.warm_start, files.basis, files.adapter)
+        for p in ([path] if path.is_file() else path.rglob("*"))
         if p.is_file()
     )
-    checkpoints = sorted((run_dir / "checkpoints").glob("gen_*"))
+    checkpoints = sorted(files.checkpoints.glob("gen_*"))
     one = max((sum(p.stat().st_size for p in c.rglob("*") if p.is_file()) for c in checkpoints), default=0)
-    plot = (run_dir / "reward.png").stat().st_size if (run_dir / "reward.png").is_file() else 0
+    plot = files.plot.stat().st_size if files.plot.is_file() else 0
     return (fixed + 2 * plot + (keep + 1) * one + generations * LOG_BYTES_PER_GENERATION + 2**20) / 2**20
 
 
@@ -160,7 +163,9 @@ def check_bounds(samples: list[dict], final: dict, run_dir: Path, keep: int) -> 
     bound = run_dir_bound(run_dir, keep, samples[-1]["generation"])
     if final["run_mib"] > bound:
         problems.append(f"run directory {final['run_mib']:.2f} MiB > bound {bound:.2f} MiB")
-    checkpoints = len(list((run_dir / "checkpoints").glob("gen_*")))
+    from essa.run_files import RunFiles
+
+    checkpoints = len(list(RunFiles(run_dir).checkpoints.glob("gen_*")))
     if checkpoints > keep:
         problems.append(f"{checkpoints} checkpoints kept (run.keep_checkpoints={keep})")
     return problems

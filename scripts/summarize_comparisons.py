@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from essa.run_files import RunFiles
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling scripts, also when imported
 import learning_curves
 
@@ -65,7 +67,7 @@ def exported_found_s(folder: Path, results: dict) -> float | None:
     means = [p for p in points if p.get("point") == "mean"]
     if exported is None or not exported.get("best_generation") or not means:
         return None
-    state = lambda g: folder / "essa" / "checkpoints" / f"gen_{g:06d}" / "state.json"  # noqa: E731
+    state = lambda g: RunFiles(folder / "essa").checkpoints / f"gen_{g:06d}" / "state.json"  # noqa: E731
     ref, best = state(means[-1]["generation"]), state(exported["best_generation"])
     if not (ref.is_file() and best.is_file()):
         return None
@@ -88,7 +90,7 @@ def exported_table(folders: list[Path], runs: list[dict]) -> str:
             continue
         found = exported_found_s(folder, r)
         when = f"{exported['best_generation']}" + (f" ({found:.0f} s)" if found is not None else "")
-        calibration = folder / "essa" / "calibration.json"
+        calibration = RunFiles(folder / "essa").calibration
         sigma = f"{json.loads(calibration.read_text())['sigma']:g}" if calibration.is_file() else "set"
         lines.append(
             f"| {r['settings']['args']['seed']} | {sigma} | {r['start_reward']:.3f} | {ci(paired['essa - start'])} "
