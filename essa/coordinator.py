@@ -27,6 +27,7 @@ from essa.inputs import check_inputs, fingerprint
 from essa.io import atomic_write_json, atomic_write_text, read_json
 from essa.preflight import Checked, preflight
 from essa.rewards.data import data_dir
+from essa.rewards.task import Task
 from essa.run_dir import (
     create_run,
     hold_run,
@@ -93,28 +94,55 @@ def _align(
 ) -> Path:
     """Run (or continue) a search; returns the exported adapter folder.
 
+    One path for every run, new, resumed or finished: prepare (the run folder, its config and checks),
+    search on the engines (generations, then the held-out comparison) unless a finished run owes them
+    nothing, the forgetting check on its own engines, then the reward curve and the export.
     `pool_factory(cfg, basis)` builds the rollout pool (default: Ray actors with vLLM engines,
     essa.rollout_pool.pool_from_config); tests pass an in-process fake.
     """
+    pool_factory = pool_factory or default_pool_factory()
     if resume:
         saved, basis = open_run(run_dir)
         cfg, changed = resume_config(saved, changes, overrides)  # validated; saved once the inputs pass
         done = load_latest(run_dir)
-        if done is not None and done.generation >= cfg.search.generations and not heldout_due(cfg, run_dir):
-            if forgetting_due(cfg, run_dir):  # its own engines: the run's are not needed for it
-                check_task(cfg)
-                check_forgetting(cfg, basis, done.best_z, run_dir, pool_factory or default_pool_factory())
-            else:
-                print(
-                    f"[essa] {run_dir} already ran {done.generation} generations; exporting its best point", flush=True
-                )
-            write_plot(run_dir)
-            return export_best(run_dir, RunFiles(run_dir).adapter)
-    assert cfg is not None  # a new run is given its config (essa.cli); a resume read it just above
+    else:
+        assert cfg is not None  # a new run is given its config (essa.cli)
+        changed, done, basis = {}, None, None
+    if done is not None and done.generation >= cfg.search.generations and not heldout_due(cfg, run_dir):
+        best_z, ran = done.best_z, False  # finished: the engines owe it nothing
+        if unused := [key for key in changed if key != "search.generations"]:
+            print(
+                f"[essa] {run_dir} has nothing left to run; ignoring {', '.join(unused)}", file=sys.stderr, flush=True
+            )
+        if forgetting_due(cfg, run_dir):
+            check_task(cfg)
+        else:
+            print(f"[essa] {run_dir} already ran {done.generation} generations; exporting its best point", flush=True)
+    else:
+        task, basis = prepare_run(cfg, run_dir, basis, changed, allow_change, checked)
+        best_z, ran = search_on_engines(cfg, run_dir, basis, task, pool_factory, done)
+    assert basis is not None  # a resumed run's, or the one prepare_run made
+    if cfg.run.forgetting_task and (ran or forgetting_due(cfg, run_dir)):
+        check_forgetting(cfg, basis, best_z, run_dir, pool_factory)  # its own engines: another task's
+    write_plot(run_dir)
+    return export_best(run_dir, RunFiles(run_dir).adapter)
+
+
+def prepare_run(
+    cfg: Config,
+    run_dir: Path,
+    resumed: SVDLoRA | None,
+    changed: dict[str, tuple[Any, Any]],
+    allow_change: tuple[str, ...],
+    checked: Checked | None,
+) -> tuple[Task, SVDLoRA]:
+    """Everything before the engines: the checks (essa.preflight), then for a resumed run (`resumed`:
+    its basis) its inputs checked and changes saved, for a new one its warm start and folder made;
+    returns the task and the run's basis."""
     checked = checked or preflight(cfg)  # a bad task, data, model or reward fails before anything starts
     task, model_dir = checked.task, checked.model_dir
     inputs = fingerprint(task, cfg.task.reward, model_dir)
-    if resume:
+    if resumed is not None:
         check_inputs(run_dir, inputs, allow_change)  # the same data, reward and model, or a clear refusal
         if problem := machine_problem(cfg, run_dir):
             raise ValueError(problem)  # before the engines: the run is untouched
@@ -124,17 +152,25 @@ def _align(
                 "[essa] resuming with " + ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items()),
                 flush=True,
             )
+        basis = resumed
     else:
         if cfg.task.data_dir is None and (found := data_dir(None)) is not None:
             cfg.task.data_dir = str(found.resolve())  # $ESSA_DATA_DIR as it is now, not as it is at resume
         basis = start_run(cfg, run_dir, model_dir, inputs)
-    val_indices = list(range(min(cfg.task.val_size, len(task.examples("validation")))))
     if cfg.run.heldout_size:
         task.examples(cfg.run.heldout_split)  # an unknown split fails now, not after the run
     if cfg.run.forgetting_task:
         check_task(cfg)  # likewise the forgetting task and its data
+    return task, basis
 
-    pool_factory = pool_factory or default_pool_factory()
+
+def search_on_engines(
+    cfg: Config, run_dir: Path, basis: SVDLoRA, task: Task, pool_factory: PoolFactory, done: Checkpoint | None
+) -> tuple[np.ndarray, bool]:
+    """Start the engines; calibrate, validate the start, run the generations from `done` (the latest
+    checkpoint, None for a new run), compare on held-out prompts; returns the best point and whether any generation ran (else a finished run resumed for
+    the held-out comparison it owes)."""
+    val_indices = list(range(min(cfg.task.val_size, len(task.examples("validation")))))
     try:
         pool = pool_factory(cfg, basis)
     except Exception:
@@ -149,12 +185,12 @@ def _align(
     log = RunLog(run_dir, cfg.run.tensorboard, cfg.run.wandb_project, config=dataclasses.asdict(cfg))
     try:
         sigma = initial_sigma(cfg, run_dir, pool, basis, len(task.examples("train")))
-        search = restore(cfg, basis, task, run_dir, sigma)
+        search = restore(cfg, basis, task, run_dir, sigma, done)
         if search.generation == 0 and search.best["validation"] is None:
             validate_start(pool, search, val_indices, log)
         resumed_at = search.generation
         run_generations(cfg, run_dir, pool, search, val_indices, log)
-        ran = search.generation > resumed_at  # else a finished run resumed for the final checks it owes
+        ran = search.generation > resumed_at
         if cfg.run.heldout_size and (ran or heldout_due(cfg, run_dir)):
             compare_heldout(
                 pool,
@@ -167,10 +203,7 @@ def _align(
     finally:
         log.close()
         pool.shutdown()
-    if cfg.run.forgetting_task and (ran or forgetting_due(cfg, run_dir)):
-        check_forgetting(cfg, basis, search.best_z, run_dir, pool_factory)
-    write_plot(run_dir)
-    return export_best(run_dir, RunFiles(run_dir).adapter)
+    return search.best_z, ran
 
 
 def heldout_due(cfg: Config, run_dir: Path) -> bool:
@@ -269,8 +302,8 @@ def initial_sigma(cfg: Config, run_dir: Path, pool: Pool, basis: SVDLoRA, train_
     return cal.sigma
 
 
-def restore(cfg: Config, basis: SVDLoRA, task, run_dir: Path, sigma: float) -> Search:
-    """A fresh search at generation 0, or the state of the latest checkpoint."""
+def restore(cfg: Config, basis: SVDLoRA, task, run_dir: Path, sigma: float, ckpt: Checkpoint | None) -> Search:
+    """A fresh search at generation 0, or the state of checkpoint `ckpt` (the run's latest)."""
     strategy = make_strategy(
         cfg.search.strategy,
         basis.dim,
@@ -282,7 +315,6 @@ def restore(cfg: Config, basis: SVDLoRA, task, run_dir: Path, sigma: float) -> S
     )
     sampler = PromptSampler(len(task.examples("train")), cfg.task.batch_size, cfg.search.seed)
     search = Search(basis, strategy, sampler, {"generation": 0, "validation": None}, np.zeros(basis.dim), 0)
-    ckpt = load_latest(run_dir)
     if ckpt is not None:
         strategy.load_state_dict(ckpt.strategy)
         sampler.load_state_dict(ckpt.sampler)

@@ -180,6 +180,14 @@ def test_resuming_a_finished_run_starts_no_pool(model_dir, tmp_path):
     assert (align(None, run, resume=True, pool_factory=no_pool) / "adapter_model.safetensors").is_file()
 
 
+def test_resuming_a_finished_run_says_which_changes_it_ignores(model_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    align(config(model_dir, "search.sigma=0.5", "search.generations=2"), run, resume=False, pool_factory=FakePool)
+    capsys.readouterr()
+    align(None, run, resume=True, changes={"engine.timeout_s": 60.0}, pool_factory=FakePool)
+    assert "has nothing left to run; ignoring engine.timeout_s" in capsys.readouterr().err
+
+
 def test_a_torn_last_metrics_line_is_dropped_and_the_run_resumes(model_dir, tmp_path, capsys):
     straight, torn = tmp_path / "straight", tmp_path / "torn"
     for run in (straight, torn):

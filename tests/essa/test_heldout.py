@@ -36,7 +36,7 @@ def test_the_comparison_names_its_label_and_reports_base_warm_start_and_best(tmp
         "test",
         20,
         tmp_path,
-        file="check.json",
+        out=tmp_path / "check.json",
         label="my check",
     )
     out = capsys.readouterr().out
