@@ -171,7 +171,8 @@ def try_reward(task: Task, warn_only: bool = False) -> float | None:
             f"reward {task.reward_name!r}, tried once before the run on train example 0 with the completion "
             f"{completion[:60]!r}, failed ({detail}). essa calls it as f(completion: str, example: dict) -> float "
             "(or a @batch_reward f(completions, examples) -> list[float], or a TRL reward f(completions, **kwargs)); "
-            "docs/reward-plugins.md shows each"
+            "docs/reward-plugins.md shows each. Fix the reward, or, if such failures are expected, start the "
+            "run with task.reward_errors=zero to score them 0 and count them"
         ) from None
     except (SystemExit, KeyboardInterrupt) as exc:
         raise RewardError(

@@ -183,7 +183,8 @@ FLAG = Path({flag!r})
 
 
 def score(completion, example):
-    if FLAG.exists():
+    # the reference solution passes (essa's trial call before the run): the failure comes from the workers
+    if FLAG.exists() and "####" not in completion:
         raise RuntimeError("reward backend unavailable")
     return float(len(completion) % 2)
 """
