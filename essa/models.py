@@ -218,9 +218,9 @@ def _check_model_files(folder: Path) -> None:
     import struct
 
     config = json.loads((folder / "config.json").read_text())  # _refuse_gguf_config has parsed it once
-    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+    if not isinstance(config, dict):
         raise ModelNotFoundError(
-            f"{folder / 'config.json'} has no model_type: it is not a transformers model config "
+            f"{folder / 'config.json'} is not a JSON object: it is not a transformers model config "
             "(save the model with save_pretrained, which writes one)"
         )
     for weights in sorted(folder.glob("*.safetensors")):

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import psutil
 import pytest
@@ -105,5 +104,4 @@ def test_sigterm_during_start_up_always_unwinds(tmp_path):
         assert "interrupted (SIGTERM)" in err, f"at {anchor} + {delay} s:\n{err[-3000:]}"
         assert "Traceback" not in err.split("interrupted (SIGTERM)")[-1], err[-3000:]
         assert not left, f"at {anchor} + {delay} s these processes outlived the command: {left}"
-        assert not Path(run).exists() or (Path(run) / "config.yaml").is_file()  # gone, or a resumable run
     print("\n".join(f"SIGTERM at {moment} s: exit {rc}, left {left}" for moment, rc, left, _ in results))
