@@ -212,10 +212,9 @@ def _refuse_gguf_config(folder: Path) -> None:
 
 
 def _check_model_files(folder: Path) -> None:
-    """A header read, not a load: config.json names a model type, and each safetensors file has an
-    intact header, so that a damaged folder is refused in a second rather than by the engine."""
+    """A header read, not a load: config.json is a JSON object and each safetensors file has an intact
+    header, so that a damaged folder is refused in a second rather than by the engine."""
     import json
-    import struct
 
     config = json.loads((folder / "config.json").read_text())  # _refuse_gguf_config has parsed it once
     if not isinstance(config, dict):
@@ -224,42 +223,44 @@ def _check_model_files(folder: Path) -> None:
             "(save the model with save_pretrained, which writes one)"
         )
     for weights in sorted(folder.glob("*.safetensors")):
-        size = weights.stat().st_size
-        problem = None
-        try:
-            with open(weights, "rb") as f:
-                head = f.read(8)
-                (length,) = struct.unpack("<Q", head) if len(head) == 8 else (None,)
-                if length is None or not 2 <= length <= size - 8:
-                    problem = (
-                        f"{size} bytes, too short for its header" if length is None else "a header length past its end"
-                    )
+        _safetensors_header(weights)
+
+
+def _safetensors_header(weights: Path) -> dict:
+    """The JSON header of a safetensors file (tensor names to dtype, shape, offsets), read without the
+    tensors; a damaged file is a ModelNotFoundError that says what is wrong with it."""
+    import json
+    import struct
+
+    size = weights.stat().st_size
+    try:
+        with open(weights, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                problem = f"{size} bytes, too short for its header"
+            else:
+                (length,) = struct.unpack("<Q", head)
+                if not 2 <= length <= size - 8:
+                    problem = "a header length past its end"
+                elif isinstance(header := json.loads(f.read(length)), dict):
+                    return header
                 else:
-                    header = json.loads(f.read(length))
-                    if not isinstance(header, dict):
-                        problem = "a header that is not a JSON object"
-        except (OSError, ValueError) as exc:
-            problem = f"an unreadable header ({exc})"
-        if problem:
-            raise ModelNotFoundError(
-                f"{weights} is damaged: {problem}. Copy or download the model again (a truncated transfer does this)"
-            )
+                    problem = "a header that is not a JSON object"
+    except (OSError, ValueError) as exc:
+        problem = f"an unreadable header ({exc})"
+    raise ModelNotFoundError(
+        f"{weights} is damaged: {problem}. Copy or download the model again (a truncated transfer does this)"
+    )
 
 
 def weight_names(folder: Path) -> list[str]:
     """The tensor names in a model folder's safetensors files, read from their headers."""
-    import json
-    import struct
-
     names: list[str] = []
     for weights in sorted(Path(folder).glob("*.safetensors")):
         try:
-            with open(weights, "rb") as f:
-                (length,) = struct.unpack("<Q", f.read(8))
-                header = json.loads(f.read(length))
-        except (OSError, ValueError, struct.error):
+            names += [key for key in _safetensors_header(weights) if key != "__metadata__"]
+        except ModelNotFoundError:
             continue  # _check_model_files names a damaged file; a provisioned folder is whole
-        names += [key for key in header if key != "__metadata__"]
     return names
 
 
