@@ -28,13 +28,38 @@ from essa.run_files import RunFiles
 FORMAT = 1
 
 
+@dataclass(eq=False)
+class BestPoint:
+    """The best validated point of a run so far: the distribution mean after `generation` generations
+    (0: the warm start), which `essa export` writes."""
+
+    z: np.ndarray  # the point, in the strategy's coordinates (basis.offsets(z) is its adapter)
+    generation: int = 0
+    validation: float | None = None  # its mean reward on the validation prompts; None: not yet validated
+    prompt_rewards: list[float] | None = None  # its reward on each validation prompt (for paired tests)
+
+    def record(self) -> dict:
+        """Its JSON form in state.json (the key `scores` holds the per-prompt rewards)."""
+        return {"generation": self.generation, "validation": self.validation, "scores": self.prompt_rewards}
+
+    @classmethod
+    def from_record(cls, record: dict, z: np.ndarray) -> BestPoint:
+        """Read a state.json `best` (older checkpoints have no `scores`, or a null generation)."""
+        validation, rewards = record.get("validation"), record.get("scores")
+        return cls(
+            np.asarray(z, dtype=np.float64),
+            int(record.get("generation") or 0),
+            None if validation is None else float(validation),
+            None if rewards is None else [float(r) for r in rewards],
+        )
+
+
 @dataclass
 class Checkpoint:
     generation: int  # generations completed
     strategy: dict  # the strategy's state_dict (arrays and JSON values)
     sampler: dict
-    best: dict  # {"generation", "validation"}
-    best_z: np.ndarray  # the best point so far, in the strategy's coordinates
+    best: BestPoint
 
 
 def checkpoint_root(run_dir: Path) -> Path:
@@ -48,7 +73,7 @@ def save_checkpoint(run_dir: Path, ckpt: Checkpoint, keep: int = 0) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     arrays: dict[str, Any] = {f"strategy.{k}": v for k, v in ckpt.strategy.items() if isinstance(v, np.ndarray)}
-    arrays["best_z"] = ckpt.best_z
+    arrays["best_z"] = ckpt.best.z
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     data = buffer.getvalue()
@@ -61,7 +86,7 @@ def save_checkpoint(run_dir: Path, ckpt: Checkpoint, keep: int = 0) -> Path:
             "generation": ckpt.generation,
             "strategy": {k: v for k, v in ckpt.strategy.items() if not isinstance(v, np.ndarray)},
             "sampler": ckpt.sampler,
-            "best": ckpt.best,
+            "best": ckpt.best.record(),
         },
     )
     if final.exists():
@@ -137,6 +162,7 @@ def load_checkpoint(directory: Path) -> Checkpoint:
     try:
         strategy = dict(state["strategy"])
         strategy.update({k[len("strategy.") :]: v for k, v in arrays.items() if k.startswith("strategy.")})
-        return Checkpoint(state["generation"], strategy, state["sampler"], state["best"], arrays["best_z"])
-    except (KeyError, TypeError) as exc:
+        best = BestPoint.from_record(state["best"], arrays["best_z"])
+        return Checkpoint(state["generation"], strategy, state["sampler"], best)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"checkpoint {directory} is corrupt (missing {exc})") from exc

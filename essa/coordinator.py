@@ -18,7 +18,7 @@ import numpy as np
 
 from essa.adapters import update_strength
 from essa.calibration import calibrate_sigma, calibration_prompts
-from essa.checkpoint import Checkpoint, load_latest, save_checkpoint
+from essa.checkpoint import BestPoint, Checkpoint, load_latest, save_checkpoint
 from essa.config import Config, resume_config, to_yaml
 from essa.export import export_best, write_plot
 from essa.forgetting import check_forgetting, check_task
@@ -54,8 +54,7 @@ class Search:
     basis: SVDLoRA  # a point z of the search is the adapter with offsets basis.offsets(z)
     strategy: Strategy
     sampler: PromptSampler
-    best: dict  # {"generation", "validation"}
-    best_z: np.ndarray
+    best: BestPoint  # the best validated point so far (the warm start until a mean validates above it)
     generation: int  # generations completed
 
 
@@ -109,7 +108,7 @@ def _align(
         assert cfg is not None  # a new run is given its config (essa.cli)
         changed, done, basis = {}, None, None
     if done is not None and done.generation >= cfg.search.generations and not heldout_due(cfg, run_dir):
-        best_z, ran = done.best_z, False  # finished: the engines owe it nothing
+        best_z, ran = done.best.z, False  # finished: the engines owe it nothing
         if unused := [key for key in changed if key != "search.generations"]:
             print(
                 f"[essa] {run_dir} has nothing left to run; ignoring {', '.join(unused)}", file=sys.stderr, flush=True
@@ -186,7 +185,7 @@ def search_on_engines(
     try:
         sigma = initial_sigma(cfg, run_dir, pool, basis, len(task.examples("train")))
         search = restore(cfg, basis, task, run_dir, sigma, done)
-        if search.generation == 0 and search.best["validation"] is None:
+        if search.generation == 0 and search.best.validation is None:
             validate_start(pool, search, val_indices, log)
         resumed_at = search.generation
         run_generations(cfg, run_dir, pool, search, val_indices, log)
@@ -195,7 +194,7 @@ def search_on_engines(
             compare_heldout(
                 pool,
                 task,
-                basis.offsets(np.vstack([np.zeros(basis.dim), search.best_z])),
+                basis.offsets(np.vstack([np.zeros(basis.dim), search.best.z])),
                 cfg.run.heldout_split,
                 cfg.run.heldout_size,
                 run_dir,
@@ -203,7 +202,7 @@ def search_on_engines(
     finally:
         log.close()
         pool.shutdown()
-    return search.best_z, ran
+    return search.best.z, ran
 
 
 def heldout_due(cfg: Config, run_dir: Path) -> bool:
@@ -245,7 +244,7 @@ def run_generations(
     cfg: Config, run_dir: Path, pool: Pool, search: Search, val_indices: list[int], log: RunLog
 ) -> None:
     total = cfg.search.generations
-    progress = Progress(total, search.generation, search.best["validation"])
+    progress = Progress(total, search.generation, search.best.validation)
     while search.generation < total and not search.strategy.stop():
         g, started, faults = search.generation, time.perf_counter(), fault_counts(pool)
         # ask: λ candidates, in units of the per-factor step scales
@@ -269,7 +268,7 @@ def run_generations(
         log.append(record)
         if search.generation % cfg.run.checkpoint_every == 0 or last:
             save_checkpoint(run_dir, snapshot(search), keep=cfg.run.keep_checkpoints)
-        progress.update(record, search.best["validation"])
+        progress.update(record, search.best.validation)
         if stopped:
             progress.write(
                 f"[essa] the search converged after generation {search.generation} ({_reasons(stopped)}); stopping"
@@ -314,27 +313,25 @@ def restore(cfg: Config, basis: SVDLoRA, task, run_dir: Path, sigma: float, ckpt
         mirrored=cfg.search.mirrored,
     )
     sampler = PromptSampler(len(task.examples("train")), cfg.task.batch_size, cfg.search.seed)
-    search = Search(basis, strategy, sampler, {"generation": 0, "validation": None}, np.zeros(basis.dim), 0)
+    search = Search(basis, strategy, sampler, BestPoint(np.zeros(basis.dim)), 0)
     if ckpt is not None:
         strategy.load_state_dict(ckpt.strategy)
         sampler.load_state_dict(ckpt.sampler)
-        search.best, search.best_z, search.generation = ckpt.best, ckpt.best_z, ckpt.generation
+        search.best, search.generation = ckpt.best, ckpt.generation
     truncate_metrics(run_dir, search.generation)
     return search
 
 
 def snapshot(search: Search) -> Checkpoint:
-    return Checkpoint(
-        search.generation, search.strategy.state_dict(), search.sampler.state_dict(), dict(search.best), search.best_z
-    )
+    return Checkpoint(search.generation, search.strategy.state_dict(), search.sampler.state_dict(), search.best)
 
 
 def validate_start(pool: Pool, search: Search, indices: list[int], log: RunLog) -> None:
     """The warm start's validation, the first best point, beside the base model's; says so when the
     start is worse."""
-    scores = validate_scores(pool, search, search.best_z, indices)
+    scores = validate_scores(pool, search, search.best.z, indices)
     warm = float(scores.mean())
-    search.best.update(validation=warm, scores=scores.tolist())
+    search.best.validation, search.best.prompt_rewards = warm, scores.tolist()
     base = float(pool.evaluate(None, "validation", indices).scores[0])
     log.append({"generation": -1, "validation": warm, "validation_base": base})
     print(f"[essa] validation reward: base model {base:.3f}, warm start {warm:.3f}", flush=True)
@@ -353,12 +350,11 @@ def validate_mean(cfg: Config, pool: Pool, search: Search, indices: list[int], r
     validation prompts lies below 0) sends the search back to the best point with a smaller step."""
     scores = validate_scores(pool, search, search.strategy.mean, indices)
     record["validation"] = float(scores.mean())
-    if record["validation"] > search.best["validation"]:
-        search.best = {"generation": search.generation, "validation": record["validation"], "scores": scores.tolist()}
-        search.best_z = search.strategy.mean
-    elif cfg.search.backtrack and not last and _worse_beyond_noise(search.best.get("scores"), scores):
-        search.strategy.restart_at(search.best_z, search.strategy.sigma * cfg.search.backtrack)
-        record["backtracked_to"] = search.best["generation"]
+    if search.best.validation is None or record["validation"] > search.best.validation:
+        search.best = BestPoint(search.strategy.mean, search.generation, record["validation"], scores.tolist())
+    elif cfg.search.backtrack and not last and _worse_beyond_noise(search.best.prompt_rewards, scores):
+        search.strategy.restart_at(search.best.z, search.strategy.sigma * cfg.search.backtrack)
+        record["backtracked_to"] = search.best.generation
 
 
 def _worse_beyond_noise(best_scores: list[float] | None, scores: np.ndarray) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from essa.adapters import ESSA_MARKER, write_peft_adapter
-from essa.checkpoint import load_latest
+from essa.checkpoint import BestPoint, load_latest
 from essa.merge import check_merge_target, write_merged_model
 from essa.model_card import model_card
 from essa.models import resolve_model
@@ -41,10 +41,9 @@ def export_best(run_dir: Path, out_dir: Path, merge: bool = False) -> Path:
     ckpt = load_latest(run_dir)
     if ckpt is None:
         print(f"[essa] {run_dir} has no checkpoint yet: exporting its warm start", flush=True)
-    z = ckpt.best_z if ckpt is not None else np.zeros(basis.dim)
-    lora = basis.factors(basis.offsets(z))
-    best = ckpt.best if ckpt is not None else {"generation": 0, "validation": None}
-    best = {"generation": best.get("generation"), "validation": best.get("validation")}  # not the per-prompt scores
+    point = ckpt.best if ckpt is not None else BestPoint(np.zeros(basis.dim))
+    lora = basis.factors(basis.offsets(point.z))
+    best = {"generation": point.generation, "validation": point.validation}  # not the per-prompt rewards
     # the run's folder name, not its path: an export is for sharing and must not carry local paths
     provenance = {"run": Path(run_dir).resolve().name, "task": cfg.task.name, "best": best}
     plot, base = RunFiles(run_dir).plot, shared_base_name(cfg.model.name)

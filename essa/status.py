@@ -45,8 +45,8 @@ def best_point(run_dir: Path, v: dict | None = None) -> tuple[int, float] | None
         ckpt = load_latest(run_dir)
     except (OSError, ValueError):  # no checkpoint reads: what the metrics say
         ckpt = None
-    if ckpt is not None and ckpt.best.get("validation") is not None:
-        return int(ckpt.best.get("generation") or 0), float(ckpt.best["validation"])
+    if ckpt is not None and ckpt.best.validation is not None:
+        return ckpt.best.generation, ckpt.best.validation
     v = v if v is not None else validations(read_metrics(run_dir))
     points = ([(0, v["start"])] if v["start"] is not None else []) + v["mean"]
     return max(points, key=lambda gv: gv[1]) if points else None

@@ -51,7 +51,7 @@ def main() -> None:
     if args.dtype:
         cfg.model.dtype = args.dtype
     ckpt = load_latest(args.run_dir)
-    z = ckpt.best_z if ckpt is not None else np.zeros(basis.dim)
+    z = ckpt.best.z if ckpt is not None else np.zeros(basis.dim)
     sigma = (
         float(json.loads(RunFiles(args.run_dir).calibration.read_text())["sigma"])
         if cfg.search.sigma is None
@@ -82,7 +82,7 @@ def main() -> None:
     finally:
         worker.engine.close()
     print(
-        f"run {args.run_dir}, point: {'generation ' + str(ckpt.best['generation']) if ckpt else 'warm start'}, "
+        f"run {args.run_dir}, point: {'generation ' + str(ckpt.best.generation) if ckpt else 'warm start'}, "
         f"{n} {args.split} prompts, kernel {cfg.engine.lora_kernel}, dtype {cfg.model.dtype}"
     )
     for key in texts:

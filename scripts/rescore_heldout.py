@@ -43,12 +43,12 @@ def main() -> None:
         compare_heldout(
             pool,
             task,
-            basis.offsets(np.vstack([np.zeros(basis.dim), ckpt.best_z])),
+            basis.offsets(np.vstack([np.zeros(basis.dim), ckpt.best.z])),
             args.split,
             args.prompts,
             args.run_dir,
             file=out,
-            label=f"rescored (generation {ckpt.best.get('generation')})",
+            label=f"rescored (generation {ckpt.best.generation})",
         )
     finally:
         pool.shutdown()

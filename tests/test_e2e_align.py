@@ -142,7 +142,7 @@ def test_exported_adapter_loads_in_peft_and_generates(runs):
     assert generated.shape[1] > ids["input_ids"].shape[1]
     # The adapter PEFT loaded is the run's best point: W0 + ΔW(best x) from the frozen basis.
     _, basis = open_run(runs["resumed"])
-    best_x = load_latest(runs["resumed"]).best_z * basis.step_scales()
+    best_x = load_latest(runs["resumed"]).best.z * basis.step_scales()
     expected = basis.delta(best_x)["model.layers.3.self_attn.q_proj"]
     merged = model.merge_and_unload().model.layers[3].self_attn.q_proj.weight.detach()
     assert np.allclose((merged - w0).numpy(), expected, atol=1e-5)

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from essa.checkpoint import Checkpoint, checkpoint_root, load_latest, save_checkpoint
+from essa.checkpoint import BestPoint, Checkpoint, checkpoint_root, load_latest, save_checkpoint
 from essa.sampler import PromptSampler
 from essa.search import make_strategy
 
@@ -36,8 +36,7 @@ def make_checkpoint(generation=2, name="cma_sep", dim=50, sampler=None):
             generation=generation,
             strategy=es.state_dict(),
             sampler=sampler.state_dict(),
-            best={"generation": generation, "validation": 0.25},
-            best_z=es.mean.copy(),
+            best=BestPoint(es.mean.copy(), generation, 0.25),
         ),
     )
 
@@ -53,8 +52,8 @@ def test_round_trip_resumes_bit_identically(tmp_path, name, dim):
 
     loaded = load_latest(tmp_path)
     assert loaded.generation == 2
-    assert loaded.best == {"generation": 2, "validation": 0.25}
-    np.testing.assert_array_equal(loaded.best_z, ckpt.best_z)
+    assert loaded.best.record() == {"generation": 2, "validation": 0.25, "scores": None}
+    np.testing.assert_array_equal(loaded.best.z, ckpt.best.z)
     assert set(loaded.strategy) == set(ckpt.strategy)
 
     restored = make_strategy(name, dim, 4, 0.5, 0)
@@ -74,7 +73,7 @@ def test_round_trip_resumes_bit_identically(tmp_path, name, dim):
 def test_round_trip_with_a_pending_population(tmp_path):
     es = run_strategy(1)
     pending = es.ask()  # asked, not yet told: pending is an array in the state
-    ckpt = Checkpoint(1, es.state_dict(), PromptSampler(5, 2, 0).state_dict(), {}, np.zeros(50))
+    ckpt = Checkpoint(1, es.state_dict(), PromptSampler(5, 2, 0).state_dict(), BestPoint(np.zeros(50)))
     save_checkpoint(tmp_path, ckpt)
     restored = make_strategy("cma_sep", 50, 4, 0.5, 0)
     restored.load_state_dict(load_latest(tmp_path).strategy)
@@ -92,12 +91,30 @@ def test_latest_names_the_newest_and_older_ones_stay(tmp_path):
     assert load_latest(tmp_path).generation == 10
 
 
+def test_a_best_point_in_the_older_form_still_reads(tmp_path):
+    """Checkpoints written before the per-prompt rewards were kept hold {"generation", "validation"}
+    only, and before the warm start was validated a null validation."""
+    final = save_checkpoint(tmp_path, make_checkpoint(2)[2])
+    state = json.loads((final / "state.json").read_text())
+    for old, expected in (
+        ({"generation": 2, "validation": 0.5}, (2, 0.5, None)),
+        ({"generation": 0, "validation": None}, (0, None, None)),
+        ({"generation": 1, "validation": 0.5, "scores": [1, 0]}, (1, 0.5, [1.0, 0.0])),
+    ):
+        (final / "state.json").write_text(json.dumps({**state, "best": old}))
+        best = load_latest(tmp_path).best
+        assert (best.generation, best.validation, best.prompt_rewards) == expected
+    (final / "state.json").write_text(json.dumps({**state, "best": [0.5]}))
+    with pytest.raises(ValueError, match="corrupt"):
+        load_latest(tmp_path)
+
+
 def test_saving_the_same_generation_again_replaces_it(tmp_path):
     save_checkpoint(tmp_path, make_checkpoint(3)[2])
     _, _, again = make_checkpoint(3)
-    again.best = {"generation": 3, "validation": 0.75}
+    again.best = BestPoint(again.best.z, 3, 0.75)
     save_checkpoint(tmp_path, again)
-    assert load_latest(tmp_path).best["validation"] == 0.75
+    assert load_latest(tmp_path).best.validation == 0.75
 
 
 @pytest.mark.parametrize("setup", ["missing-run-dir", "empty-run-dir", "empty-checkpoints-dir"])

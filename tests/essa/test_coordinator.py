@@ -69,7 +69,7 @@ def test_a_run_calibrates_learns_and_exports_its_best_point(model_dir, tmp_path,
     best = max(m["validation"] for m in gens if "validation" in m)
     assert best > start["validation"] + 0.05  # it learned, on prompts it never trained on
     ckpt = load_latest(run)
-    assert ckpt.best["validation"] == best
+    assert ckpt.best.validation == best
     heldout = json.loads((run / "heldout.json").read_text())
     assert heldout["prompts"] == 32 and heldout["split"] == "test" and heldout["low"] > 0
     base = heldout["from_base"]  # the fake base model scores 0.01 below the warm start on every prompt
@@ -98,7 +98,7 @@ def test_an_interrupted_run_resumes_to_the_same_result(model_dir, tmp_path):
     assert strip(metrics(resumed)) == strip(metrics(straight))
     a, b = load_latest(resumed), load_latest(straight)
     assert a.generation == b.generation == 12
-    np.testing.assert_array_equal(a.best_z, b.best_z)
+    np.testing.assert_array_equal(a.best.z, b.best.z)
     for key, value in b.strategy.items():
         if isinstance(value, np.ndarray):
             np.testing.assert_array_equal(a.strategy[key], value, err_msg=key)
@@ -379,7 +379,7 @@ def test_backtracking_returns_to_the_best_validated_point_with_a_smaller_step(mo
     after_fall = load_checkpoint(run / "checkpoints" / "gen_000004").strategy["mean"]
     np.testing.assert_array_equal(after_fall, at_best)  # generation 4 ended back at generation 2's mean
     best = load_latest(run).best
-    assert (best["generation"], best["validation"], best["scores"]) == (
+    assert (best.generation, best.validation, best.prompt_rewards) == (
         2,
         pytest.approx(0.6),
         [pytest.approx(0.6)] * 16,
@@ -396,7 +396,7 @@ def test_a_fall_within_the_noise_of_validation_does_not_backtrack(model_dir, tmp
         pool_factory=lambda cfg, basis: ScriptedValidationPool(cfg, basis, [0.5, noisy_best, noisy_lower, 0.55]),
     )
     assert not any("backtracked_to" in m for m in metrics(run))
-    assert load_latest(run).best["generation"] == 2
+    assert load_latest(run).best.generation == 2
 
 
 @pytest.mark.parametrize("fitness", ["mean", "prompt_zscore"])
@@ -445,7 +445,7 @@ def test_when_no_validated_mean_beats_the_warm_start_every_report_says_the_expor
         resume=False,
         pool_factory=WarmStartBestPool,
     )
-    assert load_latest(run).best["generation"] == 0
+    assert load_latest(run).best.generation == 0
     assert json.loads((run / "heldout.json").read_text())["same_point"] is True
     capsys.readouterr()
     print_summary(run, adapter)

@@ -52,8 +52,8 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run(point, generation, mod
 
     assert _lines(run) == _lines(straight)
     a, b = load_latest(run), load_latest(straight)
-    assert (a.generation, a.best, a.sampler) == (b.generation, b.best, b.sampler)
-    np.testing.assert_array_equal(a.best_z, b.best_z)
+    assert (a.generation, a.best.record(), a.sampler) == (b.generation, b.best.record(), b.sampler)
+    np.testing.assert_array_equal(a.best.z, b.best.z)
     for key, value in b.strategy.items():
         if isinstance(value, np.ndarray):
             np.testing.assert_array_equal(a.strategy[key], value, err_msg=key)

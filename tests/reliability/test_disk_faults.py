@@ -74,7 +74,7 @@ def test_disk_full_in_a_checkpoint_stops_the_run_which_then_resumes_exactly(mode
     align(None, run, resume=True, pool_factory=FakePool)  # the run lock was released by the failure
 
     assert _lines(run) == _lines(straight)
-    np.testing.assert_array_equal(load_latest(run).best_z, load_latest(straight).best_z)
+    np.testing.assert_array_equal(load_latest(run).best.z, load_latest(straight).best.z)
     for name in ("adapter_model.safetensors", "adapter_config.json"):
         assert (run / "adapter" / name).read_bytes() == (straight / "adapter" / name).read_bytes(), name
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]

@@ -63,7 +63,7 @@ def test_a_model_folder_with_only_pickled_weights_is_refused(tmp_path):
 
 
 def test_an_object_array_planted_in_a_checkpoint_is_refused(tmp_path):
-    from essa.checkpoint import Checkpoint
+    from essa.checkpoint import BestPoint, Checkpoint
     from essa.sampler import PromptSampler
     from essa.search import make_strategy
 
@@ -71,9 +71,7 @@ def test_an_object_array_planted_in_a_checkpoint_is_refused(tmp_path):
     es = make_strategy("cma_sep", 4, 4, 0.5, 0)
     directory = save_checkpoint(
         tmp_path,
-        Checkpoint(
-            0, es.state_dict(), PromptSampler(5, 2, 0).state_dict(), {"generation": 0, "validation": None}, np.zeros(4)
-        ),
+        Checkpoint(0, es.state_dict(), PromptSampler(5, 2, 0).state_dict(), BestPoint(np.zeros(4))),
     )
     buffer = io.BytesIO()
     np.savez(buffer, best_z=np.array([Payload(marker)], dtype=object))
