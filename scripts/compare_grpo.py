@@ -109,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         "ops; shared would treat essa's points (in the warm start's basis) differently from GRPO's",
     )
     g = p.add_argument_group("essa side")
-    g.add_argument("--popsize", type=int, default=8, help="candidates per generation λ (default 8)")
-    g.add_argument("--batch-size", type=int, default=8, help="prompts per candidate per generation B (default 8)")
+    g.add_argument("--popsize", type=int, help="candidates per generation λ (default: the task config's)")
+    g.add_argument("--batch-size", type=int, help="prompts per candidate per generation B (default: the task config's)")
     g.add_argument(
         "--essa-validation",
         type=int,
@@ -186,8 +186,8 @@ def compare(args) -> int:
         ("--budget-s", args.budget_s),
         ("--val-size", args.val_size),
         ("--points", args.points),
-        ("--popsize", args.popsize),
-        ("--batch-size", args.batch_size),
+        ("--popsize", 1 if args.popsize is None else args.popsize),
+        ("--batch-size", 1 if args.batch_size is None else args.batch_size),
         ("--grpo-prompts", args.grpo_prompts),
         ("--grpo-save-every", args.grpo_save_every),
         ("--max-new-tokens", args.max_new_tokens),
@@ -452,9 +452,9 @@ def essa_command(args, cfg, warm: Path, run_dir: Path) -> list[str]:
         "--generations",
         "1000000",
         "--popsize",
-        str(args.popsize),
+        str(cfg.search.popsize),
         "--batch-size",
-        str(args.batch_size),
+        str(cfg.task.batch_size),
         "--max-new-tokens",
         str(cfg.generation.max_new_tokens),
     ]
@@ -544,15 +544,15 @@ def essa_points(
         directory, wall = found[-1]
         ckpt = load_checkpoint(directory)
         folder = write_point(
-            export_root / "exported", ckpt.best_z, {"best": ckpt.best.get("generation"), "point": "best validated"}
+            export_root / "exported", ckpt.best.z, {"best": ckpt.best.generation, "point": "best validated"}
         )
         points.append(
             {
                 "side": "essa",
                 "label": f"exported (gen {ckpt.best.get('generation')})",
                 "generation": ckpt.generation,
-                "best_generation": ckpt.best.get("generation"),
-                "validation": ckpt.best.get("validation"),
+                "best_generation": ckpt.best.generation,
+                "validation": ckpt.best.validation,
                 "wall_s": round(wall, 1),
                 "adapter": str(folder),
                 "saved_within_budget": len(found),
