@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             f"\ninterrupted ({signal.Signals(signum).name}); {AFTER_INTERRUPT.get(args.command, 'stopped')}",
             file=sys.stderr,
         )
+        _forget_nested_keyboard_interrupts()
         return 128 + signum
     except (FileNotFoundError, FileExistsError) as exc:
         if exc.errno is not None:  # the operating system's, with a path: told as every OS error is
@@ -209,6 +210,21 @@ def _ray_head_lost() -> bool:
     from essa.workers.placement import ray_head_lost
 
     return ray_head_lost() is not None
+
+
+def _forget_nested_keyboard_interrupts() -> None:
+    """Keep the exit status essa chose after an interrupt it handled.
+
+    CPython remembers a KeyboardInterrupt that ended any nested PyRun_* call (pybind11's py::exec
+    inside an extension's import does this when the signal lands there) and, under `python -m`,
+    ends the process by SIGINT once main returns, caught or not: a SIGTERM then reads as exit -2
+    instead of 143. The flag is CPython's own; where it is not exported there is nothing to clear."""
+    import ctypes
+
+    try:
+        ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt").value = 0
+    except (ValueError, AttributeError):
+        pass
 
 
 _received: dict[str, int] = {}  # the last signal essa's handler turned into KeyboardInterrupt

@@ -31,6 +31,31 @@ sys.exit(cli.main(['eval', '--task', 'gsm8k']))
 """
 
 
+NESTED = """
+import ctypes, signal, sys
+import essa.cli as cli
+def interrupted(args):
+    # the signal landed inside a nested PyRun_* call (an extension's import runs code this way):
+    # CPython notes that KeyboardInterrupt and, under python -m, would end the process by SIGINT
+    ctypes.pythonapi.PyRun_SimpleString(b"raise KeyboardInterrupt")
+    raise KeyboardInterrupt(signal.SIGTERM)
+cli.cmd_eval = interrupted
+sys.exit(cli.main(["eval", "--task", "gsm8k"]))
+"""
+
+
+def test_an_interrupt_inside_nested_python_still_exits_143(tmp_path):
+    (tmp_path / "nested_interrupt.py").write_text(NESTED)
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "nested_interrupt"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]
+    assert "interrupted (SIGTERM)" in proc.stderr
+
+
 @pytest.mark.parametrize("rewrap", [False, True], ids=["plain", "re-raised-without-signal"])
 def test_sigterm_unwinds_and_exits_143(rewrap):
     code = f"REWRAP = {rewrap}\n{CODE}"

@@ -388,4 +388,4 @@ def test_every_config_key_has_a_comment_above_it() -> None:
             previous = next((p for p in reversed(lines[:i]) if p.strip()), "")
             assert previous.strip().startswith("#"), f"line {i + 1} ({line.strip()!r}) has no comment"
             checked += 1
-    assert checked == 4
+    assert checked == 15

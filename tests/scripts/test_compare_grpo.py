@@ -177,15 +177,16 @@ def test_the_essa_command_validates_only_when_asked():
     from types import SimpleNamespace
 
     cfg = SimpleNamespace(
-        task=SimpleNamespace(name="gsm8k", data_dir=None, reward=None),
+        task=SimpleNamespace(name="gsm8k", data_dir=None, reward=None, batch_size=4),
         model=SimpleNamespace(name="m"),
+        search=SimpleNamespace(popsize=6),
         generation=SimpleNamespace(max_new_tokens=8),
     )
-    args = SimpleNamespace(
-        popsize=8, batch_size=8, seed=1, essa_arg=["search.sigma=1"], essa_validation=0, essa_validate_every=2
-    )
+    args = SimpleNamespace(seed=1, essa_arg=["search.sigma=1"], essa_validation=0, essa_validate_every=2)
     off = compare_grpo.essa_command(args, cfg, Path("warm"), Path("run"))
     assert "task.val_size=1" in off and off[-1] == "search.sigma=1"
+    # λ and B come from the config the command-line values were applied to
+    assert off[off.index("--popsize") + 1] == "6" and off[off.index("--batch-size") + 1] == "4"
     args.essa_validation = 32
     on = compare_grpo.essa_command(args, cfg, Path("warm"), Path("run"))
     assert "task.val_size=32" in on and "run.validate_every=2" in on and "task.val_size=1" not in on
