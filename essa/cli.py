@@ -205,9 +205,9 @@ def describe_os_error(exc: OSError) -> str:
 
 
 def _ray_head_lost() -> bool:
-    if "essa.workers.placement" not in sys.modules:  # Ray was never started by this command
+    if "essa.workers.ray_start" not in sys.modules:  # Ray was never started by this command
         return False
-    from essa.workers.placement import ray_head_lost
+    from essa.workers.ray_start import ray_head_lost
 
     return ray_head_lost() is not None
 

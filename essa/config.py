@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 from omegaconf.nodes import StringNode
 
-from essa.models import DTYPES
+from essa.dtypes import DTYPES
 from essa.rewards.task import TASKS
 from essa.search import FITNESS_MODES, STRATEGIES
 

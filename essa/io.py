@@ -2,15 +2,19 @@
 
 Every file essa writes goes to a temporary name in the same directory, is flushed and fsynced,
 then renamed over the target (rename is atomic on POSIX). Readers turn a corrupt or missing
-file into an error that names the file and what to do.
+file into an error that names the file and what to do. A cache folder (a converted model, a
+quantized base) is built once across processes under a file lock (`build_once`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +129,35 @@ def ram_root() -> Path:
 def ram_dir(prefix: str) -> Path:
     """A fresh private directory under ram_root()."""
     return Path(tempfile.mkdtemp(prefix=prefix, dir=ram_root()))
+
+
+def build_once(target: Path, build, marker: str = "config.json") -> bool:
+    """Make the cache folder `target` once across processes: under a file lock, `build(tmp)` fills a
+    temporary sibling that is then renamed into place (and removed if `build` fails), so `target`
+    is either absent or complete. False when `target` (with its `marker` file) already existed or
+    another process made it while this one waited for the lock."""
+    if (target / marker).is_file():
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(target.parent / f".{target.name}.lock"):
+        if (target / marker).is_file():
+            return False
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            build(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        tmp.rename(target)
+    return True
+
+
+@contextmanager
+def file_lock(path: Path):
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

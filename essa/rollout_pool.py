@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from essa.config import Config
-from essa.models import engine_dtype
+from essa.dtypes import engine_dtype
 from essa.svd_lora import SVDLoRA
 
 

@@ -31,8 +31,9 @@ from tqdm import tqdm
 
 from essa.adapters import ADAPTER_CONFIG, PEFT_PREFIX, write_peft_adapter
 from essa.config import Config
-from essa.io import read_json
-from essa.models import cache_dir, engine_dtype, file_lock
+from essa.dtypes import engine_dtype
+from essa.io import file_lock, read_json
+from essa.models import cache_dir
 from essa.rewards.task import Task, load_task
 
 Pair = tuple[list[dict], str]  # (chat messages up to the user turn, the assistant response)

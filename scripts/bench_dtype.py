@@ -53,7 +53,7 @@ def main() -> None:
     if args.one:
         return measure(args)
 
-    from essa.models import cpu_flags, engine_dtype
+    from essa.dtypes import cpu_flags, engine_dtype
 
     flags = cpu_flags() or set()
     levels = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]

@@ -58,7 +58,7 @@ def sample(run_dir: Path, ignore: frozenset[str] = frozenset()) -> dict[str, flo
     import psutil
 
     from essa.io import ram_root
-    from essa.workers.engine.vllm_engine import SCRATCH_PREFIX
+    from essa.workers.engine.scratch import SCRATCH_PREFIX
 
     rss, files, by_process = 0, 0, {}
     for proc in _tree():
@@ -198,7 +198,7 @@ def soak(engine: str, generations: int, run_dir: Path, every: int = 10, keep: in
         overrides += ["task.batch_size=2", "task.val_size=4", "generation.max_new_tokens=8", "adapter.rank=2"]
     cfg = load_config("countdown", None, flags, overrides)  # problems made offline: no data files needed
     from essa.io import ram_root
-    from essa.workers.engine.vllm_engine import SCRATCH_PREFIX
+    from essa.workers.engine.scratch import SCRATCH_PREFIX
 
     before = frozenset(p.name for p in ram_root().glob(f"{SCRATCH_PREFIX}*"))
     samples: list[dict] = []

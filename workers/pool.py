@@ -29,7 +29,8 @@ import numpy as np
 
 from essa.rewards.plugins import RewardError
 from essa.workers.actor import RolloutWorker, WorkerSpec, WorkItem, WorkResult
-from essa.workers.placement import PoolError, plan_actors, reserve_gpu_groups
+from essa.workers.errors import PoolError
+from essa.workers.placement import plan_actors, reserve_gpu_groups
 
 # Errors that any actor would raise again on the same item: reported at once, never retried.
 # Everything else (RuntimeError from the engine, OSError, MemoryError, ...) is treated as the
@@ -410,7 +411,7 @@ class RolloutPool:
             if slot.placement_group is not None:
                 ray.util.remove_placement_group(slot.placement_group)
         self.slots, self._flights, self._starting = [], {}, {}
-        from essa.workers.engine.vllm_engine import remove_scratch
+        from essa.workers.engine.scratch import remove_scratch
 
         remove_scratch(f"{self._owner}-")  # what killed actors on this machine left (other nodes: their replacements)
 

@@ -232,7 +232,7 @@ def test_resume_may_change_placement_and_length_but_not_the_search(model_dir, tm
 
 
 def test_a_run_whose_engines_fail_to_start_is_kept_and_resumes_with_corrected_flags(model_dir, tmp_path, capsys):
-    from essa.workers.placement import PoolError
+    from essa.workers.errors import PoolError
 
     def no_gpus(cfg, basis):
         if cfg.engine.gpus:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from essa import models
+from essa import dtypes
 from essa.config import load_config
-from essa.models import cpu_has_native_bf16, engine_dtype
+from essa.dtypes import cpu_has_native_bf16, engine_dtype
 
 ZEN2_FLAGS = "fpu vme sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c avx2 bmi1 bmi2 sha_ni"  # AVX2 only
 ZEN4_FLAGS = ZEN2_FLAGS + " avx512f avx512bw avx512_vnni avx512_bf16"
@@ -38,7 +38,7 @@ def test_an_unreadable_cpuinfo_keeps_bf16(tmp_path):
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_takes_float32_only_on_a_cpu_without_native_bf16(monkeypatch, native):
-    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(dtypes, "cpu_has_native_bf16", lambda: native)
     dtype, why = engine_dtype("auto", gpu=False)
     assert dtype == ("bfloat16" if native else "float32")
     assert (why == "") is native and (native or "model.dtype=bfloat16 forces" in why)
@@ -51,7 +51,7 @@ def test_auto_takes_float32_only_on_a_cpu_without_native_bf16(monkeypatch, nativ
 def test_the_engines_get_the_resolved_dtype_and_the_run_says_why(monkeypatch, capsys):
     from essa.rollout_pool import pool_from_config, worker_spec
 
-    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(dtypes, "cpu_has_native_bf16", lambda: False)
     cfg = load_config("gsm8k")
     assert cfg.model.dtype == "auto" and worker_spec(cfg, None).engine_options["dtype"] == "float32"
     assert (

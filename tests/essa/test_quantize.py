@@ -260,10 +260,10 @@ def test_quantized_bases_generate_and_take_lora_candidates():
 def test_int4_on_a_cpu_without_avx512_is_refused_before_anything_starts(monkeypatch, flags, gpus, refused):
     import platform
 
-    from essa import models
+    from essa import dtypes
 
     monkeypatch.setattr(platform, "machine", lambda: "x86_64")
-    monkeypatch.setattr(models, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(dtypes, "cpu_flags", lambda: flags)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     problem = local_cpu_problem("int4", gpus, None)
     assert (problem is not None) is refused

@@ -71,7 +71,7 @@ def test_sigterm_unwinds_and_exits_143(rewrap):
 RAY_CODE = """
 import signal, sys
 import essa.cli as cli
-from essa.workers.placement import init_ray
+from essa.workers.ray_start import init_ray
 def after_ray(args):
     init_ray(None)
     import ray
@@ -127,7 +127,7 @@ def test_a_lost_ray_head_is_named_and_the_command_unwinds():
 
 BESIDE_CLUSTER_CODE = """
 import ray
-from essa.workers.placement import init_ray
+from essa.workers.ray_start import init_ray
 init_ray(None)
 print(ray.get_runtime_context().gcs_address, flush=True)
 ray.shutdown()

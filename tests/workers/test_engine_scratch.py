@@ -55,17 +55,17 @@ def test_candidate_adapters_are_removed_when_generate_raises(tmp_path):
 
 
 def test_a_replacement_engine_removes_what_its_killed_predecessor_left(monkeypatch, tmp_path):
-    from essa.workers.engine import vllm_engine
+    from essa.workers.engine import scratch
 
-    monkeypatch.setattr(vllm_engine, "ram_root", lambda: tmp_path)
-    monkeypatch.setattr(vllm_engine, "ram_dir", lambda prefix: Path(tempfile.mkdtemp(prefix=prefix, dir=tmp_path)))
-    killed = vllm_engine.claim_scratch("4242x7-0")
+    monkeypatch.setattr(scratch, "ram_root", lambda: tmp_path)
+    monkeypatch.setattr(scratch, "ram_dir", lambda prefix: Path(tempfile.mkdtemp(prefix=prefix, dir=tmp_path)))
+    killed = scratch.claim_scratch("4242x7-0")
     (killed / "essa-abc-1").mkdir()  # an adapter the killed actor never removed
-    neighbour = vllm_engine.claim_scratch("4242x7-10")  # slot 10 of the same pool: not slot 1's
-    other_pool = vllm_engine.claim_scratch("99x1-0")
-    fresh = vllm_engine.claim_scratch("4242x7-0")
+    neighbour = scratch.claim_scratch("4242x7-10")  # slot 10 of the same pool: not slot 1's
+    other_pool = scratch.claim_scratch("99x1-0")
+    fresh = scratch.claim_scratch("4242x7-0")
     assert not killed.exists() and fresh.is_dir() and neighbour.is_dir() and other_pool.is_dir()
-    vllm_engine.remove_scratch("4242x7-")  # the pool's shutdown
+    scratch.remove_scratch("4242x7-")  # the pool's shutdown
     assert not fresh.exists() and not neighbour.exists() and other_pool.is_dir()
 
 
@@ -75,10 +75,10 @@ def test_an_engine_removes_what_a_run_killed_as_a_whole_left_and_nothing_else(mo
     import subprocess
     import sys
 
-    from essa.workers.engine import vllm_engine
+    from essa.workers.engine import scratch
 
-    monkeypatch.setattr(vllm_engine, "ram_root", lambda: tmp_path)
-    monkeypatch.setattr(vllm_engine, "ram_dir", lambda prefix: Path(tempfile.mkdtemp(prefix=prefix, dir=tmp_path)))
+    monkeypatch.setattr(scratch, "ram_root", lambda: tmp_path)
+    monkeypatch.setattr(scratch, "ram_dir", lambda prefix: Path(tempfile.mkdtemp(prefix=prefix, dir=tmp_path)))
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid, host = int(gone.stdout), socket.gethostname()
 
@@ -93,18 +93,18 @@ def test_an_engine_removes_what_a_run_killed_as_a_whole_left_and_nothing_else(mo
     alive = left("556x1-0-b", {"host": host, "pid": os.getppid()})  # a running engine, another pool's
     elsewhere = left("557x1-0-c", {"host": host + "-other", "pid": dead_pid})  # another host's, shared /dev/shm
     unmarked = left("558x1-0-d", None)
-    mine = vllm_engine.claim_scratch("9x9-0")
+    mine = scratch.claim_scratch("9x9-0")
     assert not killed.exists()
     assert alive.is_dir() and elsewhere.is_dir() and unmarked.is_dir()
     assert json.loads((mine / "owner.json").read_text()) == {"host": host, "pid": os.getpid()}
-    assert not vllm_engine._maker_has_exited(mine)  # nor does a later engine take this one
+    assert not scratch._maker_has_exited(mine)  # nor does a later engine take this one
 
 
 def test_too_little_scratch_space_is_a_clear_error_before_anything_is_written(monkeypatch, tmp_path):
-    from essa.workers.engine import vllm_engine
+    from essa.workers.engine import scratch
 
-    monkeypatch.setattr(vllm_engine.shutil, "disk_usage", lambda path: SimpleNamespace(free=80 * 2**20))
-    vllm_engine.check_scratch_space(tmp_path, 4, 2**20)  # 4 MiB + the margin fit in 80 MiB
-    with pytest.raises(vllm_engine.ScratchSpaceError, match=r"80 MiB free; the 32 candidate adapters .* need 32 MiB"):
-        vllm_engine.check_scratch_space(tmp_path, 32, 2**20)
-    assert issubclass(vllm_engine.ScratchSpaceError, ValueError)  # the pool stops at once, no retries
+    monkeypatch.setattr(scratch.shutil, "disk_usage", lambda path: SimpleNamespace(free=80 * 2**20))
+    scratch.check_scratch_space(tmp_path, 4, 2**20)  # 4 MiB + the margin fit in 80 MiB
+    with pytest.raises(scratch.ScratchSpaceError, match=r"80 MiB free; the 32 candidate adapters .* need 32 MiB"):
+        scratch.check_scratch_space(tmp_path, 32, 2**20)
+    assert issubclass(scratch.ScratchSpaceError, ValueError)  # the pool stops at once, no retries

@@ -1,6 +1,8 @@
 """Everything that touches vLLM: the engine essa's workers drive, and what it loads into vLLM.
 
 - vllm_engine.py: `VLLMEngine` (one vLLM `LLM` scoring candidates in merge or lora mode) and its options.
+- scratch.py: the engine's scratch folder in RAM for candidate adapters (claimed, space-checked,
+  and cleared of what killed engines left).
 - extension.py: the worker extension vLLM mixes into its Worker (merge in place, the shared basis,
   the LoRA kernel choice), driven by `collective_rpc`.
 - vllm_patches.py: every change to vLLM's own code, with the version and source it targets.
