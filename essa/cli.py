@@ -238,9 +238,9 @@ def _terminated(signum, frame):
 
 def cmd_align(args) -> int:
     from essa.config import load_config
-    from essa.coordinator import align, machine_problem
-    from essa.preflight import preflight
-    from essa.run_dir import check_new_run_folder, new_run_dir, remove_unstarted
+    from essa.run.coordinator import align, machine_problem
+    from essa.run.preflight import preflight
+    from essa.run.run_dir import check_new_run_folder, new_run_dir, remove_unstarted
 
     if args.resume:
         if args.task or args.config:
@@ -288,9 +288,9 @@ def print_summary(run_dir: Path, adapter: Path) -> None:
     """The end of a run as a small table: validation (base, warm start, final, best), held-out, files."""
     import json
 
-    from essa.run_dir import read_metrics
-    from essa.run_files import RunFiles
-    from essa.status import best_point, validations
+    from essa.report.status import best_point, validations
+    from essa.run.run_dir import read_metrics
+    from essa.run.run_files import RunFiles
 
     v = validations(read_metrics(run_dir))
     table = []
@@ -341,8 +341,8 @@ def print_summary(run_dir: Path, adapter: Path) -> None:
 
 def cmd_sft(args) -> int:
     from essa.config import load_config
-    from essa.models import resolve_model
-    from essa.sft import copy_adapter, describe, sft_adapter
+    from essa.model.provision import resolve_model
+    from essa.model.sft import copy_adapter, describe, sft_adapter
 
     if args.data and args.task not in (None, "jsonl"):
         raise ValueError(f"--data brings your own prompts (task jsonl); it cannot be combined with --task {args.task}")
@@ -367,7 +367,7 @@ def cmd_sft(args) -> int:
     if args.out:
         print(f"[essa] copied to {copy_adapter(adapter, Path(args.out))}")
     if cfg.task.val_size and not args.no_eval:
-        from essa.evaluate import compare_to_base
+        from essa.report.evaluate import compare_to_base
 
         diff, metric = compare_to_base(cfg, adapter, "validation", cfg.task.val_size)
         print(f"[essa] validation ({metric}), base model -> SFT adapter: {diff.describe(percent=metric != 'reward')}")
@@ -377,8 +377,8 @@ def cmd_sft(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from essa.export import export_best
-    from essa.hub import check_repo_id
+    from essa.report.export import export_best
+    from essa.report.hub import check_repo_id
 
     if not args.out.strip():
         raise ValueError("--out is empty: name the folder to export into, e.g. --out adapter/")
@@ -391,7 +391,7 @@ def cmd_export(args) -> int:
     out = export_best(Path(args.run_dir), Path(args.out), merge=args.merge)
     print(f"[essa] exported {out}")
     if args.push_to_hub:
-        from essa.hub import push_to_hub
+        from essa.report.hub import push_to_hub
 
         print(f"[essa] pushed to {push_to_hub(out, args.push_to_hub, private=not args.public)}")
     return 0
@@ -399,7 +399,7 @@ def cmd_export(args) -> int:
 
 def run_export(path: Path, flag: str) -> Path:
     """An adapter folder; a run folder given instead stands for its export, RUN/adapter."""
-    from essa.run_files import RunFiles
+    from essa.run.run_files import RunFiles
 
     run = RunFiles(path)
     if not run.config.is_file() or not run.basis.is_file():
@@ -416,7 +416,7 @@ def run_export(path: Path, flag: str) -> Path:
 def cmd_status(args) -> int:
     import json
 
-    from essa.status import format_status, run_status
+    from essa.report.status import format_status, run_status
 
     status = run_status(Path(args.run_dir))
     print(json.dumps(status, indent=2) if args.json else format_status(status))
@@ -424,9 +424,9 @@ def cmd_status(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from essa.plots import plot_runs
-    from essa.run_dir import open_run
-    from essa.run_files import RunFiles
+    from essa.report.plots import plot_runs
+    from essa.run.run_dir import open_run
+    from essa.run.run_files import RunFiles
 
     runs = [Path(r) for r in args.run_dirs]
     for run in runs:
@@ -441,7 +441,7 @@ def cmd_plot(args) -> int:
 
 def cmd_eval(args) -> int:
     from essa.config import load_config
-    from essa.evaluate import evaluate, format_table
+    from essa.report.evaluate import evaluate, format_table
 
     flags = {
         "model.name": args.model,

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 from omegaconf.nodes import StringNode
 
-from essa.dtypes import DTYPES
+from essa.model.dtypes import DTYPES
 from essa.rewards.task import TASKS
 from essa.search import FITNESS_MODES, STRATEGIES
 
@@ -132,7 +132,7 @@ class RunConfig:
     keep_checkpoints: int = 5  # the newest K checkpoints stay in RUN/checkpoints (0: all)
     heldout_size: int = 0  # at the end, warm start vs best on this many prompts of heldout_split (0: skip)
     heldout_split: str = "test"
-    tensorboard: bool = True  # TensorBoard scalars in RUN/tensorboard/ beside metrics.jsonl (essa.run_log)
+    tensorboard: bool = True  # TensorBoard scalars in RUN/tensorboard/ beside metrics.jsonl (essa.run.run_log)
     wandb_project: str | None = None  # also log the scalars to this Weights & Biases project (needs wandb)
     forgetting_task: str | None = None  # at the end, also compare warm start, best and base on this task's test split
     forgetting_size: int = 100  # prompts of that split
@@ -322,7 +322,7 @@ RESUMABLE_KEYS = (
     "run.keep_checkpoints",
     "run.tensorboard",
     "run.wandb_project",
-    # where the data lives may change; what it holds may not (RUN/inputs.json, essa.inputs)
+    # where the data lives may change; what it holds may not (RUN/inputs.json, essa.run.inputs)
     "task.data_dir",
     "task.data_file",
 )

@@ -202,7 +202,7 @@ def partial_credit(completion: str, example: Mapping[str, Any]) -> float:
     return credit
 
 
-# The per-prompt field behind the headline figure of a before/after comparison (essa.heldout).
+# The per-prompt field behind the headline figure of a before/after comparison (essa.report.heldout).
 HEADLINE = "correct"
 
 

@@ -99,7 +99,7 @@ def score_all_strict(completion: str, example: Mapping[str, object]) -> float:
     return 1.0 if all(_strict(completion, _checkers(example))) else 0.0
 
 
-# The per-prompt field behind the headline figure of a before/after comparison (essa.heldout).
+# The per-prompt field behind the headline figure of a before/after comparison (essa.report.heldout).
 HEADLINE = "prompt_strict"
 
 

@@ -1,7 +1,7 @@
 """Does a point's greedy completion depend on what else is in its batch? Measured on a run's own engine.
 
 One rollout worker (in this process, no Ray), built from RUN's config and basis exactly as the run's
-workers are (essa.rollout_pool.worker_spec), scores one point P of the run (its exported best point,
+workers are (essa.run.rollout_pool.worker_spec), scores one point P of the run (its exported best point,
 else the warm start) on the first N prompts of a split, four ways:
 
   alone      P by itself
@@ -38,11 +38,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
 
-    from essa.checkpoint import load_latest
     from essa.rewards.task import load_task
-    from essa.rollout_pool import worker_spec
-    from essa.run_dir import open_run
-    from essa.run_files import RunFiles
+    from essa.run.checkpoint import load_latest
+    from essa.run.rollout_pool import worker_spec
+    from essa.run.run_dir import open_run
+    from essa.run.run_files import RunFiles
     from essa.workers.actor import RolloutWorker, WorkItem
 
     cfg, basis = open_run(args.run_dir)

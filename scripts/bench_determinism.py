@@ -41,10 +41,10 @@ def main() -> None:
     parser.add_argument("--data-dir", help="folder with gsm8k/*.jsonl (default $ESSA_DATA_DIR)")
     args = parser.parse_args()
 
-    from essa.adapters import principal_init, read_base_weights
     from essa.config import TaskConfig
-    from essa.models import resolve_model
-    from essa.svd_lora import SVDLoRA
+    from essa.model.adapters import principal_init, read_base_weights
+    from essa.model.provision import resolve_model
+    from essa.model.svd_lora import SVDLoRA
     from essa.workers.actor import RolloutWorker, WorkerSpec, WorkItem
 
     model_dir = resolve_model(args.model)

@@ -25,7 +25,7 @@ def measure(args) -> None:
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine in this process (no spawn)
     from vllm import LLM, SamplingParams
 
-    from essa.models import resolve_model
+    from essa.model.provision import resolve_model
 
     started = time.perf_counter()
     llm = LLM(model=str(resolve_model(args.model)), dtype=args.one, max_model_len=1024, seed=0)
@@ -53,7 +53,7 @@ def main() -> None:
     if args.one:
         return measure(args)
 
-    from essa.dtypes import cpu_flags, engine_dtype
+    from essa.model.dtypes import cpu_flags, engine_dtype
 
     flags = cpu_flags() or set()
     levels = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]

@@ -1,7 +1,7 @@
 """Quantized bases side by side: none (bf16) / int8 (W8A8) / int4 (W4A16) on the same GSM8K prompts.
 
 One engine per method, started one after the other, each as essa runs a quantized base: lora mode
-(LoRA enabled, a rank-8 principal basis), the quantized copy made once by essa.quantize. Per method:
+(LoRA enabled, a rank-8 principal basis), the quantized copy made once by essa.model.quantize. Per method:
 
 - base tok/s: the first P validation prompts, the plain base model (no adapter), T new tokens
   each, end-of-sequence ignored: one generate call, best of `--rounds`.
@@ -52,9 +52,9 @@ def main() -> None:
     parser.add_argument("--data-dir", help="folder with gsm8k/*.jsonl (default $ESSA_DATA_DIR)")
     args = parser.parse_args()
 
-    from essa.adapters import principal_init, read_base_weights
-    from essa.models import resolve_model
-    from essa.svd_lora import SVDLoRA
+    from essa.model.adapters import principal_init, read_base_weights
+    from essa.model.provision import resolve_model
+    from essa.model.svd_lora import SVDLoRA
 
     # The basis (candidates' adapters) always comes from the bf16 weights, the same for every method.
     bf16 = resolve_model(args.model)
@@ -83,7 +83,7 @@ def main() -> None:
 
 def bench(args, method: str, bf16: Path, basis) -> dict:
     from essa.config import TaskConfig
-    from essa.quantize import quantized_model_dir
+    from essa.model.quantize import quantized_model_dir
     from essa.workers.actor import RolloutWorker, WorkerSpec, WorkItem
 
     folder = quantized_model_dir(bf16, method)  # made here, outside the timed engine start

@@ -86,11 +86,11 @@ def main() -> None:
 
 
 def bench_mode(args, mode: str, kernel: str) -> list[dict]:
-    from essa.adapters import principal_init, read_base_weights
     from essa.config import TaskConfig
-    from essa.models import resolve_model
+    from essa.model.adapters import principal_init, read_base_weights
+    from essa.model.provision import resolve_model
+    from essa.model.svd_lora import SVDLoRA
     from essa.search import make_strategy
-    from essa.svd_lora import SVDLoRA
     from essa.workers.actor import RolloutWorker, WorkerSpec, WorkItem
 
     model_dir = resolve_model(args.model)

@@ -207,7 +207,7 @@ def compare(args) -> int:
 
     from essa.config import load_config, to_yaml
     from essa.io import atomic_write_text
-    from essa.models import resolve_model
+    from essa.model.provision import resolve_model
     from essa.rewards.task import load_task
 
     data = args.data_dir or os.environ.get("ESSA_DATA_DIR")
@@ -416,9 +416,9 @@ def build_warm_start(cfg, init: str, model_dir: Path, target: Path) -> tuple[Pat
     (lora_alpha = r), the cached SFT adapter (trained first when missing: ~30 min on 2 cores), or a
     given PEFT LoRA folder, written out as a PEFT folder.
     """
-    from essa.adapters import write_peft_adapter
-    from essa.run_dir import hub_name
-    from essa.warm_start import warm_start
+    from essa.model.adapters import write_peft_adapter
+    from essa.model.warm_start import warm_start
+    from essa.run.run_dir import hub_name
 
     if init not in ("principal", "sft"):
         if not Path(init).is_dir():
@@ -496,9 +496,9 @@ def essa_points(
     """The distribution mean of evenly spaced checkpoints (within the budget) as PEFT folders; with
     `exported`, last the best validated point of the latest checkpoint within the budget (as `essa
     export` writes it)."""
-    from essa.adapters import write_peft_adapter
-    from essa.checkpoint import checkpoint_root, load_checkpoint
-    from essa.run_dir import hub_name, open_run
+    from essa.model.adapters import write_peft_adapter
+    from essa.run.checkpoint import checkpoint_root, load_checkpoint
+    from essa.run.run_dir import hub_name, open_run
 
     if not (run_dir / "config.yaml").is_file():
         return []
@@ -589,10 +589,10 @@ def read_jsonl(path: Path) -> list[dict]:
 def score_adapters(cfg, warm: Path, points: list[dict], split: str, indices: list[int], kernel: str) -> None:
     """Sets point["reward"]: mean task reward of its adapter on `indices` of `split`, one engine for all, each
     adapter alone in its call; and point["headline"], the task's own metric per prompt (Countdown: solved)."""
-    from essa.adapters import read_peft_adapter
+    from essa.model.adapters import read_peft_adapter
+    from essa.model.svd_lora import SVDLoRA
     from essa.rewards.task import load_task
-    from essa.rollout_pool import worker_spec
-    from essa.svd_lora import SVDLoRA
+    from essa.run.rollout_pool import worker_spec
     from essa.workers.actor import RolloutWorker, WorkItem
 
     def basis_of(folder) -> SVDLoRA:

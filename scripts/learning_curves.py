@@ -23,7 +23,7 @@ import numpy as np
 
 def read_run(run: Path) -> dict:
     from essa.config import from_yaml_file
-    from essa.run_files import RunFiles
+    from essa.run.run_files import RunFiles
 
     files = RunFiles(run)
     lines = [json.loads(x) for x in files.metrics.read_text().splitlines() if x.strip()]

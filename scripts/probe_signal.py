@@ -38,13 +38,13 @@ def main() -> int:
     args = p.parse_args()
 
     from essa.config import load_config
-    from essa.models import resolve_model
+    from essa.model.provision import resolve_model
+    from essa.model.svd_lora import SVDLoRA
+    from essa.model.warm_start import warm_start
     from essa.rewards.plugins import load_reward
     from essa.rewards.task import load_task
-    from essa.rollout_pool import pool_from_config
+    from essa.run.rollout_pool import pool_from_config
     from essa.stats import measure_signal
-    from essa.svd_lora import SVDLoRA
-    from essa.warm_start import warm_start
 
     flags = {
         "adapter.init": args.init,

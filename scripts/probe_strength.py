@@ -28,8 +28,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from essa.rewards.task import load_task
-    from essa.rollout_pool import worker_spec
-    from essa.run_dir import open_run
+    from essa.run.rollout_pool import worker_spec
+    from essa.run.run_dir import open_run
     from essa.workers.actor import RolloutWorker, WorkItem
 
     cfg, basis = open_run(args.run_dir)

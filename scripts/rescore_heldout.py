@@ -1,6 +1,6 @@
 """Score a finished run's warm start and exported point again, on more (or other) held-out prompts.
 
-The same comparison the run made at its end (essa.heldout: each point alone in its call, the task's
+The same comparison the run made at its end (essa.report.heldout: each point alone in its call, the task's
 headline metric paired, the base model beside), on the first N prompts of a split, written to a file
 of its own so the run's heldout.json is kept. Use it to put runs made with different
 `run.heldout_size` on the same prompts, or to tighten an interval with every test prompt.
@@ -24,11 +24,11 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="file name inside RUN (default heldout-SPLIT-N.json)")
     args = parser.parse_args()
 
-    from essa.checkpoint import load_latest
-    from essa.heldout import compare_heldout
+    from essa.report.heldout import compare_heldout
     from essa.rewards.task import load_task
-    from essa.rollout_pool import pool_from_config
-    from essa.run_dir import open_run
+    from essa.run.checkpoint import load_latest
+    from essa.run.rollout_pool import pool_from_config
+    from essa.run.run_dir import open_run
 
     cfg, basis = open_run(args.run_dir)
     ckpt = load_latest(args.run_dir)

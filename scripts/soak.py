@@ -133,7 +133,7 @@ def growth_per_100(samples: list[dict], key: str) -> float:
 
 def run_dir_bound(run_dir: Path, keep: int, generations: int) -> float:
     """MiB a run directory may use: its fixed files, `keep` checkpoints, and the log per generation."""
-    from essa.run_files import RunFiles
+    from essa.run.run_files import RunFiles
 
     files = RunFiles(run_dir)
     fixed = sum(
@@ -163,7 +163,7 @@ def check_bounds(samples: list[dict], final: dict, run_dir: Path, keep: int) -> 
     bound = run_dir_bound(run_dir, keep, samples[-1]["generation"])
     if final["run_mib"] > bound:
         problems.append(f"run directory {final['run_mib']:.2f} MiB > bound {bound:.2f} MiB")
-    from essa.run_files import RunFiles
+    from essa.run.run_files import RunFiles
 
     checkpoints = len(list(RunFiles(run_dir).checkpoints.glob("gen_*")))
     if checkpoints > keep:
@@ -174,7 +174,7 @@ def check_bounds(samples: list[dict], final: dict, run_dir: Path, keep: int) -> 
 def soak(engine: str, generations: int, run_dir: Path, every: int = 10, keep: int = 3) -> tuple[list, dict]:
     """Run the soak; returns (per-generation samples, the sample after the run ended)."""
     from essa.config import load_config
-    from essa.coordinator import align
+    from essa.run.coordinator import align
 
     overrides = [
         f"search.generations={generations}",
@@ -192,7 +192,7 @@ def soak(engine: str, generations: int, run_dir: Path, every: int = 10, keep: in
         overrides += ["adapter.rank=2", "adapter.target_modules=[q_proj]", "task.batch_size=8", "task.val_size=16"]
         make_pool = FakePool
     else:
-        from essa.rollout_pool import pool_from_config as make_pool
+        from essa.run.rollout_pool import pool_from_config as make_pool
 
         flags = {"adapter.init": "principal", "search.popsize": 4, "engine.gpus": 0}
         overrides += ["task.batch_size=2", "task.val_size=4", "generation.max_new_tokens=8", "adapter.rank=2"]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from essa.run_files import RunFiles
+from essa.run.run_files import RunFiles
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling scripts, also when imported
 import learning_curves

@@ -35,7 +35,7 @@ order, and a generation in which every candidate ties moves nothing: mean,
 paths, covariance and sigma stay put (counted in ``flat_generations``). Unlike
 pycma's flat-fitness rule, sigma is not raised there: on a sparse reward all
 ties usually mean the task is too hard at this batch, and larger steps would
-damage the warm start; essa's step-size calibration (essa/calibration.py)
+damage the warm start; essa's step-size calibration (essa/run/calibration.py)
 sets sigma where candidates do differ.
 
 Mirrored sampling (``mirrored=True``; Brockhoff, Auger, Hansen et al., "Mirrored sampling and

@@ -126,9 +126,9 @@ def test_exported_adapter_loads_in_peft_and_generates(runs):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from essa.checkpoint import load_latest
-    from essa.models import resolve_model
-    from essa.run_dir import open_run
+    from essa.model.provision import resolve_model
+    from essa.run.checkpoint import load_latest
+    from essa.run.run_dir import open_run
 
     out = runs["root"] / "exported"
     essa("export", str(runs["resumed"]), "--out", str(out))

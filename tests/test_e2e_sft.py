@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from essa import sft
 from essa.config import load_config
-from essa.models import resolve_model
+from essa.model import sft
+from essa.model.provision import resolve_model
 from essa.rewards.task import load_task
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]

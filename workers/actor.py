@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from essa.svd_lora import SVDLoRA
+from essa.model.svd_lora import SVDLoRA
 
 if TYPE_CHECKING:
     from essa.config import TaskConfig
@@ -67,8 +67,8 @@ class RolloutWorker:
     """Plain class; the pool wraps it with `ray.remote` and its resource options."""
 
     def __init__(self, spec: WorkerSpec, scratch_tag: str = ""):
-        from essa.models import resolve_model
-        from essa.quantize import quantized_model_dir
+        from essa.model.provision import resolve_model
+        from essa.model.quantize import quantized_model_dir
         from essa.rewards.plugins import SafeReward
         from essa.rewards.task import load_task
         from essa.workers.engine import EngineOptions

@@ -61,7 +61,7 @@ def available_memory_gib() -> float | None:
 
 
 def weights_gib(model: str) -> float:
-    from essa.models import resolve_model
+    from essa.model.provision import resolve_model
 
     return sum(f.stat().st_size for f in resolve_model(model).glob("*.safetensors")) / 2**30
 

@@ -258,7 +258,7 @@ class RolloutPool:
     ) -> PoolResult:
         """Score every candidate (row of `vectors`; None: the base model) on the same prompts."""
         if not self.slots:
-            raise PoolError("the rollout pool was shut down; create a new one (essa.rollout_pool.pool_from_config)")
+            raise PoolError("the rollout pool was shut down; create a new one (essa.run.rollout_pool.pool_from_config)")
         self._call += 1
         items = cut_work(
             self._call, generation, vectors, split, [int(i) for i in indices], len(self.slots), details, texts

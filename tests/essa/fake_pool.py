@@ -91,7 +91,7 @@ def tiny_config(model_dir, *overrides: str):
 
 def tiny_run(root, *overrides: str, model_name: str = "model"):
     """A finished FakePool run of tiny_config on a fresh tiny model under `root`: (run folder, model folder)."""
-    from essa.coordinator import align
+    from essa.run.coordinator import align
 
     model = write_tiny_model(Path(root) / model_name)
     align(tiny_config(model, *overrides), Path(root) / "run", resume=False, pool_factory=FakePool)

@@ -1,4 +1,4 @@
-"""Tests for essa.adapters: principal init and PEFT LoRA folders (written, read back, loaded by PEFT)."""
+"""Tests for essa.model.adapters: principal init and PEFT LoRA folders (written, read back, loaded by PEFT)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from essa.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, principal_init, read_peft_adapter, write_peft_adapter
+from essa.model.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, principal_init, read_peft_adapter, write_peft_adapter
 
 MODULES = ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj", "model.layers.1.self_attn.q_proj"]
 
@@ -253,7 +253,7 @@ def _model_folder(tmp_path, base: dict[str, np.ndarray]):
 
 
 def test_update_strength_is_the_median_relative_norm_of_the_update(tmp_path):
-    from essa.adapters import update_strength
+    from essa.model.adapters import update_strength
 
     shapes = {f"model.layers.{i}.self_attn.q_proj": (12, 10) for i in range(5)}
     base = random_base(shapes, seed=3)
@@ -268,7 +268,7 @@ def test_update_strength_is_the_median_relative_norm_of_the_update(tmp_path):
 
 
 def test_a_weak_warm_start_is_reported_with_the_fixes(capsys):
-    from essa.warm_start import WEAK_WARM_START, report_strength
+    from essa.model.warm_start import WEAK_WARM_START, report_strength
 
     report_strength(3e-3, "sft")
     quiet = capsys.readouterr()

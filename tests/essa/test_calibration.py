@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from essa.calibration import calibrate_sigma, calibration_prompts
+from essa.run.calibration import calibrate_sigma, calibration_prompts
 
 B = 16
 SCREEN, CONFIRM = list(range(B)), list(range(B, 2 * B))

@@ -1,4 +1,4 @@
-"""Tests for essa.checkpoint (exact resume, atomicity, corrupt files) and essa.sampler (epochs, state)."""
+"""Tests for essa.run.checkpoint (exact resume, atomicity, corrupt files) and essa.run.sampler (epochs, state)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from essa.checkpoint import BestPoint, Checkpoint, checkpoint_root, load_latest, save_checkpoint
-from essa.sampler import PromptSampler
+from essa.run.checkpoint import BestPoint, Checkpoint, checkpoint_root, load_latest, save_checkpoint
+from essa.run.sampler import PromptSampler
 from essa.search import make_strategy
 
 

@@ -46,7 +46,7 @@ def test_existing_run_is_not_overwritten(tmp_path, capsys):
 
 
 def test_eval_table_shows_rates_in_percent_and_every_key():
-    from essa.evaluate import format_table
+    from essa.report.evaluate import format_table
 
     table = format_table(
         {

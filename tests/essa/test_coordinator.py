@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from essa.adapters import read_peft_adapter
-from essa.checkpoint import load_latest
 from essa.config import load_config
-from essa.coordinator import align
+from essa.model.adapters import read_peft_adapter
+from essa.run.checkpoint import load_latest
+from essa.run.coordinator import align
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_pool import FakePool, write_tiny_model
@@ -373,7 +373,7 @@ def test_backtracking_returns_to_the_best_validated_point_with_a_smaller_step(mo
     assert "backtracked_to" not in lines[5]  # the last validation never backtracks: the run ends there
     sigma_before, sigma_after = lines[3]["sigma"], lines[4]["sigma"]
     assert sigma_after < 0.6 * sigma_before  # halved, then one ordinary update
-    from essa.checkpoint import load_checkpoint
+    from essa.run.checkpoint import load_checkpoint
 
     at_best = load_checkpoint(run / "checkpoints" / "gen_000002").strategy["mean"]
     after_fall = load_checkpoint(run / "checkpoints" / "gen_000004").strategy["mean"]
@@ -436,7 +436,7 @@ def test_when_no_validated_mean_beats_the_warm_start_every_report_says_the_expor
     model_dir, tmp_path, capsys
 ):
     from essa.cli import print_summary
-    from essa.status import format_status, run_status
+    from essa.report.status import format_status, run_status
 
     run = tmp_path / "run"
     adapter = align(
@@ -480,6 +480,6 @@ def test_each_generation_logs_the_faults_of_its_own_pool_calls(model_dir, tmp_pa
         {"restarts": 0, "retries": 0, "timeouts": 0},
         {"restarts": 0, "retries": 0, "timeouts": 0},
     ]
-    from essa.run_log import scalars
+    from essa.run.run_log import scalars
 
     assert scalars(gens[1])["faults/retries"] == 2.0

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from essa import dtypes
 from essa.config import load_config
-from essa.dtypes import cpu_has_native_bf16, engine_dtype
+from essa.model import dtypes
+from essa.model.dtypes import cpu_has_native_bf16, engine_dtype
 
 ZEN2_FLAGS = "fpu vme sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c avx2 bmi1 bmi2 sha_ni"  # AVX2 only
 ZEN4_FLAGS = ZEN2_FLAGS + " avx512f avx512bw avx512_vnni avx512_bf16"
@@ -49,7 +49,7 @@ def test_auto_takes_float32_only_on_a_cpu_without_native_bf16(monkeypatch, nativ
 
 
 def test_the_engines_get_the_resolved_dtype_and_the_run_says_why(monkeypatch, capsys):
-    from essa.rollout_pool import pool_from_config, worker_spec
+    from essa.run.rollout_pool import pool_from_config, worker_spec
 
     monkeypatch.setattr(dtypes, "cpu_has_native_bf16", lambda: False)
     cfg = load_config("gsm8k")

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from essa.models import EMBEDDED, ModelNotFoundError, _embedded_gguf_path, resolve_model
+from essa.model.provision import EMBEDDED, ModelNotFoundError, _embedded_gguf_path, resolve_model
 
 
 @pytest.fixture(scope="module")

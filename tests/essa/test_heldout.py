@@ -1,4 +1,4 @@
-"""essa.heldout.compare_heldout with a task that has standard figures (details), as Countdown does."""
+"""essa.report.heldout.compare_heldout with a task that has standard figures (details), as Countdown does."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from essa.config import load_config
-from essa.heldout import compare_heldout
+from essa.report.heldout import compare_heldout
 from essa.rewards.task import load_task
 from essa.workers.pool import PoolResult
 

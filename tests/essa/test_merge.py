@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from essa.adapters import read_peft_adapter, write_peft_adapter
 from essa.cli import main
-from essa.export import export_best
-from essa.merge import write_merged_model
+from essa.model.adapters import read_peft_adapter, write_peft_adapter
+from essa.model.merge import write_merged_model
+from essa.report.export import export_best
 
 sys.path.insert(0, str(Path(__file__).parent))
 import fake_pool
@@ -57,8 +57,8 @@ def test_transformers_loads_the_merged_default_model_and_it_answers_as_base_plus
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from essa.adapters import read_base_weights
-    from essa.models import resolve_model
+    from essa.model.adapters import read_base_weights
+    from essa.model.provision import resolve_model
 
     model_dir = resolve_model("smollm2-135m-instruct")
     rng = np.random.default_rng(0)

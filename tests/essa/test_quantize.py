@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from essa import quantize
-from essa.quantize import (
+from essa.model import quantize
+from essa.model.quantize import (
     dequantize_weight,
     is_quantized,
     load_scheme,
@@ -177,7 +177,7 @@ def test_a_failed_quantization_leaves_nothing_behind(tiny_model, cache, monkeypa
 
 def test_quantized_bases_resolve_to_lora_mode():
     from essa.config import load_config
-    from essa.rollout_pool import worker_spec
+    from essa.run.rollout_pool import worker_spec
     from essa.workers.engine import resolve_mode
 
     assert resolve_mode("auto") == "lora" and resolve_mode("merge") == "merge" and resolve_mode("lora") == "lora"
@@ -206,9 +206,9 @@ SAMPLING = {"temperature": 0.0, "max_tokens": 12}
 @pytest.mark.e2e
 @pytest.mark.timeout(900)
 def test_quantized_bases_generate_and_take_lora_candidates():
-    from essa.adapters import read_base_weights
-    from essa.models import resolve_model
-    from essa.svd_lora import SVDLoRA
+    from essa.model.adapters import read_base_weights
+    from essa.model.provision import resolve_model
+    from essa.model.svd_lora import SVDLoRA
     from essa.workers.engine import EngineOptions, VLLMEngine
 
     bf16 = resolve_model("smollm2-135m-instruct")
@@ -260,7 +260,7 @@ def test_quantized_bases_generate_and_take_lora_candidates():
 def test_int4_on_a_cpu_without_avx512_is_refused_before_anything_starts(monkeypatch, flags, gpus, refused):
     import platform
 
-    from essa import dtypes
+    from essa.model import dtypes
 
     monkeypatch.setattr(platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(dtypes, "cpu_flags", lambda: flags)

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from essa.adapters import ForeignFolderError
 from essa.cli import main
 from essa.config import load_config
-from essa.coordinator import align
-from essa.export import export_best
+from essa.model.adapters import ForeignFolderError
+from essa.report.export import export_best
+from essa.run.coordinator import align
 
 sys.path.insert(0, str(Path(__file__).parent))
 import fake_pool
@@ -72,7 +72,7 @@ def test_the_run_draws_its_reward_curve_and_essa_plot_compares_runs(finished_run
 
 
 def test_status_reads_a_finished_run(finished_run, capsys):
-    from essa.status import run_status
+    from essa.report.status import run_status
 
     status = run_status(finished_run)
     assert (status["generation"], status["generations"], status["held_by"]) == (6, 6, None)
@@ -88,8 +88,8 @@ def test_status_reads_a_finished_run(finished_run, capsys):
 
 
 def test_status_names_the_process_that_holds_a_run(finished_run):
-    from essa.run_dir import hold_run
-    from essa.status import run_status
+    from essa.report.status import run_status
+    from essa.run.run_dir import hold_run
 
     with hold_run(finished_run):
         assert "pid" in run_status(finished_run)["held_by"]
@@ -138,7 +138,7 @@ class FakeHubApi:
 
 
 def test_push_creates_the_repository_then_uploads_and_fails_clearly(finished_run, tmp_path):
-    from essa.hub import push_to_hub
+    from essa.report.hub import push_to_hub
 
     out = export_best(finished_run, tmp_path / "export")
     api = FakeHubApi()

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from essa import sft
 from essa.config import load_config
-from essa.models import resolve_model
+from essa.model import sft
+from essa.model.provision import resolve_model
 from essa.rewards import gsm8k, math500
 from essa.rewards.task import load_task
 
@@ -159,7 +159,7 @@ class FakeSamplingPool:
 
 def test_rejection_sampling_keeps_full_reward_draws_and_stops_when_it_has_enough(monkeypatch):
     calls: list = []
-    monkeypatch.setattr("essa.rollout_pool.pool_from_config", lambda cfg, basis, **kw: FakeSamplingPool(calls))
+    monkeypatch.setattr("essa.run.rollout_pool.pool_from_config", lambda cfg, basis, **kw: FakeSamplingPool(calls))
     cfg = load_config("ifeval", overrides=["sft.max_examples=3", "sft.samples_per_prompt=2"])
     task = load_task(cfg.task)
     pairs, source = sft.sft_pairs(cfg, task)
@@ -179,7 +179,7 @@ def test_rejection_sampling_that_keeps_nothing_names_the_fixes(monkeypatch):
             return result
 
     calls: list = []
-    monkeypatch.setattr("essa.rollout_pool.pool_from_config", lambda cfg, basis, **kw: NothingPasses(calls))
+    monkeypatch.setattr("essa.run.rollout_pool.pool_from_config", lambda cfg, basis, **kw: NothingPasses(calls))
     cfg = load_config("ifeval", overrides=["sft.max_examples=50"])
     task = load_task(cfg.task)
     task.splits["train"] = task.splits["train"][:10]
@@ -203,7 +203,7 @@ def test_few_shot_needs_reference_solutions():
 
 
 def test_sft_adapter_uses_the_cache_without_training(tmp_path, monkeypatch, gsm8k_task):
-    from essa.adapters import principal_init, read_base_weights, write_peft_adapter
+    from essa.model.adapters import principal_init, read_base_weights, write_peft_adapter
 
     cfg = load_config("gsm8k", overrides=["adapter.rank=2"])
     model_dir = resolve_model(cfg.model.name)

@@ -1,4 +1,4 @@
-"""Tests for essa.svd_lora: the map from a search vector to LoRA weights, step scales, persistence."""
+"""Tests for essa.model.svd_lora: the map from a search vector to LoRA weights, step scales, persistence."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from essa.svd_lora import SVDLoRA
+from essa.model.svd_lora import SVDLoRA
 
 
 def random_lora(modules, out_dim, in_dim, rank, seed=0, zero_b=()):

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from essa.config import ConfigError, load_config
-from essa.coordinator import align
-from essa.run_log import scalars, wandb_run_id
+from essa.run.coordinator import align
+from essa.run.run_log import scalars, wandb_run_id
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_pool import FakePool, write_tiny_model

@@ -22,7 +22,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def straight(model_dir, tmp_path_factory):
-    from essa.coordinator import align
+    from essa.run.coordinator import align
 
     run = tmp_path_factory.mktemp("straight") / "run"
     align(config(str(model_dir)), run, resume=False, pool_factory=FakePool)

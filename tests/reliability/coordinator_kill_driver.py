@@ -18,8 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "essa"))
 from fake_pool import FakePool
 
-import essa.checkpoint as checkpoint
-import essa.coordinator as coordinator
+import essa.run.checkpoint as checkpoint
+import essa.run.coordinator as coordinator
 from essa.config import load_config
 
 OVERRIDES = [

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from essa.cli import main
-from essa.models import resolve_model
+from essa.model.provision import resolve_model
 
 HERE = Path(__file__).resolve().parent
 
@@ -81,8 +81,8 @@ def test_sizes_above_the_split_they_draw_from(workdir, capsys):
 
 def test_a_validation_size_above_its_split_is_lowered_and_said(capsys):
     from essa.config import load_config
-    from essa.preflight import check_sizes
     from essa.rewards.task import load_task
+    from essa.run.preflight import check_sizes
 
     cfg = load_config("math500", None, {}, ["task.val_size=1000", "run.heldout_size=5000"])
     check_sizes(cfg, load_task(cfg.task))
@@ -206,8 +206,8 @@ def test_a_reward_plugin_that_fails_is_named_before_anything_starts(name, workdi
 
 def test_a_trl_reward_and_a_plain_reward_pass_the_trial_call():
     from essa.config import load_config
-    from essa.preflight import try_reward
     from essa.rewards.task import load_task
+    from essa.run.preflight import try_reward
 
     for spec in ("essa.rewards.countdown:partial_credit", None):
         cfg = load_config("countdown", None, {}, [f"task.reward={spec}"] if spec else [])
@@ -260,7 +260,7 @@ def test_status_trusts_the_checkpoint_over_a_truncated_log_and_prints_real_paths
 
 
 def test_a_failed_folder_swap_leaves_nothing_beside_the_target(tmp_path, monkeypatch):
-    from essa import adapters
+    from essa.model import adapters
 
     target, new = tmp_path / "out", tmp_path / "new"
     target.mkdir()
@@ -280,7 +280,7 @@ def test_a_failed_folder_swap_leaves_nothing_beside_the_target(tmp_path, monkeyp
 
 
 def test_a_failed_put_back_keeps_the_earlier_export(tmp_path, monkeypatch, capsys):
-    from essa import adapters
+    from essa.model import adapters
 
     target, new = tmp_path / "out", tmp_path / "new"
     target.mkdir()
@@ -395,8 +395,8 @@ def test_an_os_error_on_export_is_told_with_its_path_and_fix(straight, capsys):
 
 def test_with_reward_errors_zero_a_failing_trial_call_is_a_warning(tmp_path, capsys):
     from essa.config import load_config
-    from essa.preflight import try_reward
     from essa.rewards.task import load_task
+    from essa.run.preflight import try_reward
 
     plugin = tmp_path / "fails.py"
     plugin.write_text("def score(completion, example):\n    raise ValueError('unparsable')\n")

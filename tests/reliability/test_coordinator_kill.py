@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from essa.checkpoint import load_latest
-from essa.coordinator import align
+from essa.run.checkpoint import load_latest
+from essa.run.coordinator import align
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "essa"))

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import essa.checkpoint as checkpoint
 import essa.io
-from essa.checkpoint import load_latest
+import essa.run.checkpoint as checkpoint
 from essa.cli import main
-from essa.coordinator import align
+from essa.run.checkpoint import load_latest
+from essa.run.coordinator import align
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "essa"))

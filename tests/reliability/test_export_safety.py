@@ -9,10 +9,16 @@ import stat
 import numpy as np
 import pytest
 
-from essa.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ForeignFolderError, read_peft_adapter, write_peft_adapter
 from essa.cli import main
 from essa.config import load_config, to_yaml
-from essa.svd_lora import SVDLoRA
+from essa.model.adapters import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    ForeignFolderError,
+    read_peft_adapter,
+    write_peft_adapter,
+)
+from essa.model.svd_lora import SVDLoRA
 
 MODULE = "model.layers.0.self_attn.q_proj"
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from essa.adapters import read_peft_adapter
-from essa.checkpoint import load_latest, save_checkpoint
-from essa.models import ModelNotFoundError, resolve_model
+from essa.model.adapters import read_peft_adapter
+from essa.model.provision import ModelNotFoundError, resolve_model
+from essa.run.checkpoint import load_latest, save_checkpoint
 
 
 class Payload:
@@ -63,8 +63,8 @@ def test_a_model_folder_with_only_pickled_weights_is_refused(tmp_path):
 
 
 def test_an_object_array_planted_in_a_checkpoint_is_refused(tmp_path):
-    from essa.checkpoint import BestPoint, Checkpoint
-    from essa.sampler import PromptSampler
+    from essa.run.checkpoint import BestPoint, Checkpoint
+    from essa.run.sampler import PromptSampler
     from essa.search import make_strategy
 
     marker = tmp_path / "ran"

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from essa.config import load_config
-from essa.run_dir import RunInUseError, hold_run, new_run_dir
+from essa.run.run_dir import RunInUseError, hold_run, new_run_dir
 
 
 def test_a_second_holder_is_refused_with_the_first_ones_pid(tmp_path):
@@ -24,7 +24,7 @@ def test_a_second_holder_is_refused_with_the_first_ones_pid(tmp_path):
 def test_the_lock_dies_with_its_process(tmp_path):
     """A killed run never blocks its own resume: the kernel releases the lock."""
     code = (
-        "import os, sys; from pathlib import Path; from essa.run_dir import hold_run\n"
+        "import os, sys; from pathlib import Path; from essa.run.run_dir import hold_run\n"
         f"with hold_run(Path({str(tmp_path / 'run')!r})):\n    print('held', flush=True); os._exit(9)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -51,7 +51,7 @@ def test_default_run_directories_are_distinct(tmp_path, monkeypatch):
 
 
 def test_a_run_folder_made_for_a_run_that_never_started_is_taken_away(tmp_path):
-    from essa.run_dir import hold_run
+    from essa.run.run_dir import hold_run
 
     fresh = tmp_path / "fresh"
     with pytest.raises(RuntimeError):

@@ -13,8 +13,8 @@ from fractions import Fraction
 
 import pytest
 
-from essa import sft
 from essa.config import TaskConfig, load_config, packaged_config
+from essa.model import sft
 from essa.rewards import countdown
 from essa.rewards.countdown import FORMAT_SCORE, evaluate_equation, extract_equation, score
 from essa.rewards.task import TASKS, load_task

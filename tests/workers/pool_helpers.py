@@ -12,7 +12,7 @@ import numpy as np
 from essa.config import Config, EngineConfig, TaskConfig
 from essa.io import atomic_write_safetensors
 from essa.rewards.task import load_task
-from essa.rollout_pool import pool_from_config
+from essa.run.rollout_pool import pool_from_config
 
 HERE = Path(__file__).resolve().parent
 INDICES = [0, 3, 5, 7]

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from essa.adapters import principal_init, read_base_weights
-from essa.models import resolve_model
-from essa.svd_lora import SVDLoRA
+from essa.model.adapters import principal_init, read_base_weights
+from essa.model.provision import resolve_model
+from essa.model.svd_lora import SVDLoRA
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 

@@ -13,9 +13,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from essa.adapters import principal_init
 from essa.io import ram_dir
-from essa.svd_lora import SVDLoRA
+from essa.model.adapters import principal_init
+from essa.model.svd_lora import SVDLoRA
 
 
 class FailingLLM:

@@ -77,11 +77,11 @@ def describe(pids: list[int]) -> str:
 
 
 def test_real_engine_actor_killed_mid_generation_is_retried_with_identical_scores(ray_cluster, tmp_path: Path):
-    from essa.adapters import principal_init, read_base_weights
     from essa.config import Config
-    from essa.models import resolve_model
-    from essa.rollout_pool import pool_from_config
-    from essa.svd_lora import SVDLoRA
+    from essa.model.adapters import principal_init, read_base_weights
+    from essa.model.provision import resolve_model
+    from essa.model.svd_lora import SVDLoRA
+    from essa.run.rollout_pool import pool_from_config
 
     (tmp_path / "reward.py").write_text(REWARD)
     cfg = Config()

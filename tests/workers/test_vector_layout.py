@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from essa.svd_lora import SVDLoRA
+from essa.model.svd_lora import SVDLoRA
 from essa.workers.engine import lora_grouped
 from essa.workers.engine import lora_shared_basis as shared
 from essa.workers.engine.extension import merge_terms, merged_delta

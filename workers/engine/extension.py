@@ -68,7 +68,7 @@ class LoRABasisExtension:
 
     def essa_register_lora_basis(self, basis_path: str) -> int:
         """Register the basis for every vLLM LoRA layer it adapts; returns how many layers."""
-        from essa.svd_lora import SVDLoRA
+        from essa.model.svd_lora import SVDLoRA
         from essa.workers.engine import lora_shared_basis as shared
 
         basis = SVDLoRA.load(basis_path)
@@ -89,8 +89,8 @@ class EssaWorkerExtension(LoRABasisExtension):
     """Mixed into vLLM's Worker class; `self.model_runner` is the worker's model runner."""
 
     def essa_load_basis(self, basis_path: str, model_dir: str) -> int:
-        from essa.quantize import is_quantized
-        from essa.svd_lora import SVDLoRA
+        from essa.model.quantize import is_quantized
+        from essa.model.svd_lora import SVDLoRA
 
         if is_quantized(model_dir):
             raise ValueError(f"{model_dir} holds quantized weights, which cannot take a merged update: use mode lora")

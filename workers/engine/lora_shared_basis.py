@@ -1,6 +1,6 @@
 """Shared-basis LoRA on CPU: one LoRA computation per layer for the whole population.
 
-Every candidate adapter of a run comes from the same frozen SVD basis (essa/svd_lora.py):
+Every candidate adapter of a run comes from the same frozen SVD basis (essa/model/svd_lora.py):
 A_c = U_A diag(a_c) V_Aᵀ and B_c = U_B diag(b_c) V_Bᵀ, and only the r numbers a_c and b_c differ
 between candidates. For a token of candidate c:
 
@@ -53,7 +53,7 @@ class SliceBasis:
 
     @classmethod
     def of(cls, fa, fb) -> SliceBasis:
-        """The frozen U and V of one module's factors A and B (essa.svd_lora.FactorSVD), float32."""
+        """The frozen U and V of one module's factors A and B (essa.model.svd_lora.FactorSVD), float32."""
         f32: dict[str, Any] = dict(dtype=torch.float32)
         return cls(
             torch.as_tensor(fa.U, **f32),

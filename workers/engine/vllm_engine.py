@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from essa.adapters import write_peft_adapter
-from essa.quantize import is_quantized
-from essa.svd_lora import SVDLoRA
+from essa.model.adapters import write_peft_adapter
+from essa.model.quantize import is_quantized
+from essa.model.svd_lora import SVDLoRA
 from essa.workers.engine.scratch import check_scratch_space, claim_scratch
 from essa.workers.placement import cpu_kv_cache_gib
 
@@ -121,7 +121,7 @@ class VLLMEngine:
         )
         self.llm: LLM | None = LLM(
             options.model_dir,
-            dtype=cast("ModelDType", options.dtype),  # a dtype name vLLM takes (essa.dtypes.engine_dtype)
+            dtype=cast("ModelDType", options.dtype),  # a dtype name vLLM takes (essa.model.dtypes.engine_dtype)
             max_model_len=options.max_model_len,
             seed=options.seed,
             enforce_eager=options.enforce_eager,

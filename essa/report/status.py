@@ -13,9 +13,9 @@ import statistics
 import time
 from pathlib import Path
 
-from essa.checkpoint import checkpoint_dirs, load_latest
-from essa.run_dir import open_run, read_metrics
-from essa.run_files import RunFiles
+from essa.run.checkpoint import checkpoint_dirs, load_latest
+from essa.run.run_dir import open_run, read_metrics
+from essa.run.run_files import RunFiles
 
 RECENT = 5  # generations the time per generation is the median of
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from essa.io import atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_dir, read_json
-from essa.run_files import RunFiles
+from essa.run.run_files import RunFiles
 
 FORMAT = 1
 

@@ -19,70 +19,70 @@ class RunFiles:
 
     @property
     def config(self) -> Path:
-        """The resolved configuration, written last at creation: its presence marks a run (essa.run_dir)."""
+        """The resolved configuration, written last at creation: its presence marks a run (essa.run.run_dir)."""
         return self.root / "config.yaml"
 
     @property
     def warm_start(self) -> Path:
-        """The starting adapter, a PEFT LoRA folder (essa.run_dir)."""
+        """The starting adapter, a PEFT LoRA folder (essa.run.run_dir)."""
         return self.root / "warm_start"
 
     @property
     def basis(self) -> Path:
-        """The frozen SVD basis of the warm start (essa.svd_lora)."""
+        """The frozen SVD basis of the warm start (essa.model.svd_lora)."""
         return self.root / "basis.safetensors"
 
     @property
     def command(self) -> Path:
-        """The command line that started the run (essa.run_dir; the model card quotes it)."""
+        """The command line that started the run (essa.run.run_dir; the model card quotes it)."""
         return self.root / "command.txt"
 
     @property
     def inputs(self) -> Path:
-        """Fingerprints of the data, reward and model a resume checks (essa.inputs)."""
+        """Fingerprints of the data, reward and model a resume checks (essa.run.inputs)."""
         return self.root / "inputs.json"
 
     @property
     def calibration(self) -> Path:
-        """The measured initial step size, when search.sigma is null (essa.coordinator)."""
+        """The measured initial step size, when search.sigma is null (essa.run.coordinator)."""
         return self.root / "calibration.json"
 
     @property
     def metrics(self) -> Path:
-        """One JSON line per generation (essa.run_dir)."""
+        """One JSON line per generation (essa.run.run_dir)."""
         return self.root / "metrics.jsonl"
 
     @property
     def checkpoints(self) -> Path:
-        """gen_NNNNNN/ folders and the `latest` pointer (essa.checkpoint)."""
+        """gen_NNNNNN/ folders and the `latest` pointer (essa.run.checkpoint)."""
         return self.root / "checkpoints"
 
     @property
     def tensorboard(self) -> Path:
-        """The metrics as TensorBoard scalars (essa.run_log)."""
+        """The metrics as TensorBoard scalars (essa.run.run_log)."""
         return self.root / "tensorboard"
 
     @property
     def heldout(self) -> Path:
-        """Warm start against the exported point on held-out prompts (essa.heldout)."""
+        """Warm start against the exported point on held-out prompts (essa.report.heldout)."""
         return self.root / "heldout.json"
 
     @property
     def forgetting(self) -> Path:
-        """The same comparison on another task's test prompts (essa.forgetting)."""
+        """The same comparison on another task's test prompts (essa.report.forgetting)."""
         return self.root / "forgetting.json"
 
     @property
     def plot(self) -> Path:
-        """The reward curve, drawn at the end (essa.plots); an export carries a copy."""
+        """The reward curve, drawn at the end (essa.report.plots); an export carries a copy."""
         return self.root / "reward.png"
 
     @property
     def adapter(self) -> Path:
-        """The exported best point with its model card (essa.export)."""
+        """The exported best point with its model card (essa.report.export)."""
         return self.root / "adapter"
 
     @property
     def lock(self) -> Path:
-        """The OS lock of the process that holds the run (essa.run_dir)."""
+        """The OS lock of the process that holds the run (essa.run.run_dir)."""
         return self.root / ".lock"

@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from essa.adapters import ADAPTER_CONFIG, PEFT_PREFIX, write_peft_adapter
 from essa.config import Config
-from essa.dtypes import engine_dtype
 from essa.io import file_lock, read_json
-from essa.models import cache_dir
+from essa.model.adapters import ADAPTER_CONFIG, PEFT_PREFIX, write_peft_adapter
+from essa.model.dtypes import engine_dtype
+from essa.model.provision import cache_dir
 from essa.rewards.task import Task, load_task
 
 Pair = tuple[list[dict], str]  # (chat messages up to the user turn, the assistant response)
@@ -120,7 +120,7 @@ def sft_pairs(cfg: Config, task: Task) -> tuple[list[Pair], str]:
 
 def rejection_sample(cfg: Config, task: Task) -> list[Pair]:
     """Responses of the base model that earn at least sft.min_reward, deduplicated per prompt."""
-    from essa.rollout_pool import pool_from_config
+    from essa.run.rollout_pool import pool_from_config
 
     s = cfg.sft
     examples = task.examples(task.sft_split)

@@ -40,7 +40,7 @@ def quantized_model_dir(model_dir: str | Path, method: str) -> Path:
     never reuses a stale copy.
     """
     from essa.io import build_once
-    from essa.models import cache_dir
+    from essa.model.provision import cache_dir
 
     if method == "none":
         return Path(model_dir)
@@ -81,7 +81,7 @@ def local_cpu_problem(method: str, gpus: int, ray_address: str | None, resuming:
     import os
     import platform
 
-    from essa.dtypes import cpu_flags
+    from essa.model.dtypes import cpu_flags
 
     if method != "int4" or gpus > 0 or ray_address or os.environ.get("RAY_ADDRESS"):
         return None

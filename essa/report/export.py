@@ -9,19 +9,19 @@ from pathlib import Path
 
 import numpy as np
 
-from essa.adapters import ESSA_MARKER, write_peft_adapter
-from essa.checkpoint import BestPoint, load_latest
-from essa.merge import check_merge_target, write_merged_model
-from essa.model_card import model_card
-from essa.models import resolve_model
-from essa.run_dir import open_run, shared_base_name
-from essa.run_files import RunFiles
+from essa.model.adapters import ESSA_MARKER, write_peft_adapter
+from essa.model.merge import check_merge_target, write_merged_model
+from essa.model.provision import resolve_model
+from essa.report.model_card import model_card
+from essa.run.checkpoint import BestPoint, load_latest
+from essa.run.run_dir import open_run, shared_base_name
+from essa.run.run_files import RunFiles
 
 
 def write_plot(run_dir: Path) -> None:
-    """RUN/reward.png (essa.plots); a run without matplotlib still ends, with a warning."""
+    """RUN/reward.png (essa.report.plots); a run without matplotlib still ends, with a warning."""
     try:
-        from essa.plots import plot_runs
+        from essa.report.plots import plot_runs
 
         print(f"[essa] reward curve: {plot_runs([run_dir], RunFiles(run_dir).plot)}", flush=True)
     except ImportError as exc:
@@ -32,7 +32,7 @@ def write_plot(run_dir: Path) -> None:
 
 def export_best(run_dir: Path, out_dir: Path, merge: bool = False) -> Path:
     """Write the best point of a run (latest checkpoint) as a PEFT LoRA folder, or with `merge` as a full
-    model folder: the base model with the adapter merged in (essa.merge; the bf16 base, whatever
+    model folder: the base model with the adapter merged in (essa.model.merge; the bf16 base, whatever
     quantization the engines used)."""
     check_export_target(run_dir, out_dir)
     if merge:

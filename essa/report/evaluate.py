@@ -11,17 +11,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from essa.adapters import read_peft_adapter
 from essa.config import Config
+from essa.model.adapters import read_peft_adapter
+from essa.model.svd_lora import SVDLoRA
 from essa.rewards.task import load_task
 from essa.stats import PairedDifference, paired_difference
-from essa.svd_lora import SVDLoRA
 
 CHUNK = 128  # prompts per work item: big enough to batch well, small enough to show progress
 
 
 def evaluate(cfg: Config, split: str, adapter: Path | None, limit: int | None) -> dict:
-    from essa.rollout_pool import pool_from_config
+    from essa.run.rollout_pool import pool_from_config
 
     task = load_task(cfg.task)
     n = len(task.examples(split))
@@ -60,9 +60,9 @@ def evaluate(cfg: Config, split: str, adapter: Path | None, limit: int | None) -
 
 
 def compare_to_base(cfg: Config, adapter: Path, split: str, limit: int) -> tuple[PairedDifference, str]:
-    """The task's headline metric (essa.heldout) of the base model and of `adapter` on the same
+    """The task's headline metric (essa.report.heldout) of the base model and of `adapter` on the same
     first `limit` prompts of `split`, as a paired difference (after = the adapter), and its name."""
-    from essa.rollout_pool import pool_from_config
+    from essa.run.rollout_pool import pool_from_config
 
     task = load_task(cfg.task)
     indices = list(range(min(limit, len(task.examples(split)))))

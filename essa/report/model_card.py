@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from essa.config import Config
-from essa.run_dir import read_metrics
-from essa.run_files import RunFiles
-from essa.status import validations
+from essa.report.status import validations
+from essa.run.run_dir import read_metrics
+from essa.run.run_files import RunFiles
 
 
 def model_card(run_dir: Path, cfg: Config, base_model: str, best: dict, has_plot: bool, merged: bool = False) -> str:
-    """The card's text; `base_model` as the export names it (essa.run_dir.shared_base_name: no local path);
-    `merged`: the folder is the base model with the adapter merged in (essa.merge)."""
+    """The card's text; `base_model` as the export names it (essa.run.run_dir.shared_base_name: no local path);
+    `merged`: the folder is the base model with the adapter merged in (essa.model.merge)."""
     run_dir = Path(run_dir)
     v = validations(read_metrics(run_dir))
     done = v["generations"][-1]["generation"] + 1 if v["generations"] else 0

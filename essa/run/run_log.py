@@ -31,8 +31,8 @@ import re
 import sys
 from pathlib import Path
 
-from essa.run_dir import append_metrics
-from essa.run_files import RunFiles
+from essa.run.run_dir import append_metrics
+from essa.run.run_files import RunFiles
 
 
 class RunLog:

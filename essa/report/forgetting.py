@@ -3,7 +3,7 @@
 After the search, the warm start, the exported point and the base model are scored on the first
 `run.forgetting_size` prompts of the other task's test split, with that task's prompts, reward,
 headline metric and generation length (its packaged YAML), and the same paired comparison as the
-held-out one (essa.heldout), saved to RUN/forgetting.json. The engines are started again for it:
+held-out one (essa.report.heldout), saved to RUN/forgetting.json. The engines are started again for it:
 a pool serves one task's prompts. IFEval after aligning on GSM8K is the usual pairing.
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from essa.config import Config, load_config
-from essa.heldout import compare_heldout
+from essa.report.heldout import compare_heldout
 from essa.rewards.task import load_task
-from essa.run_files import RunFiles
+from essa.run.run_files import RunFiles
 
 
 def forgetting_config(cfg: Config) -> Config:

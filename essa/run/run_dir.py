@@ -1,6 +1,6 @@
 """A run directory: its creation and opening, its lock, its metrics log.
 
-Its files are named in essa.run_files.RunFiles (config.yaml, warm_start/, basis.safetensors,
+Its files are named in essa.run.run_files.RunFiles (config.yaml, warm_start/, basis.safetensors,
 command.txt, inputs.json, calibration.json, metrics.jsonl, checkpoints/, tensorboard/,
 heldout.json, forgetting.json, reward.png, adapter/, .lock), each with what writes it.
 """
@@ -18,13 +18,13 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from essa.adapters import write_peft_adapter
 from essa.config import Config, from_yaml_file, to_yaml
-from essa.inputs import record_inputs
 from essa.io import atomic_write_text
-from essa.models import EMBEDDED
-from essa.run_files import RunFiles
-from essa.svd_lora import SVDLoRA
+from essa.model.adapters import write_peft_adapter
+from essa.model.provision import EMBEDDED
+from essa.model.svd_lora import SVDLoRA
+from essa.run.inputs import record_inputs
+from essa.run.run_files import RunFiles
 
 
 class RunInUseError(RuntimeError):
@@ -143,8 +143,8 @@ def refuse_existing_run(run_dir: Path) -> None:
 
 
 def create_run(cfg: Config, run_dir: Path, warm: tuple[dict, int, float], inputs: dict | None = None) -> SVDLoRA:
-    """Lay out a new run around its warm start (lora, rank, lora_alpha; essa.warm_start): the start as a
-    PEFT folder, its SVD basis, the inputs' fingerprint (essa.inputs), then the config that marks the
+    """Lay out a new run around its warm start (lora, rank, lora_alpha; essa.model.warm_start): the start as a
+    PEFT folder, its SVD basis, the inputs' fingerprint (essa.run.inputs), then the config that marks the
     run usable. Refuses to overwrite an existing run."""
     refuse_existing_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

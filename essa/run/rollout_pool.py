@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from essa.config import Config
-from essa.dtypes import engine_dtype
-from essa.svd_lora import SVDLoRA
+from essa.model.dtypes import engine_dtype
+from essa.model.svd_lora import SVDLoRA
 
 
 def worker_spec(cfg: Config, basis: SVDLoRA | None):

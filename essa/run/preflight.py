@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from essa.config import Config
-from essa.models import resolve_model
+from essa.model.provision import resolve_model
 from essa.rewards.plugins import RewardError, SafeReward
 from essa.rewards.task import Task, load_task
 
@@ -71,7 +71,7 @@ def check_sizes(cfg: Config, task: Task) -> None:
 def check_adapter(cfg: Config, model_dir: Path) -> None:
     """The target modules exist in the model's weights (their names, from the headers), and an
     adapter.init folder is a readable PEFT LoRA adapter."""
-    from essa.models import weight_names
+    from essa.model.provision import weight_names
 
     names = weight_names(model_dir)
     projections = {name.split(".")[-2] for name in names if name.endswith(".weight") and name.count(".") >= 1}
@@ -83,7 +83,7 @@ def check_adapter(cfg: Config, model_dir: Path) -> None:
             f"its projections are {', '.join(known)}"
         )
     if cfg.adapter.init not in ("sft", "principal"):
-        from essa.adapters import read_peft_adapter
+        from essa.model.adapters import read_peft_adapter
 
         path = Path(cfg.adapter.init)
         if not path.is_dir():

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from essa.io import atomic_write_bytes
-from essa.run_dir import read_metrics
+from essa.run.run_dir import read_metrics
 
 
 def run_curves(run_dir: Path) -> dict:
