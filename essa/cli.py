@@ -15,6 +15,7 @@ ALIGN_FLAGS = {  # CLI option → config key
     "model": "model.name",
     "run_dir": "run.run_dir",
     "generations": "search.generations",
+    "max_minutes": "search.max_minutes",
     "popsize": "search.popsize",
     "batch_size": "task.batch_size",
     "max_new_tokens": "generation.max_new_tokens",
@@ -56,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--model", help="embedded model name, local folder or hub id")
     align.add_argument("--run-dir", help="where checkpoints, logs and the adapter go")
     align.add_argument("--generations", type=int, help="total generations (with --resume: extend the run)")
+    align.add_argument(
+        "--max-minutes",
+        type=float,
+        help="minutes of search (generations and validations, summed over resumes) after which the run finishes "
+        "as at its last generation: held-out comparison, export (default 0: no limit; with --resume: extend it)",
+    )
     align.add_argument("--popsize", type=int, help="candidates per generation (λ)")
     align.add_argument("--batch-size", type=int, help="prompts per candidate per generation (B)")
     align.add_argument("--max-new-tokens", type=int)

@@ -77,6 +77,9 @@ class SFTConfig:
 class SearchConfig:
     strategy: str = "cma_auto"
     generations: int = 20
+    # Minutes of search (generations and their validations, summed over resumes) after which the
+    # generation under way is the last; 0: no limit. The held-out comparison and export follow.
+    max_minutes: float = 0.0
     popsize: int = 16
     sigma: float | None = None  # initial step in units of each factor's RMS singular value; None: calibrate
     calibration_sigmas: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
@@ -309,6 +312,7 @@ def load_config(
 # generation, engine.mode / lora_kernel / deterministic) is refused.
 RESUMABLE_KEYS = (
     "search.generations",
+    "search.max_minutes",
     "engine.gpus",
     "engine.workers",
     "engine.tensor_parallel_size",
@@ -409,6 +413,8 @@ def validate(cfg: Config) -> None:
         problems.append(f"search.calibration_snr={s.calibration_snr} must be >= 0")
     if s.generations < 1:
         problems.append(f"search.generations={s.generations} (--generations) must be >= 1")
+    if not (math.isfinite(s.max_minutes) and s.max_minutes >= 0):
+        problems.append(f"search.max_minutes={s.max_minutes} (--max-minutes) must be >= 0 (0: no time limit)")
     if r.wandb_project is not None and importlib.util.find_spec("wandb") is None:
         problems.append(
             f"run.wandb_project={r.wandb_project!r} needs the wandb package: pip install wandb "

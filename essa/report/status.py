@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from essa.run.checkpoint import checkpoint_dirs, load_latest
-from essa.run.run_dir import open_run, read_metrics
+from essa.run.run_dir import open_run, read_metrics, search_seconds
 from essa.run.run_files import RunFiles
 
 RECENT = 5  # generations the time per generation is the median of
@@ -66,6 +66,11 @@ def run_status(run_dir: Path) -> dict:
     recent = [float(r["time"]["total"]) for r in gens[-RECENT:] if (r.get("time") or {}).get("total")]
     per_gen = statistics.median(recent) if recent else None
     left = max(0, cfg.search.generations - done)
+    spent = search_seconds(run_dir, done)
+    budget = cfg.search.max_minutes * 60  # 0: no time limit
+    eta = per_gen * left if per_gen is not None else None
+    if budget and eta is not None:
+        eta = min(eta, max(0.0, budget - spent))
     checkpoints = checkpoint_dirs(run_dir)
     last = checkpoints[-1] if checkpoints else None
     return {
@@ -80,7 +85,10 @@ def run_status(run_dir: Path) -> dict:
         "validation_best": best[1] if best else None,
         "validation_best_after": best[0] if best else None,
         "seconds_per_generation": per_gen,
-        "eta_seconds": per_gen * left if per_gen is not None else None,
+        "eta_seconds": eta,
+        "search_seconds": spent,
+        "max_minutes": cfg.search.max_minutes,
+        "finished": left == 0 or bool(budget and spent >= budget),
         "held_by": lock_holder(run_dir),
         "last_checkpoint": last.name if last else None,
         "last_checkpoint_age_s": time.time() - (last / "state.json").stat().st_mtime if last else None,
@@ -116,7 +124,7 @@ def format_status(s: dict) -> str:
         hours, minutes = divmod(minutes, 60)
         return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{sec:02d}s"
 
-    finished = s["generation"] >= s["generations"]
+    finished = s.get("finished", s["generation"] >= s["generations"])
     running = (
         f"yes, {s['held_by']}"
         if s["held_by"]
@@ -146,6 +154,11 @@ def format_status(s: dict) -> str:
         ("train reward (last)", num(s["reward_mean_last"])),
         ("validation", f"warm start {num(s['validation_start'])}, best {best}"),
         ("time per generation", duration(s["seconds_per_generation"])),
+        (
+            "search time",
+            duration(s.get("search_seconds"))
+            + (f" of {s['max_minutes']:g} min (search.max_minutes)" if s.get("max_minutes") else ""),
+        ),
         ("ETA", "done" if finished else duration(s["eta_seconds"])),
         ("running", running),
         (

@@ -35,6 +35,7 @@ from essa.run.run_dir import (
     hold_run,
     open_run,
     refuse_existing_run,
+    search_seconds,
     truncate_metrics,
 )
 from essa.run.run_files import RunFiles
@@ -56,6 +57,7 @@ class Search:
     sampler: PromptSampler
     best: BestPoint  # the best validated point so far (the warm start until a mean validates above it)
     generation: int  # generations completed
+    seconds: float = 0.0  # their time with their validations, as metrics.jsonl records it (search.max_minutes)
 
 
 def align(
@@ -107,16 +109,18 @@ def _align(
     else:
         assert cfg is not None  # a new run is given its config (essa.cli)
         changed, done, basis = {}, None, None
-    if done is not None and done.generation >= cfg.search.generations and not heldout_due(cfg, run_dir):
+    if done is not None and search_finished(cfg, run_dir, done.generation) and not heldout_due(cfg, run_dir):
         best_z, ran = done.best.z, False  # finished: the engines owe it nothing
-        if unused := [key for key in changed if key != "search.generations"]:
+        if unused := [key for key in changed if key not in ("search.generations", "search.max_minutes")]:
             print(
                 f"[essa] {run_dir} has nothing left to run; ignoring {', '.join(unused)}", file=sys.stderr, flush=True
             )
         if forgetting_due(cfg, run_dir):
             check_task(cfg)
         else:
-            print(f"[essa] {run_dir} already ran {done.generation} generations; exporting its best point", flush=True)
+            print(
+                f"[essa] {run_dir} {finished_how(cfg, run_dir, done.generation)}; exporting its best point", flush=True
+            )
     else:
         task, basis = prepare_run(cfg, run_dir, basis, changed, allow_change, checked)
         best_z, ran = search_on_engines(cfg, run_dir, basis, task, pool_factory, done)
@@ -210,6 +214,25 @@ def heldout_due(cfg: Config, run_dir: Path) -> bool:
     return bool(cfg.run.heldout_size) and not RunFiles(run_dir).heldout.is_file()
 
 
+def search_finished(cfg: Config, run_dir: Path, generations_done: int) -> bool:
+    """All its generations ran, or its search.max_minutes are spent."""
+    return generations_done >= cfg.search.generations or out_of_time(cfg, search_seconds(run_dir, generations_done))
+
+
+def out_of_time(cfg: Config, seconds: float) -> bool:
+    return cfg.search.max_minutes > 0 and seconds >= cfg.search.max_minutes * 60
+
+
+def finished_how(cfg: Config, run_dir: Path, generations_done: int) -> str:
+    if generations_done >= cfg.search.generations:
+        return f"already ran {generations_done} generations"
+    minutes = search_seconds(run_dir, generations_done) / 60
+    return (
+        f"spent its search.max_minutes={cfg.search.max_minutes:g} ({minutes:.1f} min, {generations_done} generations; "
+        "a larger --max-minutes with --resume continues it)"
+    )
+
+
 def forgetting_due(cfg: Config, run_dir: Path) -> bool:
     """Likewise for the forgetting check."""
     return bool(cfg.run.forgetting_task) and not RunFiles(run_dir).forgetting.is_file()
@@ -245,7 +268,7 @@ def run_generations(
 ) -> None:
     total = cfg.search.generations
     progress = Progress(total, search.generation, search.best.validation)
-    while search.generation < total and not search.strategy.stop():
+    while search.generation < total and not search.strategy.stop() and not out_of_time(cfg, search.seconds):
         g, started, faults = search.generation, time.perf_counter(), fault_counts(pool)
         # ask: λ candidates, in units of the per-factor step scales
         z = search.strategy.ask()
@@ -258,11 +281,15 @@ def run_generations(
         ask_tell = time.perf_counter() - tell_started
         search.generation = g + 1
         stopped = search.strategy.stop()  # converged: this generation is the last
-        last = search.generation == total or bool(stopped)
         record = generation_record(g, result, search, ask_tell, time.perf_counter() - started)
+        timed_out = out_of_time(cfg, search.seconds + record["time"]["total"])  # search.max_minutes spent
+        last = search.generation == total or bool(stopped) or timed_out
         # validate the mean every k generations and at the end; keep the best (or go back to it)
         if search.generation % cfg.run.validate_every == 0 or last:
+            validating = time.perf_counter()
             validate_mean(cfg, pool, search, val_indices, record, last)
+            record["time"]["validate"] = round(time.perf_counter() - validating, 4)
+        search.seconds += record["time"]["total"] + record["time"].get("validate", 0.0)
         record["faults"] = {k: n - faults[k] for k, n in fault_counts(pool).items()}  # this generation's
         # log first, then checkpoint: a kill in between redoes the generation, never loses its line
         log.append(record)
@@ -272,6 +299,12 @@ def run_generations(
         if stopped:
             progress.write(
                 f"[essa] the search converged after generation {search.generation} ({_reasons(stopped)}); stopping"
+            )
+        elif timed_out and search.generation < total:
+            progress.write(
+                f"[essa] search.max_minutes={cfg.search.max_minutes:g} spent after generation {search.generation} "
+                f"({search.seconds / 60:.1f} min of search); stopping. essa align --resume {run_dir} --max-minutes M "
+                "(a larger M) continues it"
             )
     progress.close()
 
@@ -319,6 +352,7 @@ def restore(cfg: Config, basis: SVDLoRA, task, run_dir: Path, sigma: float, ckpt
         sampler.load_state_dict(ckpt.sampler)
         search.best, search.generation = ckpt.best, ckpt.generation
     truncate_metrics(run_dir, search.generation)
+    search.seconds = search_seconds(run_dir, search.generation)
     return search
 
 

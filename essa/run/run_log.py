@@ -7,7 +7,7 @@ TensorBoard tags, per generation (step = generations completed):
     train/snr                    between-candidate signal over its sampling noise (essa.stats)
     search/sigma
     speed/tokens_per_s           generated tokens over the generation's wall time
-    time/<part>_s                total, generate, apply, score, ask_tell
+    time/<part>_s                total, generate, apply, score, ask_tell; validate (the mean's validation, when it ran)
     faults/<count>               restarts, retries, timeouts of the rollout pool in that generation
     validation/reward            when the generation validated (step 0: the warm start)
     validation/base_model        step 0 only

@@ -483,3 +483,45 @@ def test_each_generation_logs_the_faults_of_its_own_pool_calls(model_dir, tmp_pa
     from essa.run.run_log import scalars
 
     assert scalars(gens[1])["faults/retries"] == 2.0
+
+
+def test_a_time_budget_ends_the_search_like_its_last_generation_and_resume_extends_it(
+    model_dir, tmp_path, monkeypatch, capsys
+):
+    from types import SimpleNamespace
+
+    from essa.run import coordinator
+
+    ticks = iter(range(0, 10**6, 10))  # a fake clock for the loop: every reading is 10 s after the last
+    monkeypatch.setattr(coordinator, "time", SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+    run = tmp_path / "run"
+    cfg = config(model_dir, "search.sigma=0.5", "search.max_minutes=1", "run.heldout_size=16", "run.heldout_split=test")
+    align(cfg, run, resume=False, pool_factory=FakePool)
+    # a generation reads the clock four times (30 s), a validation twice (10 s): 30 + 30 reaches 60 s
+    gens = [m for m in metrics(run) if m["generation"] >= 0]
+    assert [m["generation"] for m in gens] == [0, 1] and [m["time"]["total"] for m in gens] == [30.0, 30.0]
+    assert "validation" in gens[-1] and gens[-1]["time"]["validate"] == 10.0  # validated as the last one
+    assert load_latest(run).generation == 2  # checkpointed as the last one
+    assert (run / "heldout.json").is_file() and (run / "adapter" / "adapter_model.safetensors").is_file()
+    assert "search.max_minutes=1 spent after generation 2 (1.2 min of search)" in capsys.readouterr().out
+
+    def no_pool(cfg, basis):
+        raise AssertionError("a run that spent its time must not start engines")
+
+    align(None, run, resume=True, pool_factory=no_pool)
+    assert "spent its search.max_minutes=1 (1.2 min, 2 generations" in capsys.readouterr().out
+    from essa.report.status import format_status, run_status
+
+    status = run_status(run)
+    assert status["finished"] and status["search_seconds"] == 70.0 and status["generation"] == 2
+    text = format_status(status)
+    assert "1m10s of 1 min (search.max_minutes)" in text and re.search(r"^ETA\s+done$", text, re.M)
+    # two minutes in all: the 70 s already spent count, so two more generations (100 s, then 140 s)
+    align(None, run, resume=True, changes={"search.max_minutes": 2.0}, pool_factory=FakePool)
+    gens = [m for m in metrics(run) if m["generation"] >= 0]
+    assert [m["generation"] for m in gens] == [0, 1, 2, 3] and load_latest(run).generation == 4
+
+
+def test_a_negative_time_budget_is_refused():
+    with pytest.raises(ValueError, match=r"search.max_minutes=-1.0 \(--max-minutes\) must be >= 0"):
+        load_config("gsm8k", None, {}, ["search.max_minutes=-1"])
