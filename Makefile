@@ -47,7 +47,7 @@ demo: setup
 		--generations 24 --max-minutes 10 run.heldout_size=200
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 # Unit tests only: no vLLM engine and no Ray (about three minutes).
 test-fast: setup
