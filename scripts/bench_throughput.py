@@ -52,7 +52,19 @@ def main() -> None:
         "per-adapter matmuls, and/or vLLM's own torch ops",
     )
     parser.add_argument("--data-dir", help="folder with gsm8k/*.jsonl (default $ESSA_DATA_DIR)")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "bfloat16", "float16", "float32"],
+        help="weights of the engine (default auto, as essa align: float32 on a CPU without native bf16)",
+    )
     args = parser.parse_args()
+    import torch
+
+    from essa.model.dtypes import engine_dtype
+
+    args.dtype, why = engine_dtype(args.dtype, gpu=torch.cuda.is_available())
+    print(f"engine dtype: {args.dtype}{f' ({why})' if why else ''}", flush=True)
     from essa.config import TaskConfig
     from essa.rewards.data import DataError
     from essa.rewards.task import load_task
@@ -68,7 +80,8 @@ def main() -> None:
             rows += bench_mode(args, mode, kernel)
 
     print(
-        f"\nT={args.tokens} new tokens per prompt (EOS ignored), rounds={args.rounds}, eager={args.enforce_eager}; "
+        f"\nT={args.tokens} new tokens per prompt (EOS ignored), rounds={args.rounds}, eager={args.enforce_eager}, "
+        f"dtype={args.dtype}; "
         "lora = essa's shared-basis CPU LoRA, lora-g = its grouped per-adapter ops, lora-v = vLLM's own torch ops"
     )
     header = (
@@ -107,6 +120,7 @@ def bench_mode(args, mode: str, kernel: str) -> list[dict]:
         model=args.model,
         engine_options=dict(
             mode=mode,
+            dtype=args.dtype,
             kv_cache_gib=args.kv_cache_gib,
             max_loras=max(args.popsize),
             enforce_eager=args.enforce_eager,
