@@ -31,6 +31,23 @@ import time
 import numpy as np
 
 
+def cpu_description() -> str:
+    """The CPU's model name, core count and the SIMD flags that decide its speed, for the figures' header."""
+    import os
+    from pathlib import Path
+
+    from essa.model.dtypes import cpu_flags
+
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
+    flags = cpu_flags() or set()
+    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name or 'unknown model'}, {os.cpu_count()} cores, {' '.join(simd) or 'none of avx2/avx512/amx'}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct")
@@ -64,6 +81,7 @@ def main() -> None:
     from essa.model.dtypes import engine_dtype
 
     args.dtype, why = engine_dtype(args.dtype, gpu=torch.cuda.is_available())
+    print(f"CPU: {cpu_description()}", flush=True)
     print(f"engine dtype: {args.dtype}{f' ({why})' if why else ''}", flush=True)
     from essa.config import TaskConfig
     from essa.rewards.data import DataError
