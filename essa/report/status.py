@@ -54,7 +54,8 @@ def best_point(run_dir: Path, v: dict | None = None) -> tuple[int, float] | None
 
 def run_status(run_dir: Path) -> dict:
     cfg, _ = open_run(run_dir)
-    v = validations(read_metrics(run_dir))
+    records = read_metrics(run_dir)
+    v = validations(records)
     gens = v["generations"]
     logged = gens[-1]["generation"] + 1 if gens else 0
     try:
@@ -66,7 +67,7 @@ def run_status(run_dir: Path) -> dict:
     recent = [float(r["time"]["total"]) for r in gens[-RECENT:] if (r.get("time") or {}).get("total")]
     per_gen = statistics.median(recent) if recent else None
     left = max(0, cfg.search.generations - done)
-    spent = search_seconds(run_dir, done)
+    spent = search_seconds(records, done)
     budget = cfg.search.max_minutes * 60  # 0: no time limit
     eta = per_gen * left if per_gen is not None else None
     if budget and eta is not None:

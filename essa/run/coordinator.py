@@ -34,6 +34,7 @@ from essa.run.run_dir import (
     create_run,
     hold_run,
     open_run,
+    read_metrics,
     refuse_existing_run,
     search_seconds,
     truncate_metrics,
@@ -216,7 +217,9 @@ def heldout_due(cfg: Config, run_dir: Path) -> bool:
 
 def search_finished(cfg: Config, run_dir: Path, generations_done: int) -> bool:
     """All its generations ran, or its search.max_minutes are spent."""
-    return generations_done >= cfg.search.generations or out_of_time(cfg, search_seconds(run_dir, generations_done))
+    return generations_done >= cfg.search.generations or out_of_time(
+        cfg, search_seconds(read_metrics(run_dir), generations_done)
+    )
 
 
 def out_of_time(cfg: Config, seconds: float) -> bool:
@@ -226,7 +229,7 @@ def out_of_time(cfg: Config, seconds: float) -> bool:
 def finished_how(cfg: Config, run_dir: Path, generations_done: int) -> str:
     if generations_done >= cfg.search.generations:
         return f"already ran {generations_done} generations"
-    minutes = search_seconds(run_dir, generations_done) / 60
+    minutes = search_seconds(read_metrics(run_dir), generations_done) / 60
     return (
         f"spent its search.max_minutes={cfg.search.max_minutes:g} ({minutes:.1f} min, {generations_done} generations; "
         "a larger --max-minutes with --resume continues it)"
@@ -352,7 +355,7 @@ def restore(cfg: Config, basis: SVDLoRA, task, run_dir: Path, sigma: float, ckpt
         sampler.load_state_dict(ckpt.sampler)
         search.best, search.generation = ckpt.best, ckpt.generation
     truncate_metrics(run_dir, search.generation)
-    search.seconds = search_seconds(run_dir, search.generation)
+    search.seconds = search_seconds(read_metrics(run_dir), search.generation)
     return search
 
 

@@ -200,12 +200,13 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return records
 
 
-def search_seconds(run_dir: Path, generations_done: int) -> float:
-    """The search's time over its first `generations_done` generations, as metrics.jsonl records it:
-    each generation's own time and its validation's (what search.max_minutes counts)."""
+def search_seconds(records: list[dict], generations_done: int) -> float:
+    """The search's time over its first `generations_done` generations, as the metrics lines
+    (read_metrics) record it: each generation's own time and its validation's (what
+    search.max_minutes counts)."""
     return sum(
         float(times.get("total", 0.0)) + float(times.get("validate", 0.0))
-        for r in read_metrics(run_dir)
+        for r in records
         if 0 <= r.get("generation", -1) < generations_done
         for times in [r.get("time") or {}]
     )
