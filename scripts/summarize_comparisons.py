@@ -10,7 +10,10 @@ paired by run. "best" is the best of the scored points, picked on the same held-
 is reported on (both sides alike): an optimistic figure; "final" is the point at the budget:
 for essa run with --essa-validation, its exported best validated point (picked on validation
 prompts, not on the reported ones). Runs that scored per-prompt rewards also get, per run, the
-paired 95% interval of essa's final point minus GRPO's on the held-out prompts. With one scored
+paired 95% interval of essa's final point minus GRPO's on the held-out prompts. Runs that scored the
+task's own metric (Countdown, GSM8K: solved) get the same table for it, in points, and the work
+each side did within its budget: completions and tokens generated (training, and essa's validations),
+and where its wall clock went. With one scored
 point per side (--points 1) the "best" column is that point, the mean at the budget, and the line
 over the runs for "best" is left out.
 """
@@ -98,6 +101,117 @@ def exported_table(folders: list[Path], runs: list[dict]) -> str:
             f"| {rows['essa']['trained']} generations / {rows['grpo']['trained']} steps "
             f"| {rows['essa']['peak_rss_gib']:.2f} / {rows['grpo']['peak_rss_gib']:.2f} |"
         )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def headline_table(runs: list[dict]) -> str:
+    """The task's own metric per run (compare_grpo.py's paired_headline; Countdown, GSM8K: solved), in
+    points: the start, each side's final point, their paired 95% intervals on the held-out prompts; then,
+    over the runs, each gain's mean with a 95% Student-t interval."""
+    scored = [r for r in runs if r.get("paired_headline")]
+    if not scored:
+        return ""
+    ci = lambda d: f"{100 * d['diff']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"  # noqa: E731
+    pct = lambda p: f"{100 * float(np.mean(p['headline'])):.1f}%"  # noqa: E731
+    lines = [
+        "| seed | start | essa final | GRPO final | essa − start | GRPO − start | essa − GRPO |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    gains: dict[str, list[float]] = {"essa - start": [], "grpo - start": [], "essa - grpo": []}
+    for r in scored:
+        paired = r["paired_headline"]
+        start = next(p for p in r["points"] if p["side"] == "start")
+        finals = {s: final_point(r, s) for s in SIDES}
+        cells = [ci(paired[k]) if k in paired else "-" for k in gains]
+        lines.append(
+            f"| {r['settings']['args']['seed']} | {pct(start)} | "
+            + " | ".join(pct(finals[s]) if finals[s] else "-" for s in SIDES)
+            + f" | {' | '.join(cells)} |"
+        )
+        for k in gains:
+            if k in paired:
+                gains[k].append(100 * paired[k]["diff"])
+    metric = scored[0].get("headline_metric") or "metric"
+    lines.append("")
+    lines.append(
+        f"- {metric}, points, over {len(scored)} runs, mean [95% t]: "
+        + "; ".join(f"{k} {interval_points(v)}" for k, v in gains.items() if v)
+    )
+    return "\n".join(lines)
+
+
+def interval_points(values: list[float]) -> str:
+    mean, half = learning_curves.interval(values)
+    return f"{mean:+.1f}" if np.isnan(half) else f"{mean:+.1f} [{mean - half:+.1f}, {mean + half:+.1f}]"
+
+
+def final_point(results: dict, side: str) -> dict | None:
+    """What a side delivered at its budget among the scored points: essa's exported point when there is one."""
+    mine = [p for p in results["points"] if p["side"] == side and "headline" in p]
+    return ([p for p in mine if p.get("point") == "exported"] or mine or [None])[-1]
+
+
+def work(results: dict) -> dict[str, dict]:
+    """Per side, from the logs compare_grpo.py keeps in results.json: completions and tokens generated in
+    its budget and where the wall clock went. essa: the generations' completions (λ·B each) and tokens,
+    its validations' completions (tokens are not logged for them), the seconds spent generating, in the
+    update (ask/tell, adapters built and applied), validating, and the rest (start-up and engines). GRPO
+    (TRL's logs): completions (prompts × group per step), completion tokens (mean length × completions),
+    the seconds in its optimizer steps (rollouts and update together, TRL's step_time) and the rest."""
+    out: dict[str, dict] = {}
+    logs, runs = results.get("logs", {}), results.get("runs", {})
+    essa_cmd = results.get("settings", {}).get("essa_command") or []
+    option = lambda name: int(essa_cmd[essa_cmd.index(name) + 1]) if name in essa_cmd else None  # noqa: E731
+    records = [m for m in logs.get("essa_metrics", []) if m.get("generation", -1) >= 0]
+    if "essa" in runs and records:
+        popsize, batch = option("--popsize"), option("--batch-size")
+        val_size = next((int(a.split("=")[1]) for a in essa_cmd if str(a).startswith("task.val_size=")), 0)
+        times = lambda key: sum(m["time"].get(key, 0.0) for m in records)  # noqa: E731
+        validations = sum(1 for m in records if "validation" in m) + 2  # and the start's: warm start and base
+        wall = runs["essa"]["wall_s"]
+        out["essa"] = {
+            "steps": len(records),
+            "completions": len(records) * popsize * batch if popsize and batch else None,
+            "tokens": sum(m.get("tokens", 0) for m in records),
+            "validation_completions": validations * val_size,
+            "generate_s": times("generate"),
+            "update_s": times("ask_tell") + times("apply"),
+            "validate_s": times("validate"),
+            "other_s": wall - times("total") - times("validate"),
+        }
+    steps = [g for g in logs.get("grpo_logs", []) if "step_time" in g]
+    if "grpo" in runs and steps:
+        grpo = results.get("settings", {}).get("grpo", {})
+        per_step = int(grpo.get("prompts_per_step", 0)) * int(grpo.get("num_generations", 0)) or None
+        out["grpo"] = {
+            "steps": len(steps),
+            "completions": len(steps) * per_step if per_step else None,
+            "tokens": round(sum(g["completions/mean_length"] * (per_step or 0) for g in steps)),
+            "validation_completions": 0,
+            "step_s": sum(g["step_time"] for g in steps),
+            "other_s": runs["grpo"]["wall_s"] - sum(g["step_time"] for g in steps),
+        }
+    return out
+
+
+def work_table(runs: list[dict]) -> str:
+    """Each run's work per side (work()): steps, completions, tokens and the wall clock's split."""
+    lines = [
+        "| seed | side | steps | completions (+ validation) | tokens generated | wall clock split, s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        for side, w in work(r).items():
+            split = (
+                f"generate {w['generate_s']:.0f}, update {w['update_s']:.0f}, validate {w['validate_s']:.0f}, "
+                f"start-up and other {w['other_s']:.0f}"
+                if side == "essa"
+                else f"optimizer steps (rollouts + update) {w['step_s']:.0f}, start-up and other {w['other_s']:.0f}"
+            )
+            lines.append(
+                f"| {r['settings']['args']['seed']} | {side} | {w['steps']} | {w['completions']} "
+                f"(+ {w['validation_completions']}) | {w['tokens']} | {split} |"
+            )
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -198,6 +312,10 @@ def main() -> int:
     print(table(runs))
     if exported := exported_table(args.folders, runs):
         print("\nessa's exported best validated point against GRPO's final adapter:\n" + exported)
+    if headline := headline_table(runs):
+        print(f"\nthe task's own metric ({runs[0].get('headline_metric')}), final points, in points:\n" + headline)
+    if done := work_table(runs):
+        print("\nwork within the budget:\n" + done)
     if args.png:
         plot(runs, args.png)
         print(f"\nfigure: {args.png}")

@@ -247,3 +247,82 @@ def test_exported_points_are_tabled_with_the_time_their_generation_was_saved(tmp
     assert "| 3 | 2 | 0.500 | +0.250 [" in text and "| 6 (435 s) |" in text and "| 19 generations / 19 steps |" in text
     # the per-run table: the exported point is essa's final; its best is over the scored means only
     assert "| 3 | 0.500 | +0.250 | -0.050 (generation 19, 877 s) |" in summarize_comparisons.table([results])
+
+
+def test_the_tasks_own_metric_and_each_sides_work_are_summarized_per_run():
+    import summarize_comparisons
+
+    def results(seed: int, essa_solved: list[float], grpo_solved: list[float]) -> dict:
+        start = {"side": "start", "label": "warm start", "wall_s": 0.0, "reward": 0.4, "headline": [0.0, 1.0, 0.0, 0.0]}
+        points = [
+            {
+                "side": "essa",
+                "label": "generation 8",
+                "point": "mean",
+                "wall_s": 590.0,
+                "reward": 0.4,
+                "headline": [0.0] * 4,
+            },
+            {
+                "side": "essa",
+                "label": "exported (gen 4)",
+                "point": "exported",
+                "wall_s": 590.0,
+                "reward": 0.5,
+                "headline": essa_solved,
+            },
+            {"side": "grpo", "label": "step 12", "wall_s": 580.0, "reward": 0.45, "headline": grpo_solved},
+        ]
+        return {
+            "start_reward": 0.4,
+            "headline_metric": "solved",
+            "points": [start] + points,
+            "paired_headline": compare_grpo.paired_finals(start, points, ["essa", "grpo"], key="headline"),
+            "settings": {
+                "args": {"seed": seed},
+                "essa_command": ["essa", "--popsize", "32", "--batch-size", "8", "task.val_size=128"],
+                "grpo": {"prompts_per_step": 4, "num_generations": 4},
+            },
+            "runs": {"essa": {"wall_s": 600.0}, "grpo": {"wall_s": 600.0}},
+            "logs": {
+                "essa_metrics": [
+                    {"generation": -1, "validation": 0.4},
+                    {
+                        "generation": 0,
+                        "tokens": 1000,
+                        "time": {"apply": 1.0, "generate": 40.0, "ask_tell": 0.5, "total": 42.0},
+                    },
+                    {
+                        "generation": 1,
+                        "tokens": 1100,
+                        "validation": 0.5,
+                        "time": {"apply": 1.0, "generate": 41.0, "ask_tell": 0.5, "total": 43.0, "validate": 20.0},
+                    },
+                ],
+                "grpo_logs": [{"step": s, "step_time": 40.0, "completions/mean_length": 50.0} for s in (1, 2, 3)],
+            },
+        }
+
+    runs = [
+        results(0, [1.0, 1.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]),
+        results(1, [1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 0.0]),
+    ]
+    text = summarize_comparisons.headline_table(runs)
+    # seed 0: start 25%, essa 50%, GRPO 25%: essa - start +25 points, GRPO - start +0, essa - GRPO +25
+    assert "| 0 | 25.0% | 50.0% | 25.0% | +25.0 [" in text and "| +0.0 [+0.0, +0.0] |" in text
+    # over the runs: essa - start +25 and +50 -> mean +37.5; essa - GRPO +25 and +25 -> +25.0 [+25.0, +25.0]
+    assert (
+        "solved, points, over 2 runs" in text
+        and "essa - start +37.5 [" in text
+        and "essa - grpo +25.0 [+25.0, +25.0]" in text
+    )
+
+    essa, grpo = (summarize_comparisons.work(runs[0])[s] for s in ("essa", "grpo"))
+    assert essa["steps"] == 2 and essa["completions"] == 2 * 32 * 8 and essa["tokens"] == 2100
+    assert essa["validation_completions"] == 3 * 128  # one validation, and the start's (warm start and base)
+    assert essa["generate_s"] == 81.0 and essa["update_s"] == 3.0 and essa["validate_s"] == 20.0
+    assert essa["other_s"] == 600.0 - 85.0 - 20.0
+    assert grpo["steps"] == 3 and grpo["completions"] == 48 and grpo["tokens"] == 2400 and grpo["other_s"] == 480.0
+    assert "| 0 | essa | 2 | 512 (+ 384) | 2100 |" in summarize_comparisons.work_table(runs)
+    # without the metric per prompt (a run scored before it was recorded) there is no such table
+    assert summarize_comparisons.headline_table([{k: v for k, v in runs[0].items() if k != "paired_headline"}]) == ""
