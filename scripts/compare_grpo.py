@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="which sides to run (default both)",
     )
     p.add_argument(
+        "--rescore",
+        action="store_true",
+        help="score again the sides that an earlier run of this command (the same arguments) left in --out, "
+        "without training them again: for a comparison whose scoring failed or was interrupted",
+    )
+    p.add_argument(
         "--eval-kernel",
         default="grouped",
         choices=["grouped", "shared", "vllm"],
@@ -205,8 +211,7 @@ def compare(args) -> int:
         )
     check_installed()
 
-    from essa.config import load_config, to_yaml
-    from essa.io import atomic_write_text
+    from essa.config import load_config
     from essa.model.provision import resolve_model
     from essa.rewards.task import load_task
 
@@ -230,40 +235,10 @@ def compare(args) -> int:
     model_dir = resolve_model(cfg.model.name)
 
     out = Path(args.out or f"runs/compare-grpo-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"--out {out} exists and is not empty; choose a new folder")
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"[compare] output: {out}", flush=True)
-
-    warm, rank, alpha = build_warm_start(cfg, args.init, model_dir, out / "warm_start")
-    print(f"[compare] warm start ({args.init}): {warm} (r={rank}, lora_alpha={alpha:g})", flush=True)
-    cfg.adapter.init, cfg.adapter.rank = str(warm), rank
-    atomic_write_text(out / "config.yaml", to_yaml(cfg))  # what the GRPO child reads (task, reward, model)
-
-    sides, essa_cmd, grpo_settings = {}, None, None
-    if "essa" in args.sides:
-        essa_cmd = essa_command(args, cfg, warm, out / "essa")
-        sides["essa"] = run_side(
-            "essa",
-            essa_cmd,
-            out / "essa.log",
-            args.budget_s,
-            lambda: len(list((out / "essa" / "checkpoints").glob("gen_*"))),
-        )
-    if "grpo" in args.sides:
-        grpo_settings = grpo_config(args, cfg, model_dir, warm, out / "grpo")
-        config_path = out / "grpo_settings.json"
-        config_path.write_text(json.dumps(grpo_settings, indent=2))
-        cmd = [sys.executable, str(Path(__file__).resolve().with_name("grpo_side.py")), str(config_path)]
-        saves = out / "grpo" / "saves.jsonl"
-        sides["grpo"] = run_side(
-            "grpo",
-            cmd,
-            out / "grpo.log",
-            args.budget_s,
-            lambda: len(saves.read_text().splitlines()) if saves.is_file() else 0,
-            t0_file=out / "grpo" / "t0",
-        )
+    if args.rescore:
+        warm, rank, alpha, sides, essa_cmd, grpo_settings = reopen_sides(args, cfg, out)
+    else:
+        warm, rank, alpha, sides, essa_cmd, grpo_settings = run_sides(args, cfg, model_dir, out)
 
     # ---- points: essa's means exported, GRPO's saved adapters; all within the budget
     points = []
@@ -359,6 +334,79 @@ def compare(args) -> int:
         flush=True,
     )
     return 0
+
+
+def run_sides(args, cfg, model_dir: Path, out: Path) -> tuple:
+    """The warm start written to OUT/warm_start, then each side trained under the budget; each side's
+    timing and memory saved to OUT/SIDE.side.json as soon as it ends (what --rescore reads)."""
+    from essa.config import to_yaml
+    from essa.io import atomic_write_text
+
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"--out {out} exists and is not empty; choose a new folder (or --rescore its sides)")
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"[compare] output: {out}", flush=True)
+
+    warm, rank, alpha = build_warm_start(cfg, args.init, model_dir, out / "warm_start")
+    print(f"[compare] warm start ({args.init}): {warm} (r={rank}, lora_alpha={alpha:g})", flush=True)
+    cfg.adapter.init, cfg.adapter.rank = str(warm), rank
+    atomic_write_text(out / "config.yaml", to_yaml(cfg))  # what the GRPO child reads (task, reward, model)
+
+    sides, essa_cmd, grpo_settings = {}, None, None
+    if "essa" in args.sides:
+        essa_cmd = essa_command(args, cfg, warm, out / "essa")
+        sides["essa"] = run_side(
+            "essa",
+            essa_cmd,
+            out / "essa.log",
+            args.budget_s,
+            lambda: len(list((out / "essa" / "checkpoints").glob("gen_*"))),
+        )
+        save_side(out, "essa", sides["essa"])
+    if "grpo" in args.sides:
+        grpo_settings = grpo_config(args, cfg, model_dir, warm, out / "grpo")
+        config_path = out / "grpo_settings.json"
+        config_path.write_text(json.dumps(grpo_settings, indent=2))
+        cmd = [sys.executable, str(Path(__file__).resolve().with_name("grpo_side.py")), str(config_path)]
+        saves = out / "grpo" / "saves.jsonl"
+        sides["grpo"] = run_side(
+            "grpo",
+            cmd,
+            out / "grpo.log",
+            args.budget_s,
+            lambda: len(saves.read_text().splitlines()) if saves.is_file() else 0,
+            t0_file=out / "grpo" / "t0",
+        )
+        save_side(out, "grpo", sides["grpo"])
+    return warm, rank, alpha, sides, essa_cmd, grpo_settings
+
+
+def save_side(out: Path, side: str, record: dict) -> None:
+    from essa.io import atomic_write_json
+
+    atomic_write_json(out / f"{side}.side.json", record)
+
+
+def reopen_sides(args, cfg, out: Path) -> tuple:
+    """What run_sides() left in `out`, for --rescore: the warm start, each side's record and command."""
+    from essa.model.adapters import read_peft_adapter
+
+    if not (out / "config.yaml").is_file() or not (out / "warm_start").is_dir():
+        raise UserError(f"--rescore: {out} holds no comparison (no config.yaml and warm_start/); run it first")
+    warm = out / "warm_start"
+    _, adapter = read_peft_adapter(warm)
+    rank, alpha = int(adapter["r"]), float(adapter.get("lora_alpha", adapter["r"]))
+    cfg.adapter.init, cfg.adapter.rank = str(warm), rank
+    sides = {}
+    for side in args.sides:
+        path = out / f"{side}.side.json"
+        if not path.is_file():
+            raise UserError(f"--rescore: {path} not found: the {side} side did not finish in {out}")
+        sides[side] = json.loads(path.read_text())
+    essa_cmd = essa_command(args, cfg, warm, out / "essa") if "essa" in sides else None
+    grpo_settings = json.loads((out / "grpo_settings.json").read_text()) if "grpo" in sides else None
+    print(f"[compare] rescoring {', '.join(sides)} in {out}", flush=True)
+    return warm, rank, alpha, sides, essa_cmd, grpo_settings
 
 
 def check_installed() -> None:
@@ -549,7 +597,7 @@ def essa_points(
         points.append(
             {
                 "side": "essa",
-                "label": f"exported (gen {ckpt.best.get('generation')})",
+                "label": f"exported (gen {ckpt.best.generation})",
                 "generation": ckpt.generation,
                 "best_generation": ckpt.best.generation,
                 "validation": ckpt.best.validation,

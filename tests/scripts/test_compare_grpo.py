@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import compare_grpo
@@ -326,3 +327,49 @@ def test_the_tasks_own_metric_and_each_sides_work_are_summarized_per_run():
     assert "| 0 | essa | 2 | 512 (+ 384) | 2100 |" in summarize_comparisons.work_table(runs)
     # without the metric per prompt (a run scored before it was recorded) there is no such table
     assert summarize_comparisons.headline_table([{k: v for k, v in runs[0].items() if k != "paired_headline"}]) == ""
+
+
+def test_essas_points_are_its_last_mean_and_its_exported_best_point(tmp_path):
+    """On a real run folder (a FakePool run): the mean of the last checkpoint within the budget, and the
+    best validated point as essa export writes it, labelled with its generation."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "essa"))
+    from fake_pool import tiny_run
+
+    from essa.model.adapters import read_peft_adapter
+    from essa.run.checkpoint import load_latest
+
+    run, _ = tiny_run(tmp_path, "search.generations=4", "run.checkpoint_every=1")
+    best = load_latest(run).best
+    points = compare_grpo.essa_points(run, time.time() - 100, 1e6, 1, tmp_path / "means", exported=True)
+    mean, exported = points
+    assert mean["point"] == "mean" and mean["generation"] == 4 and 0 < mean["wall_s"] < 1e3
+    assert exported["point"] == "exported" and exported["best_generation"] == best.generation
+    assert exported["label"] == f"exported (gen {best.generation})" and exported["validation"] == best.validation
+    lora, config = read_peft_adapter(Path(exported["adapter"]))
+    assert int(config["r"]) == 2 and lora
+
+
+def test_rescore_reopens_the_sides_a_comparison_left(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "essa"))
+    from fake_pool import tiny_config, tiny_run
+
+    run, model = tiny_run(tmp_path / "src")
+    out = tmp_path / "cmp"
+    (out / "warm_start").mkdir(parents=True)
+    for f in (run / "warm_start").iterdir():
+        (out / "warm_start" / f.name).write_bytes(f.read_bytes())
+    (out / "config.yaml").write_text("task: {}\n")
+    record = {"t0": 1000.0, "wall_s": 601.2, "peak_rss": 4.5 * timed_side.GIB, "stopped_by_budget": True}
+    compare_grpo.save_side(out, "essa", record)
+    args = compare_grpo.build_parser().parse_args(
+        ["--task", "gsm8k", "--sides", "essa", "--rescore", "--out", str(out)]
+    )
+    cfg = tiny_config(model)
+    warm, rank, alpha, sides, essa_cmd, grpo_settings = compare_grpo.reopen_sides(args, cfg, out)
+    assert warm == out / "warm_start" and rank == 2 and sides == {"essa": record} and grpo_settings is None
+    assert str(out / "essa") in essa_cmd and cfg.adapter.init == str(warm)
+    args.sides = ["essa", "grpo"]
+    with pytest.raises(compare_grpo.UserError, match="grpo.side.json not found"):
+        compare_grpo.reopen_sides(args, cfg, out)
+    with pytest.raises(compare_grpo.UserError, match="holds no comparison"):
+        compare_grpo.reopen_sides(args, cfg, tmp_path / "empty")
