@@ -17,7 +17,7 @@ from essa.run.checkpoint import load_latest
 from essa.run.coordinator import align
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_pool import FakePool, write_tiny_model
+from fake_pool import FakePool, tiny_config, write_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -26,22 +26,9 @@ def model_dir(tmp_path_factory):
 
 
 def config(model_dir, *overrides):
-    flags = {"model.name": str(model_dir), "adapter.init": "principal", "search.popsize": 8}
-    return load_config(
-        "gsm8k",
-        None,
-        flags,
-        [
-            "adapter.rank=2",
-            "adapter.target_modules=[q_proj]",
-            "task.batch_size=8",
-            "task.val_size=16",
-            "run.validate_every=2",
-            "run.checkpoint_every=2",
-            "search.generations=12",
-            *overrides,
-        ],
-    )
+    """fake_pool.tiny_config with the step size calibrated (search.sigma null), 12 generations, a
+    checkpoint every 2."""
+    return tiny_config(model_dir, "search.sigma=null", "run.checkpoint_every=2", "search.generations=12", *overrides)
 
 
 def metrics(run):

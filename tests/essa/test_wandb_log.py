@@ -20,19 +20,9 @@ from essa.run.coordinator import align
 from essa.run.run_log import scalars, wandb_run_id
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_pool import FakePool, write_tiny_model
+from fake_pool import FakePool, tiny_config, write_tiny_model
 
 wandb = pytest.importorskip("wandb")
-
-OVERRIDES = [
-    "adapter.rank=2",
-    "adapter.target_modules=[q_proj]",
-    "task.batch_size=8",
-    "task.val_size=16",
-    "run.validate_every=2",
-    "search.sigma=0.5",
-    "run.wandb_project=essa-test",
-]
 
 
 def _wandb_history(run_file: Path) -> list[dict]:
@@ -76,9 +66,13 @@ def offline(tmp_path, monkeypatch):
 
 def test_the_scalars_of_every_generation_reach_wandb_and_a_resume_continues_its_run(offline, tmp_path):
     model = write_tiny_model(tmp_path / "model")
-    flags = {"model.name": str(model), "adapter.init": "principal", "search.popsize": 8, "search.generations": 4}
     run = tmp_path / "run"
-    align(load_config("gsm8k", None, flags, OVERRIDES), run, resume=False, pool_factory=FakePool)
+    align(
+        tiny_config(model, "search.generations=4", "run.wandb_project=essa-test"),
+        run,
+        resume=False,
+        pool_factory=FakePool,
+    )
     files = sorted(run.glob("wandb/offline-run-*/run-*.wandb"))
     assert [f.name for f in files] == [f"run-{wandb_run_id(run)}.wandb"]
     history = _wandb_history(files[0])

@@ -16,27 +16,15 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "essa"))
-from fake_pool import FakePool
+from fake_pool import FakePool, tiny_config
 
 import essa.run.checkpoint as checkpoint
 import essa.run.coordinator as coordinator
-from essa.config import load_config
-
-OVERRIDES = [
-    "adapter.rank=2",
-    "adapter.target_modules=[q_proj]",
-    "task.batch_size=8",
-    "task.val_size=16",
-    "run.validate_every=2",
-    "run.checkpoint_every=1",
-    "search.generations=6",
-    "search.sigma=0.5",
-]
 
 
 def config(model_dir: str):
-    flags = {"model.name": model_dir, "adapter.init": "principal", "search.popsize": 8}
-    return load_config("gsm8k", None, flags, OVERRIDES)
+    """fake_pool.tiny_config with a checkpoint after every one of 6 generations."""
+    return tiny_config(model_dir, "run.checkpoint_every=1", "search.generations=6")
 
 
 def die() -> None:
