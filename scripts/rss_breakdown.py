@@ -17,6 +17,11 @@ import time
 import psutil
 
 
+def is_essa_cli(cmd: list[str]) -> bool:
+    """`python -m essa.cli ...` or the `essa` console script."""
+    return "essa.cli" in cmd or any(c.endswith("/essa") for c in cmd[:2])
+
+
 def role(process: psutil.Process) -> str:
     """A short name for what the process is: the Ray actor or daemon it runs, or essa's CLI."""
     try:
@@ -27,7 +32,7 @@ def role(process: psutil.Process) -> str:
         return process.name()
     if cmd[0].startswith("ray::"):
         return cmd[0]
-    if "essa.cli" in cmd or any(c.endswith("/essa") for c in cmd[:2]):
+    if is_essa_cli(cmd):
         return "essa CLI"
     for part in cmd[:3]:
         if part.endswith(".py") or "/ray/" in part:
@@ -38,7 +43,7 @@ def role(process: psutil.Process) -> str:
 def find_essa() -> psutil.Process | None:
     for p in psutil.process_iter(["cmdline"]):
         cmd = p.info["cmdline"] or []
-        if "align" in cmd and ("essa.cli" in cmd or any(c.endswith("/essa") for c in cmd[:2])):
+        if "align" in cmd and is_essa_cli(cmd):
             return p
     return None
 
@@ -62,7 +67,8 @@ def main() -> int:
             break
         for p in tree:
             try:
-                sample[role(p)] = sample.get(role(p), 0) + p.memory_info().rss
+                name = role(p)
+                sample[name] = sample.get(name, 0) + p.memory_info().rss
             except psutil.Error:
                 continue
         if sum(sample.values()) > sum(peak.values()):

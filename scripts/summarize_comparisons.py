@@ -30,6 +30,7 @@ import numpy as np
 from essa.run.run_files import RunFiles
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling scripts, also when imported
+import compare_grpo
 import learning_curves
 
 SIDES = ("essa", "grpo")
@@ -121,7 +122,7 @@ def headline_table(runs: list[dict]) -> str:
     for r in scored:
         paired = r["paired_headline"]
         start = next(p for p in r["points"] if p["side"] == "start")
-        finals = {s: final_point(r, s) for s in SIDES}
+        finals = {s: compare_grpo.final_point(r["points"], s) for s in SIDES}
         cells = [ci(paired[k]) if k in paired else "-" for k in gains]
         lines.append(
             f"| {r['settings']['args']['seed']} | {pct(start)} | "
@@ -135,20 +136,9 @@ def headline_table(runs: list[dict]) -> str:
     lines.append("")
     lines.append(
         f"- {metric}, points, over {len(scored)} runs, mean [95% t]: "
-        + "; ".join(f"{k} {interval_points(v)}" for k, v in gains.items() if v)
+        + "; ".join(f"{k} {interval(v, '+.1f')}" for k, v in gains.items() if v)
     )
     return "\n".join(lines)
-
-
-def interval_points(values: list[float]) -> str:
-    mean, half = learning_curves.interval(values)
-    return f"{mean:+.1f}" if np.isnan(half) else f"{mean:+.1f} [{mean - half:+.1f}, {mean + half:+.1f}]"
-
-
-def final_point(results: dict, side: str) -> dict | None:
-    """What a side delivered at its budget among the scored points: essa's exported point when there is one."""
-    mine = [p for p in results["points"] if p["side"] == side and "headline" in p]
-    return ([p for p in mine if p.get("point") == "exported"] or mine or [None])[-1]
 
 
 def work(results: dict) -> dict[str, dict]:
@@ -215,10 +205,10 @@ def work_table(runs: list[dict]) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
-def interval(values: list[float]) -> str:
+def interval(values: list[float], fmt: str = "+.3f") -> str:
     """Mean [95% Student-t interval] as text, by learning_curves.interval (the mean alone for one run)."""
     mean, half = learning_curves.interval(values)
-    return f"{mean:+.3f}" if np.isnan(half) else f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]"
+    return f"{mean:{fmt}}" if np.isnan(half) else f"{mean:{fmt}} [{mean - half:{fmt}}, {mean + half:{fmt}}]"
 
 
 def table(runs: list[dict]) -> str:
